@@ -1,0 +1,122 @@
+//! The error log, in gunicorn's format:
+//! `[2026-01-02 03:04:05 +0000] [PID] [LEVEL] message`.
+//!
+//! One process-wide logger. It is set up in the master before any fork, so
+//! workers inherit the open file; `reopen` re-opens the path (USR1).
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Mutex;
+
+use crate::timefmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Debug = 10,
+    Info = 20,
+    Warning = 30,
+    Error = 40,
+    Critical = 50,
+}
+
+impl Level {
+    pub fn parse(s: &str) -> Option<Level> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "debug" => Level::Debug,
+            "info" => Level::Info,
+            "warning" | "warn" => Level::Warning,
+            "error" => Level::Error,
+            "critical" => Level::Critical,
+            _ => return None,
+        })
+    }
+    fn label(self) -> &'static str {
+        match self {
+            Level::Debug => "DEBUG",
+            Level::Info => "INFO",
+            Level::Warning => "WARNING",
+            Level::Error => "ERROR",
+            Level::Critical => "CRITICAL",
+        }
+    }
+}
+
+enum Sink {
+    Stderr,
+    File { path: String, file: File },
+}
+
+static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
+static SINK: Mutex<Option<Sink>> = Mutex::new(None);
+
+/// Set the level and the destination (`-` is stderr).
+pub fn init(path: &str, level: Level) -> std::io::Result<()> {
+    LEVEL.store(level as u8, Ordering::Relaxed);
+    let sink = open(path)?;
+    *SINK.lock().unwrap_or_else(|p| p.into_inner()) = Some(sink);
+    Ok(())
+}
+
+fn open(path: &str) -> std::io::Result<Sink> {
+    if path == "-" {
+        return Ok(Sink::Stderr);
+    }
+    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    Ok(Sink::File {
+        path: path.to_string(),
+        file,
+    })
+}
+
+/// Re-open the log file at its path (after logrotate renamed it).
+pub fn reopen() -> std::io::Result<()> {
+    let mut guard = SINK.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(Sink::File { path, .. }) = guard.as_ref() {
+        let fresh = open(&path.clone())?;
+        *guard = Some(fresh);
+    }
+    Ok(())
+}
+
+pub fn enabled(level: Level) -> bool {
+    level as u8 >= LEVEL.load(Ordering::Relaxed)
+}
+
+/// Write raw text (wsgi.errors, tracebacks) without the line prefix.
+pub fn write_raw(text: &[u8]) {
+    let mut guard = SINK.lock().unwrap_or_else(|p| p.into_inner());
+    match guard.as_mut() {
+        Some(Sink::File { file, .. }) => {
+            let _ = file.write_all(text);
+        }
+        _ => {
+            let _ = std::io::stderr().write_all(text);
+        }
+    }
+}
+
+pub fn log(level: Level, msg: std::fmt::Arguments<'_>) {
+    if !enabled(level) {
+        return;
+    }
+    let line = format!(
+        "[{}] [{}] [{}] {}\n",
+        timefmt::log_timestamp(timefmt::unix_now()),
+        std::process::id(),
+        level.label(),
+        msg
+    );
+    write_raw(line.as_bytes());
+}
+
+#[macro_export]
+macro_rules! debug { ($($t:tt)*) => { $crate::log::log($crate::log::Level::Debug, format_args!($($t)*)) } }
+#[macro_export]
+macro_rules! info { ($($t:tt)*) => { $crate::log::log($crate::log::Level::Info, format_args!($($t)*)) } }
+#[macro_export]
+macro_rules! warning { ($($t:tt)*) => { $crate::log::log($crate::log::Level::Warning, format_args!($($t)*)) } }
+#[macro_export]
+macro_rules! error { ($($t:tt)*) => { $crate::log::log($crate::log::Level::Error, format_args!($($t)*)) } }
+#[macro_export]
+macro_rules! critical { ($($t:tt)*) => { $crate::log::log($crate::log::Level::Critical, format_args!($($t)*)) } }

@@ -1,0 +1,858 @@
+//! A worker process: after fork it embeds CPython, imports the app, and
+//! serves HTTP/1.1 from a non-blocking epoll loop (mio). Connections live in
+//! Rust; Python runs only once a request has fully arrived (or its body is
+//! too large to buffer), and the GIL is not held while the loop waits.
+//!
+//! The `sync` worker runs the app on the loop's thread, one request at a
+//! time, like gunicorn's sync worker; but idle keep-alive connections and
+//! slow clients still arriving cost nothing but a slot in the loop.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use mio::{Events, Interest, Poll, Token};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+
+use crate::config::Settings;
+use crate::http::{self, BodyKind, ChunkedDecoder, HttpError, Limits, RequestHead};
+use crate::listeners::{Kind, Listener};
+use crate::sys::{self, Signal, SignalQueue};
+use crate::timefmt::DateCache;
+use crate::wsgi::{self, BodyRest, FileWrapper, Input, Peer, Responder, ServerInfo, Wsgi};
+use crate::{debug, error, info, warning};
+
+/// Bodies up to this size are read completely before the app runs.
+const BUFFER_BODY: usize = 256 * 1024;
+/// Stop reading from a connection whose unprocessed input exceeds this.
+const READ_CAP: usize = BUFFER_BODY + 64 * 1024;
+/// Don't start the next pipelined request while this much output is queued.
+const WRITE_HIGH: usize = 1 << 20;
+/// Time a client gets to send a complete request head.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time without progress while reading a body or writing a response.
+const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// After a response with `Connection: close`, how long unread input is
+/// drained so the client sees the response rather than a reset.
+const LINGER: Duration = Duration::from_secs(2);
+/// An unread request body up to this size is read and discarded so the
+/// connection can be reused.
+const DRAIN_LIMIT: u64 = 1 << 20;
+
+const SIGNAL_TOKEN: Token = Token(0);
+const LISTENER_BASE: usize = 1;
+const CONN_BASE: usize = 1 << 16;
+
+enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn raw(&self) -> RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+    fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            Stream::Tcp(s) => s,
+            Stream::Unix(s) => s,
+        }
+    }
+    fn shutdown_write(&self) {
+        let _ = match self {
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+        };
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+enum ListenSock {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+struct WorkerListener {
+    sock: ListenSock,
+    server: ServerInfo,
+}
+
+/// Where a connection is in its request/response cycle.
+enum State {
+    /// Waiting for (the rest of) a request head.
+    Head,
+    /// Reading a body that will be handed to the app in one piece.
+    Body {
+        head: Box<RequestHead>,
+        body: Vec<u8>,
+        rest: BodyRest,
+    },
+    /// Response sent with `Connection: close`; draining input until EOF.
+    Lingering,
+}
+
+struct Conn {
+    stream: Stream,
+    peer: Peer,
+    listener: usize,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    wpos: usize,
+    state: State,
+    deadline: Instant,
+    /// Close once `wbuf` is written.
+    close_after_write: bool,
+    /// The peer closed its side.
+    eof: bool,
+    /// Requests served on this connection.
+    served: u64,
+}
+
+impl Conn {
+    fn pending_write(&self) -> usize {
+        self.wbuf.len() - self.wpos
+    }
+    fn idle(&self) -> bool {
+        matches!(self.state, State::Head) && self.rbuf.is_empty() && self.pending_write() == 0
+    }
+}
+
+/// What to do with a connection after driving it.
+enum Next {
+    Keep,
+    Close,
+}
+
+pub struct Worker {
+    poll: Poll,
+    listeners: Vec<WorkerListener>,
+    conns: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    live: usize,
+    /// Connections with work that no new event will announce.
+    again: Vec<usize>,
+    wsgi: Wsgi,
+    limits: Limits,
+    keepalive: Duration,
+    max_conns: usize,
+    date: DateCache,
+    signals: SignalQueue,
+    stopping: bool,
+    accept_paused: bool,
+    master: nix::unistd::Pid,
+    requests: u64,
+}
+
+/// Entry point of a freshly forked worker. Returns the process exit code.
+pub fn run(settings: &Settings, listeners: &[Listener], master: nix::unistd::Pid) -> i32 {
+    // After fork, in the worker: nothing here may touch the master's state.
+    let signals = match SignalQueue::install(&[
+        Signal::SIGQUIT,
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGUSR1,
+        Signal::SIGABRT,
+    ]) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("Cannot install signal handlers: {e}");
+            return wsgi::WORKER_BOOT_ERROR;
+        }
+    };
+    for sig in [
+        Signal::SIGHUP,
+        Signal::SIGCHLD,
+        Signal::SIGTTIN,
+        Signal::SIGTTOU,
+        Signal::SIGWINCH,
+        Signal::SIGUSR2,
+    ] {
+        sys::default_signal(sig);
+    }
+    sys::unblock_all_signals();
+    info!("Booting worker with pid: {}", std::process::id());
+
+    let cwd = std::env::current_dir()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| ".".into());
+    let setup = wsgi::PySetup {
+        cwd,
+        pythonpath: settings.pythonpath.as_deref().unwrap_or(""),
+        virtualenv: settings.virtualenv.as_deref(),
+        app: settings.app(),
+    };
+    let app = match wsgi::load_app(&setup) {
+        Ok(app) => app,
+        Err(e) => {
+            error!("Exception in worker process:\n{}", e.to_string().trim_end());
+            return e.exit_code();
+        }
+    };
+    let mut worker = match Worker::new(settings, listeners, app, signals, master) {
+        Ok(w) => w,
+        Err(e) => {
+            error!("Worker failed to start: {e}");
+            return wsgi::WORKER_BOOT_ERROR;
+        }
+    };
+    let code = worker.serve();
+    Python::attach(|py| {
+        // Let the app's atexit handlers run and its print() output out.
+        let _ = py.run(
+            c"import atexit, sys\natexit._run_exitfuncs()\nfor s in (sys.stdout, sys.stderr):\n    try:\n        s.flush()\n    except Exception:\n        pass\n",
+            None,
+            None,
+        );
+    });
+    info!("Worker exiting (pid: {})", std::process::id());
+    code
+}
+
+impl Worker {
+    fn new(
+        settings: &Settings,
+        listeners: &[Listener],
+        app: Py<PyAny>,
+        signals: SignalQueue,
+        master: nix::unistd::Pid,
+    ) -> io::Result<Worker> {
+        let poll = Poll::new()?;
+        let sigfd = signals.fd().as_raw_fd();
+        poll.registry().register(
+            &mut mio::unix::SourceFd(&sigfd),
+            SIGNAL_TOKEN,
+            Interest::READABLE,
+        )?;
+        let mut wl = Vec::new();
+        for (i, l) in listeners.iter().enumerate() {
+            let fd = l.try_clone_fd()?;
+            let mut sock = match l.kind {
+                Kind::Tcp => {
+                    ListenSock::Tcp(TcpListener::from_std(std::net::TcpListener::from(fd)))
+                }
+                Kind::Unix => ListenSock::Unix(UnixListener::from_std(
+                    std::os::unix::net::UnixListener::from(fd),
+                )),
+            };
+            let token = Token(LISTENER_BASE + i);
+            match &mut sock {
+                ListenSock::Tcp(s) => poll.registry().register(s, token, Interest::READABLE)?,
+                ListenSock::Unix(s) => poll.registry().register(s, token, Interest::READABLE)?,
+            }
+            let (name, port) = l.server_name_port();
+            wl.push(WorkerListener {
+                sock,
+                server: ServerInfo { name, port },
+            });
+        }
+        let wsgi = Python::attach(|py| {
+            Wsgi::new(
+                py,
+                app,
+                settings.workers > 1,
+                false,
+                &settings.forwarded_allow_ips,
+            )
+        })
+        .map_err(|e| io::Error::other(e.to_string()))?;
+        Ok(Worker {
+            poll,
+            listeners: wl,
+            conns: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            again: Vec::new(),
+            wsgi,
+            limits: Limits {
+                max_line: settings.limit_request_line as usize,
+                max_fields: settings.limit_request_fields as usize,
+                max_field_size: settings.limit_request_field_size as usize,
+            },
+            keepalive: Duration::from_secs_f64(settings.keepalive),
+            max_conns: settings.worker_connections.max(1) as usize,
+            date: DateCache::default(),
+            signals,
+            stopping: false,
+            accept_paused: false,
+            master,
+            requests: 0,
+        })
+    }
+
+    /// The loop. Returns the exit code.
+    fn serve(&mut self) -> i32 {
+        let mut events = Events::with_capacity(256);
+        let mut next_sweep = Instant::now() + Duration::from_secs(1);
+        loop {
+            let timeout = if self.again.is_empty() {
+                Duration::from_secs(1)
+            } else {
+                Duration::ZERO
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    error!("epoll failed: {e}");
+                    return 1;
+                }
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    SIGNAL_TOKEN => {}
+                    Token(t) if t >= CONN_BASE => self.on_conn_event(
+                        t - CONN_BASE,
+                        ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                        ev.is_writable(),
+                    ),
+                    Token(t) => self.accept(t - LISTENER_BASE),
+                }
+            }
+            for idx in std::mem::take(&mut self.again) {
+                self.on_conn_event(idx, true, true);
+            }
+            for sig in self.signals.drain() {
+                match sig {
+                    Signal::SIGTERM => self.begin_graceful_stop(),
+                    Signal::SIGINT | Signal::SIGQUIT => return 0,
+                    Signal::SIGUSR1 => {
+                        if let Err(e) = crate::log::reopen() {
+                            warning!("Cannot reopen log files: {e}");
+                        }
+                    }
+                    Signal::SIGABRT => {
+                        error!("Worker aborted (pid: {})", std::process::id());
+                        return 1;
+                    }
+                    _ => {}
+                }
+            }
+            if self.accept_paused && !self.stopping && self.live < self.max_conns {
+                self.accept_paused = false;
+                for i in 0..self.listeners.len() {
+                    self.accept(i);
+                }
+            }
+            let now = Instant::now();
+            if now >= next_sweep {
+                next_sweep = now + Duration::from_secs(1);
+                self.sweep(now);
+                if nix::unistd::getppid() != self.master {
+                    info!("Parent changed, shutting down: {}", std::process::id());
+                    return 0;
+                }
+            }
+            if self.stopping && self.live == 0 {
+                return 0;
+            }
+        }
+    }
+
+    fn begin_graceful_stop(&mut self) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        for mut l in self.listeners.drain(..) {
+            let _ = match &mut l.sock {
+                ListenSock::Tcp(s) => self.poll.registry().deregister(s),
+                ListenSock::Unix(s) => self.poll.registry().deregister(s),
+            };
+        }
+        for idx in 0..self.conns.len() {
+            if self.conns[idx].as_ref().is_some_and(Conn::idle) {
+                self.close(idx);
+            }
+        }
+    }
+
+    fn accept(&mut self, li: usize) {
+        if self.stopping {
+            return;
+        }
+        loop {
+            if self.live >= self.max_conns {
+                self.accept_paused = true;
+                return;
+            }
+            let Some(l) = self.listeners.get(li) else {
+                return;
+            };
+            let accepted = match &l.sock {
+                ListenSock::Tcp(s) => s.accept().map(|(st, addr)| {
+                    let _ = st.set_nodelay(true);
+                    (Stream::Tcp(st), Peer::Tcp(addr))
+                }),
+                ListenSock::Unix(s) => s.accept().map(|(st, _)| (Stream::Unix(st), Peer::Unix)),
+            };
+            match accepted {
+                Ok((stream, peer)) => self.add_conn(stream, peer, li),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE and friends: back off until a connection closes.
+                    warning!("accept() failed: {e}");
+                    self.accept_paused = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn add_conn(&mut self, mut stream: Stream, peer: Peer, listener: usize) {
+        let idx = self.free.pop().unwrap_or_else(|| {
+            self.conns.push(None);
+            self.conns.len() - 1
+        });
+        if let Err(e) = self.poll.registry().register(
+            stream.source(),
+            Token(CONN_BASE + idx),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            warning!("Cannot register a connection: {e}");
+            self.free.push(idx);
+            return;
+        }
+        self.conns[idx] = Some(Conn {
+            stream,
+            peer,
+            listener,
+            rbuf: Vec::new(),
+            wbuf: Vec::new(),
+            wpos: 0,
+            state: State::Head,
+            deadline: Instant::now() + HEAD_TIMEOUT,
+            close_after_write: false,
+            eof: false,
+            served: 0,
+        });
+        self.live += 1;
+        // The request may already be waiting (edge-triggered: read now).
+        self.again.push(idx);
+    }
+
+    fn close(&mut self, idx: usize) {
+        if let Some(mut c) = self.conns.get_mut(idx).and_then(Option::take) {
+            let _ = self.poll.registry().deregister(c.stream.source());
+            self.free.push(idx);
+            self.live -= 1;
+        }
+    }
+
+    /// Close connections whose deadline passed.
+    fn sweep(&mut self, now: Instant) {
+        for idx in 0..self.conns.len() {
+            if self.conns[idx].as_ref().is_some_and(|c| c.deadline <= now) {
+                debug!("Closing a connection that timed out");
+                self.close(idx);
+            }
+        }
+    }
+
+    fn on_conn_event(&mut self, idx: usize, readable: bool, writable: bool) {
+        let Some(mut conn) = self.conns.get_mut(idx).and_then(Option::take) else {
+            return;
+        };
+        let next = self.drive(idx, &mut conn, readable, writable);
+        self.conns[idx] = Some(conn);
+        if matches!(next, Next::Close) {
+            self.close(idx);
+        }
+    }
+
+    /// Read what is available into `rbuf`. Returns false on a hard error.
+    fn fill(conn: &mut Conn) -> bool {
+        let mut chunk = [0u8; 64 * 1024];
+        while conn.rbuf.len() < READ_CAP && !conn.eof {
+            match conn.stream.read(&mut chunk) {
+                Ok(0) => conn.eof = true,
+                Ok(n) => conn.rbuf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    /// Write queued output. Returns false on a hard error.
+    fn flush(conn: &mut Conn) -> bool {
+        while conn.wpos < conn.wbuf.len() {
+            match conn.stream.write(&conn.wbuf[conn.wpos..]) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    conn.wpos += n;
+                    conn.deadline = Instant::now() + STALL_TIMEOUT;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        conn.wbuf.clear();
+        conn.wpos = 0;
+        true
+    }
+
+    fn drive(&mut self, idx: usize, conn: &mut Conn, readable: bool, writable: bool) -> Next {
+        if (writable || conn.pending_write() > 0) && !Self::flush(conn) {
+            return Next::Close;
+        }
+        let before = conn.rbuf.len();
+        if readable && !Self::fill(conn) {
+            return Next::Close;
+        }
+        if conn.rbuf.len() > before {
+            match conn.state {
+                // A new request head starts: it gets HEAD_TIMEOUT in total,
+                // however slowly it trickles in.
+                State::Head if before == 0 => conn.deadline = Instant::now() + HEAD_TIMEOUT,
+                State::Body { .. } => conn.deadline = Instant::now() + STALL_TIMEOUT,
+                _ => {}
+            }
+        }
+        if conn.rbuf.len() >= READ_CAP && !conn.eof {
+            // More may be waiting in the kernel; come back without an event.
+            self.again.push(idx);
+        }
+        loop {
+            if conn.close_after_write {
+                if conn.pending_write() > 0 {
+                    return Next::Keep;
+                }
+                if !matches!(conn.state, State::Lingering) {
+                    conn.stream.shutdown_write();
+                    conn.state = State::Lingering;
+                    conn.deadline = Instant::now() + LINGER;
+                }
+                conn.rbuf.clear();
+                return if conn.eof { Next::Close } else { Next::Keep };
+            }
+            match std::mem::replace(&mut conn.state, State::Head) {
+                State::Lingering => {
+                    conn.state = State::Lingering;
+                    return Next::Keep;
+                }
+                State::Head => {
+                    if conn.pending_write() >= WRITE_HIGH {
+                        return Next::Keep;
+                    }
+                    if conn.rbuf.is_empty() {
+                        if conn.eof {
+                            return Next::Close;
+                        }
+                        if self.stopping && conn.pending_write() == 0 {
+                            return Next::Close;
+                        }
+                        return Next::Keep;
+                    }
+                    match http::parse_request_head(&conn.rbuf, &self.limits) {
+                        Ok(None) => {
+                            if conn.eof {
+                                return Next::Close;
+                            }
+                            return Next::Keep;
+                        }
+                        Err(e) => {
+                            self.reject(conn, &e);
+                        }
+                        Ok(Some((head, used))) => {
+                            conn.rbuf.drain(..used);
+                            conn.deadline = Instant::now() + STALL_TIMEOUT;
+                            if head.expect_continue
+                                && head.minor_version >= 1
+                                && head.body != BodyKind::None
+                            {
+                                conn.wbuf
+                                    .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                                if !Self::flush(conn) {
+                                    return Next::Close;
+                                }
+                            }
+                            let rest = match head.body {
+                                BodyKind::None => {
+                                    self.dispatch(conn, head, Input::buffered(Vec::new()), false);
+                                    continue;
+                                }
+                                BodyKind::Length(n) => BodyRest::Length(n),
+                                BodyKind::Chunked => BodyRest::Chunked(ChunkedDecoder::new()),
+                            };
+                            conn.state = State::Body {
+                                head: Box::new(head),
+                                body: Vec::new(),
+                                rest,
+                            };
+                        }
+                    }
+                }
+                State::Body {
+                    head,
+                    mut body,
+                    mut rest,
+                } => {
+                    let mut failed = None;
+                    match &mut rest {
+                        BodyRest::Length(n) => {
+                            let take = (*n).min(conn.rbuf.len() as u64) as usize;
+                            body.extend_from_slice(&conn.rbuf[..take]);
+                            conn.rbuf.drain(..take);
+                            *n -= take as u64;
+                        }
+                        BodyRest::Chunked(d) => match d.decode(&conn.rbuf, &mut body) {
+                            Ok((used, _)) => {
+                                conn.rbuf.drain(..used);
+                            }
+                            Err(e) => failed = Some(e),
+                        },
+                    }
+                    if let Some(e) = failed {
+                        self.reject(conn, &e);
+                        continue;
+                    }
+                    let complete = match &rest {
+                        BodyRest::Length(n) => *n == 0,
+                        BodyRest::Chunked(d) => d.is_finished(),
+                    };
+                    if complete {
+                        self.dispatch(conn, *head, Input::buffered(body), false);
+                    } else if body.len() >= BUFFER_BODY || conn.rbuf.len() >= READ_CAP {
+                        let raw = std::mem::take(&mut conn.rbuf);
+                        let input = Input::streaming(body, raw, rest, conn.stream.raw());
+                        self.dispatch(conn, *head, input, true);
+                    } else {
+                        conn.state = State::Body { head, body, rest };
+                        if conn.eof {
+                            return Next::Close;
+                        }
+                        return Next::Keep;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answer a request the parser refused, and close.
+    fn reject(&mut self, conn: &mut Conn, e: &HttpError) {
+        debug!("Invalid request: {e}");
+        let body = format!("{}\n", e.reason);
+        let resp = format!(
+            "HTTP/1.1 {} {}\r\nServer: ferrocorn\r\nDate: {}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+            e.status,
+            e.reason,
+            self.date.get(),
+            body.len(),
+            body
+        );
+        conn.wbuf.extend_from_slice(resp.as_bytes());
+        conn.close_after_write = true;
+        let _ = Self::flush(conn);
+    }
+
+    /// Run the app for one request and queue its response.
+    fn dispatch(&mut self, conn: &mut Conn, head: RequestHead, input: Input, streamed: bool) {
+        self.requests += 1;
+        conn.served += 1;
+        let keep_alive = head.keep_alive && !self.stopping && !self.keepalive.is_zero();
+        let is_head = head.method == "HEAD";
+        let fd = conn.stream.raw();
+        // Output still queued from a pipelined predecessor goes first.
+        let pending = if conn.wpos == 0 {
+            std::mem::take(&mut conn.wbuf)
+        } else {
+            let v = conn.wbuf[conn.wpos..].to_vec();
+            conn.wbuf.clear();
+            v
+        };
+        conn.wpos = 0;
+        let responder = Responder::new(
+            fd,
+            head.minor_version,
+            is_head,
+            keep_alive,
+            self.date.get(),
+            pending,
+        );
+        let no_server = ServerInfo::default();
+        let server = self
+            .listeners
+            .get(conn.listener)
+            .map(|l| &l.server)
+            .unwrap_or(&no_server);
+        let wsgi = &mut self.wsgi;
+        let outcome = Python::attach(|py| -> PyResult<(Vec<u8>, bool, bool, Option<Vec<u8>>)> {
+            let input = Bound::new(py, input)?;
+            let responder = Bound::new(py, responder)?;
+            let result = wsgi
+                .environ(py, &head, &conn.peer, server, input.clone())
+                .and_then(|environ| wsgi.app.bind(py).call1((environ, &responder)));
+            let res = match result {
+                Ok(iterable) => write_iterable(py, &responder, &iterable),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = res {
+                error!(
+                    "Error handling request {}\n{}",
+                    head.target,
+                    wsgi::format_exception(py, &e).trim_end()
+                );
+                responder
+                    .borrow_mut()
+                    .error_response("500 Internal Server Error", "Internal Server Error\n");
+            }
+            let mut r = responder.borrow_mut();
+            r.deactivate();
+            let leftover = input.borrow_mut().finish(py, DRAIN_LIMIT);
+            Ok((std::mem::take(&mut r.out), r.keep_alive, r.broken, leftover))
+        });
+        match outcome {
+            Ok((out, keep, broken, leftover)) => {
+                conn.wbuf = out;
+                if broken {
+                    conn.wbuf.clear();
+                    conn.eof = true;
+                    conn.close_after_write = true;
+                    return;
+                }
+                let reusable = match leftover {
+                    Some(rest) => {
+                        if streamed {
+                            conn.rbuf = rest;
+                        }
+                        true
+                    }
+                    None => false,
+                };
+                if !keep || !reusable {
+                    conn.close_after_write = true;
+                }
+            }
+            Err(e) => {
+                error!("Cannot run the app: {e}");
+                conn.close_after_write = true;
+            }
+        }
+        conn.deadline = Instant::now()
+            + if conn.close_after_write {
+                STALL_TIMEOUT
+            } else {
+                self.keepalive.max(Duration::from_millis(100))
+            };
+        let _ = Self::flush(conn);
+        if conn.pending_write() == 0 && !conn.close_after_write {
+            conn.deadline = Instant::now() + self.keepalive;
+        }
+    }
+}
+
+/// Send the app's response iterable, calling its `close()` in every case.
+fn write_iterable(
+    py: Python<'_>,
+    responder: &Bound<'_, Responder>,
+    iterable: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let res = send_iterable(py, responder, iterable);
+    let closed = match iterable.getattr(pyo3::intern!(py, "close")) {
+        Ok(close) => close.call0().map(|_| ()),
+        Err(_) => Ok(()),
+    };
+    res.and(closed)
+}
+
+fn send_iterable(
+    py: Python<'_>,
+    responder: &Bound<'_, Responder>,
+    iterable: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    if let Ok(fw) = iterable.cast::<FileWrapper>() {
+        if send_file(py, responder, &fw.borrow())? {
+            return responder.borrow_mut().finish(py);
+        }
+    }
+    let not_bytes = |item: &Bound<'_, PyAny>| {
+        pyo3::exceptions::PyTypeError::new_err(format!(
+            "the response iterable must yield bytes, not {}",
+            item.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        ))
+    };
+    if let Ok(list) = iterable.cast::<PyList>() {
+        let single = list.len() == 1;
+        for item in list.iter() {
+            let b = item.cast::<PyBytes>().map_err(|_| not_bytes(&item))?;
+            let data = b.as_bytes();
+            let total = single.then_some(data.len() as u64);
+            let mut r = responder.borrow_mut();
+            r.send_body(py, data, total)?;
+            if r.broken {
+                return Ok(());
+            }
+        }
+    } else {
+        for item in iterable.try_iter()? {
+            let item = item?;
+            let b = item.cast::<PyBytes>().map_err(|_| not_bytes(&item))?;
+            let mut r = responder.borrow_mut();
+            r.send_body(py, b.as_bytes(), None)?;
+            if r.broken {
+                return Ok(());
+            }
+        }
+    }
+    responder.borrow_mut().finish(py)
+}
+
+/// The sendfile(2) path for `wsgi.file_wrapper` around a regular file.
+/// Returns false when the object is not a real file (then it is iterated).
+fn send_file(py: Python<'_>, responder: &Bound<'_, Responder>, fw: &FileWrapper) -> PyResult<bool> {
+    let f = fw.filelike.bind(py);
+    let Ok(fileno) = f
+        .call_method0(pyo3::intern!(py, "fileno"))
+        .and_then(|n| n.extract::<RawFd>())
+    else {
+        return Ok(false);
+    };
+    // SAFETY: the descriptor belongs to the Python file object, which the
+    // FileWrapper keeps alive for the whole duration of this call.
+    let file = unsafe { std::os::fd::BorrowedFd::borrow_raw(fileno) };
+    let Ok(st) = nix::sys::stat::fstat(file) else {
+        return Ok(false);
+    };
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Ok(false);
+    }
+    let offset = match f
+        .call_method0(pyo3::intern!(py, "tell"))
+        .and_then(|t| t.extract::<i64>())
+    {
+        Ok(o) => o,
+        Err(_) => nix::unistd::lseek(file, 0, nix::unistd::Whence::SeekCur).unwrap_or(0),
+    };
+    let size = (st.st_size - offset).max(0) as u64;
+    responder.borrow_mut().send_file(py, file, offset, size)?;
+    Ok(true)
+}
