@@ -433,8 +433,7 @@ def wait_ready(proc, port, wl, deadline_s):
         err = wl.check(status, headers, body) if wl.check else None
         if err:
             return False, "wrong response: %s" % err, took
-        if "Content-Length" not in headers and "content-length" not in \
-                {k.lower() for k in headers}:
+        if "content-length" not in {k.lower() for k in headers}:
             return False, "response lacks Content-Length", took
         return True, "ok", took
     return False, "did not answer within %.0fs (last error: %s)" % (
@@ -635,7 +634,7 @@ def run_one(ctx, server, wl, rnd):
         # request returns only after they are drained: wait for it.
         t_drain = time.monotonic()
         try:
-            http_request(port, wl, timeout=60.0)
+            http_request(port, wl, timeout=30.0)
         except (OSError, http.client.HTTPException) as exc:
             res["drain_error"] = "%s: %s" % (type(exc).__name__, exc)
         res["drain_s"] = round(time.monotonic() - t_drain, 3)
@@ -743,7 +742,7 @@ COLUMNS = ["server", "req/s", "p50 ms", "p99 ms", "master RSS MiB",
            "worker RSS MiB (mean)", "req/s ratio", "p99 ratio", "errors"]
 
 
-def table_rows(rows, servers):
+def table_rows(rows, servers, workers):
     out = []
     for server in servers:
         row = rows.get(server)
@@ -762,7 +761,7 @@ def table_rows(rows, servers):
             _fmt(row["p99_ms"], ".2f"),
             _fmt(_mb(row["master_rss_kb"]), ".1f"),
             _fmt(_mb(row["worker_rss_kb_mean"]), ".1f")
-            + ("" if row["workers_seen"] in (None, 2)
+            + ("" if row["workers_seen"] in (None, workers)
                else " (x%d)" % row["workers_seen"]),
             _fmt(row["rps_ratio"], ".2f") + ("x" if row["rps_ratio"] else ""),
             _fmt(row["p99_ratio"], ".2f") + ("x" if row["p99_ratio"] else ""),
@@ -827,7 +826,7 @@ def write_markdown(path, ctx, meta, summary, skipped):
     for wl, rows in summary.items():
         out += ["## " + workload_header(ctx, wl), ""]
         if rows:
-            out += [md_table(table_rows(rows, ctx.servers)), ""]
+            out += [md_table(table_rows(rows, ctx.servers, ctx.workers)), ""]
         else:
             out += ["_no server produced results_", ""]
     if skipped:
@@ -1024,8 +1023,19 @@ def main(argv):
     except KeyboardInterrupt:
         interrupted = True
         log("\ninterrupted; stopping servers and writing partial results")
+    except Exception:
+        interrupted = True
+        import traceback
+        traceback.print_exc()
+        log("harness error; stopping servers and writing partial results")
     finally:
+        # A second Ctrl-C must not cut the teardown short.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
         cleanup_all()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _on_signal)
+        signal.signal(signal.SIGHUP, _on_signal)
 
     summary = summarise(runs, workloads, ctx.servers, ctx.baseline)
     meta = gather_meta(ctx, argv)
@@ -1040,7 +1050,7 @@ def main(argv):
         print()
         print(workload_header(ctx, wl))
         if rows:
-            print(text_table(table_rows(rows, ctx.servers)))
+            print(text_table(table_rows(rows, ctx.servers, ctx.workers)))
         else:
             print("  (no results)")
     if skipped:

@@ -65,13 +65,14 @@ if [ "${BENCH_SKIP_INSTALL:-0}" != "1" ]; then
   for mod in gunicorn granian flask; do
     "$VENV/bin/python" -c "import $mod" 2>/dev/null || missing+=("$mod")
   done
-  if [ "${#missing[@]}" -gt 0 ]; then
-    log "pip installing: ${missing[*]}"
-    "${VPIP[@]}" "${missing[@]}"
-  fi
+  for pkg in "${missing[@]}"; do
+    log "pip installing $pkg"
+    "${VPIP[@]}" "$pkg" || log "pip install $pkg failed; what needs it will be skipped"
+  done
   if [ ! -x "$VENV/bin/uwsgi" ]; then
     # uWSGI is built from source: needs a C compiler and the Python headers.
-    if ! command -v cc >/dev/null 2>&1 || [ ! -e /usr/include/python3.11/Python.h ]; then
+    py_inc="$("$SYS_PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+    if ! command -v cc >/dev/null 2>&1 || [ ! -e "$py_inc/Python.h" ]; then
       log "installing build-essential python3-dev for uwsgi"
       apt_install build-essential python3-dev || log "could not install uwsgi build deps"
     fi

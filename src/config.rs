@@ -375,15 +375,15 @@ settings! {
         help "Maximum number of simultaneous client connections per worker.";
     max_requests: u64 = 0;
         section "Worker Processes", flags ["max-requests"], meta "INT", default_doc "0",
-        unsupported "worker recycling is not available yet",
         help "Restart a worker after it has served this many requests (0 disables).";
+    max_worker_memory: u64 = 0;
+        section "Worker Processes", flags ["max-worker-memory"], meta "MIB", default_doc "0",
+        help "Restart a worker, after its current request, once its RSS exceeds this many MiB (0 disables).";
     max_requests_jitter: u64 = 0;
         section "Worker Processes", flags ["max-requests-jitter"], meta "INT", default_doc "0",
-        unsupported "worker recycling is not available yet",
         help "Add a random 0..N to each worker's max_requests.";
     timeout: f64 = 30.0;
         section "Worker Processes", flags ["timeout"] short 't', meta "INT", default_doc "30",
-        unsupported "worker heartbeat timeouts are not available yet",
         help "Kill and replace a worker silent for more than this many seconds (0 disables).";
     graceful_timeout: f64 = 30.0;
         section "Worker Processes", flags ["graceful-timeout"], meta "INT", default_doc "30",
@@ -420,27 +420,31 @@ settings! {
         help "Set an environment variable for the app. Repeatable.";
     preload_app: bool = false;
         section "Server Mechanics", flags ["preload"], meta "", default_doc "false",
-        unsupported "preloading is not available yet",
         help "Import the app in the master before forking workers.";
     daemon: bool = false;
         section "Server Mechanics", flags ["daemon"] short 'D', meta "", default_doc "false",
-        unsupported "daemon mode is not available yet",
         help "Detach from the terminal and run in the background.";
     pidfile: Option<String> = None;
         section "Server Mechanics", flags ["pid"] short 'p', meta "FILE", default_doc "none",
-        unsupported "pid files are not available yet",
         help "Write the master's PID to this file.";
     user: Option<String> = None;
         section "Server Mechanics", flags ["user"] short 'u', meta "USER", default_doc "the current user",
-        unsupported "privilege dropping is not available yet",
         help "Switch worker processes to this user (name or uid).";
     group: Option<String> = None;
         section "Server Mechanics", flags ["group"] short 'g', meta "GROUP", default_doc "the current group",
-        unsupported "privilege dropping is not available yet",
         help "Switch worker processes to this group (name or gid).";
+    initgroups: bool = false;
+        section "Server Mechanics", flags ["initgroups"], meta "", default_doc "false",
+        help "Give workers the supplementary groups of --user.";
+    umask: String = "0".to_string();
+        section "Server Mechanics", flags ["umask"] short 'm', meta "INT", default_doc "0",
+        help "File mode creation mask of the server processes (octal like 0o22 or 022, or decimal).";
+    worker_tmp_dir: Option<String> = None;
+        section "Server Mechanics", flags ["worker-tmp-dir"], meta "DIR", default_doc "none",
+        unsupported "ferrocorn's heartbeat uses shared memory, not temporary files, so there is nothing to place",
+        help "Accepted for gunicorn compatibility; the heartbeat needs no files.";
     proc_name: Option<String> = None;
         section "Server Mechanics", flags ["name"] short 'n', meta "STRING", default_doc "the app module",
-        unsupported "process titles are not available yet",
         help "Name shown in process titles.";
     errorlog: String = "-".to_string();
         section "Logging", flags ["error-logfile", "log-file"], meta "FILE", default_doc "- (stderr)",
@@ -450,8 +454,29 @@ settings! {
         help "Error log level: debug, info, warning, error or critical.";
     accesslog: Option<String> = None;
         section "Logging", flags ["access-logfile"], meta "FILE", default_doc "none",
-        unsupported "the access log is not available yet",
         help "Access log file; '-' is stdout.";
+    access_log_format: String = crate::accesslog::DEFAULT_FORMAT.to_string();
+        section "Logging", flags ["access-logformat"], meta "STRING", default_doc "gunicorn's common log format",
+        help "Access log line format, with gunicorn's %(atom)s placeholders.";
+    capture_output: bool = false;
+        section "Logging", flags ["capture-output"], meta "", default_doc "false",
+        help "Send the app's stdout and stderr to the error log file.";
+    syslog: bool = false;
+        section "Logging", flags ["log-syslog"], meta "", default_doc "false",
+        unsupported "syslog output is not available yet",
+        help "Send the error log to syslog.";
+    syslog_addr: String = "unix:///dev/log".to_string();
+        section "Logging", flags ["log-syslog-to"], meta "ADDRESS", default_doc "unix:///dev/log",
+        unsupported "syslog output is not available yet",
+        help "Syslog address: unix://PATH, udp://HOST:PORT or tcp://HOST:PORT.";
+    syslog_prefix: Option<String> = None;
+        section "Logging", flags ["log-syslog-prefix"], meta "STRING", default_doc "none",
+        unsupported "syslog output is not available yet",
+        help "Program name in syslog lines.";
+    syslog_facility: String = "user".to_string();
+        section "Logging", flags ["log-syslog-facility"], meta "STRING", default_doc "user",
+        unsupported "syslog output is not available yet",
+        help "Syslog facility name.";
 }
 
 /// A parsed `bind` entry.
@@ -845,6 +870,16 @@ fn finish(mut s: Settings, env: &dyn Fn(&str) -> Option<String>) -> Result<Actio
             return Err(invalid("--env", kv.clone(), "expected KEY=VALUE"));
         }
     }
+    parse_umask(&s.umask).map_err(|r| invalid("--umask", s.umask.clone(), &r))?;
+    crate::accesslog::Format::parse(&s.access_log_format)
+        .map_err(|r| invalid("--access-logformat", s.access_log_format.clone(), &r))?;
+    if s.daemon && env("NOTIFY_SOCKET").is_some() {
+        return Err(invalid(
+            "--daemon",
+            "true".into(),
+            "cannot daemonize under systemd (NOTIFY_SOCKET is set): let systemd supervise the process",
+        ));
+    }
     if s.bind.is_empty() {
         return Err(invalid(
             "--bind",
@@ -870,6 +905,22 @@ fn finish(mut s: Settings, env: &dyn Fn(&str) -> Option<String>) -> Result<Actio
         return Ok(Action::CheckConfig(Box::new(s)));
     }
     Ok(Action::Run(Box::new(s)))
+}
+
+/// `--umask`: octal with a leading 0 or 0o, else decimal (gunicorn's rule).
+pub fn parse_umask(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let v = if let Some(o) = t.strip_prefix("0o").or_else(|| t.strip_prefix("0O")) {
+        u32::from_str_radix(o, 8)
+    } else if t.len() > 1 && t.starts_with('0') {
+        u32::from_str_radix(&t[1..], 8)
+    } else {
+        t.parse::<u32>()
+    };
+    match v {
+        Ok(v) if v <= 0o777 => Ok(v),
+        _ => Err("expected a mask such as 0o22, 022 or 18".into()),
+    }
 }
 
 /// A cheap syntactic check of APP_MODULE; the worker does the real parse.
@@ -1015,8 +1066,13 @@ mod tests {
         assert!(!e.contains('\n'));
         let e = run(&["-b", "1.2.3.4:x", "m"]).unwrap_err().to_string();
         assert!(e.contains("1.2.3.4:x"), "{e}");
-        let e = run(&["--timeout", "5", "m"]).unwrap_err().to_string();
-        assert!(e.contains("--timeout"), "{e}");
+        let e = run(&["--threads", "5", "m"]).unwrap_err().to_string();
+        assert!(e.contains("--threads"), "{e}");
+        let e = run(&["--umask", "0o999", "m"]).unwrap_err().to_string();
+        assert!(e.contains("--umask"), "{e}");
+        assert_eq!(parse_umask("022"), Ok(0o22));
+        assert_eq!(parse_umask("0o27"), Ok(0o27));
+        assert_eq!(parse_umask("18"), Ok(18));
         assert!(matches!(run(&[]), Err(ConfigError::NoApp)));
         assert!(run(&["bad module"]).is_err());
         assert!(run(&["m:factory("]).is_err());

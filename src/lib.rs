@@ -10,6 +10,7 @@
 //! - [`wsgi`]: the embedded-CPython bridge (PEP 3333).
 //! - [`sys`]: fork, signals and fd adoption — where the `unsafe` lives.
 
+pub mod accesslog;
 pub mod config;
 pub mod http;
 pub mod listeners;

@@ -79,6 +79,30 @@ pub fn reopen() -> std::io::Result<()> {
     Ok(())
 }
 
+/// The descriptor log lines currently go to (for faulthandler's dumps).
+pub fn raw_fd() -> i32 {
+    use std::os::fd::AsRawFd;
+    match SINK.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        Some(Sink::File { file, .. }) => file.as_raw_fd(),
+        _ => 2,
+    }
+}
+
+/// `--capture-output`: point this process's stdout and stderr at the error
+/// log file (nothing to do when the error log is stderr already).
+pub fn capture_stdio() {
+    use std::os::fd::AsRawFd;
+    if let Some(Sink::File { file, .. }) = SINK.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        for target in [1, 2] {
+            // SAFETY: replacing the standard descriptors with a dup of an
+            // open file we own; dup2 is atomic and leaves `file` intact.
+            unsafe {
+                libc::dup2(file.as_raw_fd(), target);
+            }
+        }
+    }
+}
+
 pub fn enabled(level: Level) -> bool {
     level as u8 >= LEVEL.load(Ordering::Relaxed)
 }

@@ -51,7 +51,7 @@ fn main() -> ExitCode {
 
     let args: Vec<_> = std::env::args_os().skip(1).collect();
     let env = |k: &str| std::env::var(k).ok();
-    let action = match config::load(args, &env) {
+    let action = match config::load(args.clone(), &env) {
         Ok(a) => a,
         Err(e) => return fail(e, USAGE),
     };
@@ -93,7 +93,7 @@ fn main() -> ExitCode {
             if let Err(e) = prepare(&s) {
                 return fail(e, 1);
             }
-            let arbiter = match Arbiter::new(*s) {
+            let arbiter = match Arbiter::new(*s, args) {
                 Ok(a) => a,
                 Err(e) => {
                     error!("{e}");

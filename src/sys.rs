@@ -190,3 +190,190 @@ pub fn unblock_all_signals() {
         None,
     );
 }
+
+/// Milliseconds on the system-wide monotonic clock (comparable across
+/// processes, unlike `Instant`).
+pub fn monotonic_ms() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1000 + t.tv_nsec() as u64 / 1_000_000)
+        .unwrap_or(0)
+}
+
+/// Shared memory the master maps before forking: one slot per worker in
+/// which the worker reports its heartbeat, whether it has booted, and how
+/// many requests it served. Cheaper than gunicorn's fchmod'ed temp files
+/// and readable without a syscall.
+pub struct Scoreboard {
+    base: std::ptr::NonNull<std::sync::atomic::AtomicU64>,
+    slots: usize,
+}
+
+// SAFETY: the mapping is only accessed through atomics.
+unsafe impl Send for Scoreboard {}
+// SAFETY: as above; concurrent access is atomic.
+unsafe impl Sync for Scoreboard {}
+
+const SLOT_WORDS: usize = 4;
+const BEAT: usize = 0;
+const STATE: usize = 1;
+const REQUESTS: usize = 2;
+
+/// A worker's state as seen in its slot.
+pub const SLOT_BOOTING: u64 = 0;
+pub const SLOT_READY: u64 = 1;
+
+impl Scoreboard {
+    pub fn new(slots: usize) -> io::Result<Scoreboard> {
+        let len = std::num::NonZeroUsize::new(slots * SLOT_WORDS * 8)
+            .ok_or_else(|| io::Error::other("empty scoreboard"))?;
+        // SAFETY: a fresh anonymous mapping aliases no Rust object; it is
+        // zero-filled, which is a valid AtomicU64 bit pattern, and stays
+        // mapped for the life of the process (never unmapped).
+        let ptr = unsafe {
+            nix::sys::mman::mmap_anonymous(
+                None,
+                len,
+                nix::sys::mman::ProtFlags::PROT_READ | nix::sys::mman::ProtFlags::PROT_WRITE,
+                nix::sys::mman::MapFlags::MAP_SHARED,
+            )
+        }?;
+        Ok(Scoreboard {
+            base: ptr.cast(),
+            slots,
+        })
+    }
+
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+
+    fn word(&self, slot: usize, w: usize) -> &std::sync::atomic::AtomicU64 {
+        assert!(slot < self.slots, "scoreboard slot out of range");
+        // SAFETY: the index is within the mapping (checked above), the
+        // mapping is aligned (page-aligned) and lives forever.
+        unsafe { &*self.base.as_ptr().add(slot * SLOT_WORDS + w) }
+    }
+
+    /// Reset a slot for a worker about to be forked.
+    pub fn reset(&self, slot: usize) {
+        self.word(slot, BEAT)
+            .store(monotonic_ms(), Ordering::SeqCst);
+        self.word(slot, STATE).store(SLOT_BOOTING, Ordering::SeqCst);
+        self.word(slot, REQUESTS).store(0, Ordering::SeqCst);
+    }
+
+    pub fn beat(&self, slot: usize) {
+        self.word(slot, BEAT)
+            .store(monotonic_ms(), Ordering::Relaxed);
+    }
+
+    pub fn set_ready(&self, slot: usize) {
+        self.beat(slot);
+        self.word(slot, STATE).store(SLOT_READY, Ordering::SeqCst);
+    }
+
+    pub fn add_requests(&self, slot: usize, n: u64) {
+        self.word(slot, REQUESTS).fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn last_beat(&self, slot: usize) -> u64 {
+        self.word(slot, BEAT).load(Ordering::Relaxed)
+    }
+
+    pub fn is_ready(&self, slot: usize) -> bool {
+        self.word(slot, STATE).load(Ordering::SeqCst) == SLOT_READY
+    }
+
+    pub fn requests(&self, slot: usize) -> u64 {
+        self.word(slot, REQUESTS).load(Ordering::Relaxed)
+    }
+}
+
+/// Set the process title shown by `ps` (by rewriting the argv area, as
+/// setproctitle does) and the kernel's short name (`top`, `ps -o comm`).
+pub fn set_proc_title(title: &str) {
+    let short: Vec<u8> = title
+        .bytes()
+        .filter(|&b| b != 0)
+        .take(15)
+        .chain(std::iter::once(0))
+        .collect();
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, short.as_ptr() as libc::c_ulong, 0, 0, 0);
+    }
+    let Ok(cmdline) = std::fs::read("/proc/self/cmdline") else {
+        return;
+    };
+    let area = cmdline.len();
+    if area < 2 {
+        return;
+    }
+    extern "C" {
+        static mut program_invocation_name: *mut libc::c_char;
+    }
+    // SAFETY: glibc sets program_invocation_name to argv[0], the start of
+    // the contiguous argv strings the kernel placed on the initial stack;
+    // /proc/self/cmdline reports exactly that area's length, so writing
+    // `area` bytes stays inside memory that belongs to this process and
+    // that nothing else reads after startup (arguments were parsed
+    // already, and the originals are kept in Rust strings).
+    unsafe {
+        let start = program_invocation_name as *mut u8;
+        if start.is_null() {
+            return;
+        }
+        let bytes = title.as_bytes();
+        let n = bytes.len().min(area - 1);
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), start, n);
+        std::ptr::write_bytes(start.add(n), 0, area - n);
+    }
+}
+
+/// Detach from the terminal: fork, setsid, fork again, stdio to /dev/null.
+/// Returns only in the final daemon process.
+pub fn daemonize() -> io::Result<()> {
+    match fork()? {
+        Forked::Parent(_) => std::process::exit(0),
+        Forked::Child => {}
+    }
+    nix::unistd::setsid()?;
+    match fork()? {
+        Forked::Parent(_) => std::process::exit(0),
+        Forked::Child => {}
+    }
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    for target in 0..=2 {
+        // SAFETY: 0, 1 and 2 are the standard descriptors, always ours to
+        // replace; dup2 closes what was there atomically.
+        if unsafe { libc::dup2(null.as_raw_fd(), target) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Switch to `uid`/`gid` (and `uid`'s supplementary groups when
+/// `initgroups`). Called in a worker, after fork, before Python starts.
+pub fn drop_privileges(
+    uid: Option<nix::unistd::Uid>,
+    gid: Option<nix::unistd::Gid>,
+    initgroups_user: Option<&str>,
+) -> io::Result<()> {
+    if let Some(gid) = gid {
+        if let Some(user) = initgroups_user {
+            let name = std::ffi::CString::new(user).map_err(io::Error::other)?;
+            nix::unistd::initgroups(&name, gid)?;
+        } else if nix::unistd::geteuid().is_root() {
+            nix::unistd::setgroups(&[gid])?;
+        }
+        nix::unistd::setgid(gid)?;
+    }
+    if let Some(uid) = uid {
+        nix::unistd::setuid(uid)?;
+    }
+    Ok(())
+}

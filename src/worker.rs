@@ -16,10 +16,11 @@ use mio::{Events, Interest, Poll, Token};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
+use crate::accesslog::{AccessLog, Record};
 use crate::config::Settings;
 use crate::http::{self, BodyKind, ChunkedDecoder, HttpError, Limits, RequestHead};
 use crate::listeners::{Kind, Listener};
-use crate::sys::{self, Signal, SignalQueue};
+use crate::sys::{self, Scoreboard, Signal, SignalQueue};
 use crate::timefmt::DateCache;
 use crate::wsgi::{self, BodyRest, FileWrapper, Input, Peer, Responder, ServerInfo, Wsgi};
 use crate::{debug, error, info, warning};
@@ -148,7 +149,7 @@ enum Next {
     Close,
 }
 
-pub struct Worker {
+pub struct Worker<'a> {
     poll: Poll,
     listeners: Vec<WorkerListener>,
     conns: Vec<Option<Conn>>,
@@ -166,17 +167,37 @@ pub struct Worker {
     accept_paused: bool,
     master: nix::unistd::Pid,
     requests: u64,
+    scoreboard: &'a Scoreboard,
+    slot: usize,
+    /// Recycle after this many requests (0: never).
+    max_requests: u64,
+    /// Recycle once RSS exceeds this many bytes (0: never).
+    max_rss: u64,
+    next_rss_check: Instant,
+    access: Option<AccessLog>,
+}
+
+/// What the master hands a freshly forked worker.
+pub struct WorkerArgs<'a> {
+    pub settings: &'a Settings,
+    pub listeners: &'a [Listener],
+    pub master: nix::unistd::Pid,
+    pub scoreboard: &'a Scoreboard,
+    pub slot: usize,
+    /// The app, when the master imported it (`--preload`).
+    pub preloaded: Option<Py<PyAny>>,
 }
 
 /// Entry point of a freshly forked worker. Returns the process exit code.
-pub fn run(settings: &Settings, listeners: &[Listener], master: nix::unistd::Pid) -> i32 {
+pub fn run(mut args: WorkerArgs<'_>) -> i32 {
     // After fork, in the worker: nothing here may touch the master's state.
+    let settings = args.settings;
+    args.scoreboard.beat(args.slot);
     let signals = match SignalQueue::install(&[
         Signal::SIGQUIT,
         Signal::SIGINT,
         Signal::SIGTERM,
         Signal::SIGUSR1,
-        Signal::SIGABRT,
     ]) {
         Ok(s) => s,
         Err(e) => {
@@ -195,32 +216,51 @@ pub fn run(settings: &Settings, listeners: &[Listener], master: nix::unistd::Pid
         sys::default_signal(sig);
     }
     sys::unblock_all_signals();
+    // SIGABRT is the master's timeout signal: faulthandler (armed when
+    // Python starts) writes the Python stacks to the error log and the
+    // worker dies. That abort is deliberate, so it leaves no core file.
+    if let Ok((_, hard)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_CORE)
+    {
+        let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, hard);
+    }
     info!("Booting worker with pid: {}", std::process::id());
+    if settings.capture_output {
+        crate::log::capture_stdio();
+    }
 
-    let cwd = std::env::current_dir()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| ".".into());
-    let setup = wsgi::PySetup {
-        cwd,
-        pythonpath: settings.pythonpath.as_deref().unwrap_or(""),
-        virtualenv: settings.virtualenv.as_deref(),
-        app: settings.app(),
+    let app = match args.preloaded.take() {
+        Some(app) => Ok(app),
+        None => {
+            let cwd = std::env::current_dir()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| ".".into());
+            wsgi::load_app(&wsgi::PySetup {
+                cwd,
+                pythonpath: settings.pythonpath.as_deref().unwrap_or(""),
+                virtualenv: settings.virtualenv.as_deref(),
+                app: settings.app(),
+            })
+        }
     };
-    let app = match wsgi::load_app(&setup) {
+    let app = match app {
         Ok(app) => app,
         Err(e) => {
             error!("Exception in worker process:\n{}", e.to_string().trim_end());
             return e.exit_code();
         }
     };
-    let mut worker = match Worker::new(settings, listeners, app, signals, master) {
+    let mut worker = match Worker::new(args, app, signals) {
         Ok(w) => w,
         Err(e) => {
             error!("Worker failed to start: {e}");
             return wsgi::WORKER_BOOT_ERROR;
         }
     };
+    worker.scoreboard.set_ready(worker.slot);
     let code = worker.serve();
+    if let Some(log) = &mut worker.access {
+        log.flush();
+    }
     Python::attach(|py| {
         // Let the app's atexit handlers run and its print() output out.
         let _ = py.run(
@@ -233,14 +273,10 @@ pub fn run(settings: &Settings, listeners: &[Listener], master: nix::unistd::Pid
     code
 }
 
-impl Worker {
-    fn new(
-        settings: &Settings,
-        listeners: &[Listener],
-        app: Py<PyAny>,
-        signals: SignalQueue,
-        master: nix::unistd::Pid,
-    ) -> io::Result<Worker> {
+impl<'a> Worker<'a> {
+    fn new(args: WorkerArgs<'a>, app: Py<PyAny>, signals: SignalQueue) -> io::Result<Worker<'a>> {
+        let settings = args.settings;
+        let listeners = args.listeners;
         let poll = Poll::new()?;
         let sigfd = signals.fd().as_raw_fd();
         poll.registry().register(
@@ -270,6 +306,14 @@ impl Worker {
                 server: ServerInfo { name, port },
             });
         }
+        let access = match &settings.accesslog {
+            Some(path) => {
+                let format = crate::accesslog::Format::parse(&settings.access_log_format)
+                    .map_err(io::Error::other)?;
+                Some(AccessLog::open(path, format)?)
+            }
+            None => None,
+        };
         let wsgi = Python::attach(|py| {
             Wsgi::new(
                 py,
@@ -299,8 +343,18 @@ impl Worker {
             signals,
             stopping: false,
             accept_paused: false,
-            master,
+            master: args.master,
             requests: 0,
+            scoreboard: args.scoreboard,
+            slot: args.slot,
+            max_requests: if settings.max_requests > 0 {
+                settings.max_requests + jitter(settings.max_requests_jitter)
+            } else {
+                0
+            },
+            max_rss: settings.max_worker_memory * 1024 * 1024,
+            next_rss_check: Instant::now(),
+            access,
         })
     }
 
@@ -342,10 +396,11 @@ impl Worker {
                         if let Err(e) = crate::log::reopen() {
                             warning!("Cannot reopen log files: {e}");
                         }
-                    }
-                    Signal::SIGABRT => {
-                        error!("Worker aborted (pid: {})", std::process::id());
-                        return 1;
+                        if let Some(log) = &mut self.access {
+                            if let Err(e) = log.reopen() {
+                                warning!("Cannot reopen the access log: {e}");
+                            }
+                        }
                     }
                     _ => {}
                 }
@@ -356,10 +411,14 @@ impl Worker {
                     self.accept(i);
                 }
             }
+            self.scoreboard.beat(self.slot);
             let now = Instant::now();
             if now >= next_sweep {
                 next_sweep = now + Duration::from_secs(1);
                 self.sweep(now);
+                if let Some(log) = &mut self.access {
+                    log.flush();
+                }
                 if nix::unistd::getppid() != self.master {
                     info!("Parent changed, shutting down: {}", std::process::id());
                     return 0;
@@ -671,10 +730,40 @@ impl Worker {
         let _ = Self::flush(conn);
     }
 
+    /// After a request: recycle the worker when it reached its request
+    /// limit or memory limit (it finishes what it has, then exits).
+    fn after_request(&mut self) {
+        self.scoreboard.add_requests(self.slot, 1);
+        if self.stopping {
+            return;
+        }
+        if self.max_requests > 0 && self.requests >= self.max_requests {
+            info!("Autorestarting worker after current request.");
+            self.begin_graceful_stop();
+            return;
+        }
+        if self.max_rss > 0 {
+            let now = Instant::now();
+            if now >= self.next_rss_check {
+                self.next_rss_check = now + Duration::from_millis(250);
+                let rss = current_rss();
+                if rss > self.max_rss {
+                    info!(
+                        "Autorestarting worker: RSS {} MiB exceeds --max-worker-memory {} MiB",
+                        rss >> 20,
+                        self.max_rss >> 20
+                    );
+                    self.begin_graceful_stop();
+                }
+            }
+        }
+    }
+
     /// Run the app for one request and queue its response.
     fn dispatch(&mut self, conn: &mut Conn, head: RequestHead, input: Input, streamed: bool) {
         self.requests += 1;
         conn.served += 1;
+        let started = Instant::now();
         let keep_alive = head.keep_alive && !self.stopping && !self.keepalive.is_zero();
         let is_head = head.method == "HEAD";
         let fd = conn.stream.raw();
@@ -702,7 +791,8 @@ impl Worker {
             .map(|l| &l.server)
             .unwrap_or(&no_server);
         let wsgi = &mut self.wsgi;
-        let outcome = Python::attach(|py| -> PyResult<(Vec<u8>, bool, bool, Option<Vec<u8>>)> {
+        let access = &mut self.access;
+        let outcome = Python::attach(|py| -> PyResult<Outcome> {
             let input = Bound::new(py, input)?;
             let responder = Bound::new(py, responder)?;
             let result = wsgi
@@ -725,8 +815,28 @@ impl Worker {
             let mut r = responder.borrow_mut();
             r.deactivate();
             let leftover = input.borrow_mut().finish(py, DRAIN_LIMIT);
+            if let Some(log) = access {
+                let remote = match &conn.peer {
+                    Peer::Tcp(a) => a.ip().to_string(),
+                    Peer::Unix => String::new(),
+                };
+                log.log(&Record {
+                    remote: &remote,
+                    method: &head.method,
+                    target: &head.target,
+                    path: &head.path,
+                    query: &head.query,
+                    minor_version: head.minor_version,
+                    req_headers: &head.headers,
+                    status: r.status_code,
+                    resp_headers: r.headers(),
+                    body_bytes: r.body_bytes,
+                    duration: started.elapsed(),
+                });
+            }
             Ok((std::mem::take(&mut r.out), r.keep_alive, r.broken, leftover))
         });
+        self.after_request();
         match outcome {
             Ok((out, keep, broken, leftover)) => {
                 conn.wbuf = out;
@@ -855,4 +965,33 @@ fn send_file(py: Python<'_>, responder: &Bound<'_, Responder>, fw: &FileWrapper)
     let size = (st.st_size - offset).max(0) as u64;
     responder.borrow_mut().send_file(py, file, offset, size)?;
     Ok(true)
+}
+
+/// A finished request: (output, keep-alive, client gone, bytes after the body).
+type Outcome = (Vec<u8>, bool, bool, Option<Vec<u8>>);
+
+/// A random number in 0..=max (for --max-requests-jitter).
+fn jitter(max: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    if max == 0 {
+        return 0;
+    }
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.finish() % (max + 1)
+}
+
+/// Resident set size of this process in bytes.
+fn current_rss() -> u64 {
+    let Ok(text) = std::fs::read_to_string("/proc/self/statm") else {
+        return 0;
+    };
+    let pages: u64 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    pages * page
 }

@@ -57,6 +57,12 @@ import ast, importlib, os, sys, types
 class AppLoadError(Exception):
     """The app spec names nothing usable; the message is shown without a traceback."""
 
+def arm_faulthandler(fd):
+    # On SIGABRT (the master's timeout signal) and on crashes, write every
+    # thread's Python stack to the error log before the worker dies.
+    import faulthandler
+    faulthandler.enable(file=fd, all_threads=True)
+
 def setup(cwd, pythonpath, venv):
     if venv:
         venv = os.path.abspath(venv)
@@ -133,9 +139,9 @@ def load(spec):
         raise AppLoadError("Application object must be callable.")
     return obj
 
-def format_exc(exc):
+def format_exc(exc, tb):
     import traceback
-    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
 "#;
 
 /// Format a Python exception with its traceback.
@@ -143,7 +149,7 @@ pub fn format_exception(py: Python<'_>, err: &PyErr) -> String {
     let formatted = (|| -> PyResult<String> {
         let boot = bootstrap(py)?;
         boot.getattr("format_exc")?
-            .call1((err.value(py),))?
+            .call1((err.value(py), err.traceback(py)))?
             .extract::<String>()
     })();
     formatted.unwrap_or_else(|_| err.to_string())
@@ -173,6 +179,9 @@ pub fn load_app(setup: &PySetup<'_>) -> Result<Py<PyAny>, LoadError> {
     Python::initialize();
     Python::attach(|py| {
         let boot = bootstrap(py).map_err(|e| LoadError::Boot(format_exception(py, &e)))?;
+        boot.getattr("arm_faulthandler")
+            .and_then(|f| f.call1((crate::log::raw_fd(),)))
+            .map_err(|e| LoadError::Boot(format_exception(py, &e)))?;
         boot.getattr("setup")
             .and_then(|f| f.call1((&setup.cwd, setup.pythonpath, setup.virtualenv)))
             .map_err(|e| LoadError::Boot(format_exception(py, &e)))?;
@@ -673,6 +682,11 @@ impl Responder {
 
     pub fn has_status(&self) -> bool {
         self.status.is_some()
+    }
+
+    /// The headers the app passed to start_response.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
     }
 
     /// Serialize the status line and headers. `total` is the body length

@@ -1,0 +1,3 @@
+"""A module that cannot be imported."""
+
+raise ImportError("ferrocorn-test: this app module is deliberately broken")
