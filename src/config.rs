@@ -463,19 +463,15 @@ settings! {
         help "Send the app's stdout and stderr to the error log file.";
     syslog: bool = false;
         section "Logging", flags ["log-syslog"], meta "", default_doc "false",
-        unsupported "syslog output is not available yet",
         help "Send the error log to syslog.";
     syslog_addr: String = "unix:///dev/log".to_string();
         section "Logging", flags ["log-syslog-to"], meta "ADDRESS", default_doc "unix:///dev/log",
-        unsupported "syslog output is not available yet",
         help "Syslog address: unix://PATH, udp://HOST:PORT or tcp://HOST:PORT.";
     syslog_prefix: Option<String> = None;
         section "Logging", flags ["log-syslog-prefix"], meta "STRING", default_doc "none",
-        unsupported "syslog output is not available yet",
         help "Program name in syslog lines.";
     syslog_facility: String = "user".to_string();
         section "Logging", flags ["log-syslog-facility"], meta "STRING", default_doc "user",
-        unsupported "syslog output is not available yet",
         help "Syslog facility name.";
 }
 
@@ -869,6 +865,23 @@ fn finish(mut s: Settings, env: &dyn Fn(&str) -> Option<String>) -> Result<Actio
         if !kv.contains('=') || kv.starts_with('=') {
             return Err(invalid("--env", kv.clone(), "expected KEY=VALUE"));
         }
+    }
+    if s.syslog_facility.parse::<syslog::Facility>().is_err() {
+        return Err(invalid(
+            "--log-syslog-facility",
+            s.syslog_facility.clone(),
+            "unknown facility (user, daemon, local0..local7, ...)",
+        ));
+    }
+    if !["unix://", "udp://", "tcp://"]
+        .iter()
+        .any(|p| s.syslog_addr.starts_with(p))
+    {
+        return Err(invalid(
+            "--log-syslog-to",
+            s.syslog_addr.clone(),
+            "expected unix://PATH, udp://HOST:PORT or tcp://HOST:PORT",
+        ));
     }
     parse_umask(&s.umask).map_err(|r| invalid("--umask", s.umask.clone(), &r))?;
     crate::accesslog::Format::parse(&s.access_log_format)

@@ -49,6 +49,79 @@ enum Sink {
 
 static LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
 static SINK: Mutex<Option<Sink>> = Mutex::new(None);
+static SYSLOG: Mutex<Option<Syslog>> = Mutex::new(None);
+
+/// Where `--log-syslog` sends the error log.
+#[derive(Clone)]
+struct SyslogConf {
+    addr: String,
+    facility: syslog::Facility,
+    process: String,
+}
+
+struct Syslog {
+    conf: SyslogConf,
+    logger: syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>,
+}
+
+fn syslog_connect(conf: &SyslogConf) -> Result<Syslog, String> {
+    let formatter = syslog::Formatter3164 {
+        facility: conf.facility,
+        hostname: None,
+        process: conf.process.clone(),
+        pid: std::process::id(),
+    };
+    let logger = if let Some(path) = conf.addr.strip_prefix("unix://") {
+        syslog::unix_custom(formatter, path)
+    } else if let Some(hp) = conf.addr.strip_prefix("udp://") {
+        let local = if hp.starts_with('[') {
+            "[::]:0"
+        } else {
+            "0.0.0.0:0"
+        };
+        syslog::udp(formatter, local, hp)
+    } else if let Some(hp) = conf.addr.strip_prefix("tcp://") {
+        syslog::tcp(formatter, hp)
+    } else {
+        return Err(format!(
+            "--log-syslog-to {}: expected unix://PATH, udp://HOST:PORT or tcp://HOST:PORT",
+            conf.addr
+        ));
+    }
+    .map_err(|e| format!("--log-syslog-to {}: {e}", conf.addr))?;
+    Ok(Syslog {
+        conf: conf.clone(),
+        logger,
+    })
+}
+
+/// Also send the error log to syslog.
+pub fn init_syslog(addr: &str, prefix: Option<&str>, facility: &str) -> Result<(), String> {
+    let facility: syslog::Facility = facility
+        .parse()
+        .map_err(|_| format!("--log-syslog-facility {facility}: unknown facility"))?;
+    let process = match prefix {
+        Some(p) => format!("ferrocorn.{p}"),
+        None => "ferrocorn".to_string(),
+    };
+    let conf = SyslogConf {
+        addr: addr.to_string(),
+        facility,
+        process,
+    };
+    let sl = syslog_connect(&conf)?;
+    *SYSLOG.lock().unwrap_or_else(|p| p.into_inner()) = Some(sl);
+    Ok(())
+}
+
+/// After fork, in a worker: reconnect syslog so lines carry the worker's
+/// pid and a connection of its own.
+pub fn after_fork() {
+    let mut guard = SYSLOG.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(conf) = guard.as_ref().map(|s| s.conf.clone()) {
+        *guard = syslog_connect(&conf).ok();
+    }
+}
 
 /// Set the level and the destination (`-` is stderr).
 pub fn init(path: &str, level: Level) -> std::io::Result<()> {
@@ -132,6 +205,17 @@ pub fn log(level: Level, msg: std::fmt::Arguments<'_>) {
         msg
     );
     write_raw(line.as_bytes());
+    let mut guard = SYSLOG.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(sl) = guard.as_mut() {
+        let text = msg.to_string();
+        let _ = match level {
+            Level::Debug => sl.logger.debug(text),
+            Level::Info => sl.logger.info(text),
+            Level::Warning => sl.logger.warning(text),
+            Level::Error => sl.logger.err(text),
+            Level::Critical => sl.logger.crit(text),
+        };
+    }
 }
 
 #[macro_export]

@@ -21,6 +21,13 @@ fn prepare(s: &Settings) -> Result<(), String> {
     let level = Level::parse(&s.loglevel).unwrap_or(Level::Info);
     log::init(&s.errorlog, level)
         .map_err(|e| format!("cannot open error log {}: {e}", s.errorlog))?;
+    if s.syslog {
+        log::init_syslog(
+            &s.syslog_addr,
+            s.syslog_prefix.as_deref(),
+            &s.syslog_facility,
+        )?;
+    }
     if let Some(dir) = &s.chdir {
         std::env::set_current_dir(dir).map_err(|e| format!("--chdir {dir}: {e}"))?;
     }

@@ -753,6 +753,7 @@ impl Arbiter {
     fn become_worker(&mut self, slot: usize) -> ! {
         drop(self.signals.take());
         drop(self.previous.take());
+        crate::log::after_fork();
         sys::set_proc_title(&format!(
             "ferrocorn: worker [{}]",
             proc_name(&self.settings)
