@@ -132,6 +132,8 @@ struct Conn {
     eof: bool,
     /// Requests served on this connection.
     served: u64,
+    /// Remembers how far an incomplete head was already scanned.
+    parser: http::HeadParser,
 }
 
 impl Conn {
@@ -507,6 +509,7 @@ impl<'a> Worker<'a> {
             close_after_write: false,
             eof: false,
             served: 0,
+            parser: http::HeadParser::new(),
         });
         self.live += 1;
         // The request may already be waiting (edge-triggered: read now).
@@ -628,7 +631,7 @@ impl<'a> Worker<'a> {
                         }
                         return Next::Keep;
                     }
-                    match http::parse_request_head(&conn.rbuf, &self.limits) {
+                    match conn.parser.parse(&conn.rbuf, &self.limits) {
                         Ok(None) => {
                             if conn.eof {
                                 return Next::Close;
