@@ -377,3 +377,22 @@ pub fn drop_privileges(
     }
     Ok(())
 }
+
+/// While `busy` is set, `sig` ends the process at once (exit code 0)
+/// instead of waiting in the queue: a worker stuck in the app can't drain
+/// its queue, and INT/QUIT mean "now". When idle, the queue handles it.
+pub fn exit_now_when_busy(
+    sig: Signal,
+    busy: &'static std::sync::atomic::AtomicBool,
+) -> io::Result<()> {
+    // SAFETY: the action reads an atomic and calls _exit(2), both
+    // async-signal-safe.
+    unsafe {
+        signal_hook::low_level::register(sig as i32, move || {
+            if busy.load(Ordering::SeqCst) {
+                libc::_exit(0);
+            }
+        })
+    }?;
+    Ok(())
+}

@@ -9,6 +9,7 @@
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
@@ -179,6 +180,9 @@ pub struct Worker<'a> {
     access: Option<AccessLog>,
 }
 
+/// Set while the app runs, so INT/QUIT end the worker at once.
+static IN_APP: AtomicBool = AtomicBool::new(false);
+
 /// What the master hands a freshly forked worker.
 pub struct WorkerArgs<'a> {
     pub settings: &'a Settings,
@@ -207,6 +211,12 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
             return wsgi::WORKER_BOOT_ERROR;
         }
     };
+    for sig in [Signal::SIGINT, Signal::SIGQUIT] {
+        if let Err(e) = sys::exit_now_when_busy(sig, &IN_APP) {
+            error!("Cannot install signal handlers: {e}");
+            return wsgi::WORKER_BOOT_ERROR;
+        }
+    }
     for sig in [
         Signal::SIGHUP,
         Signal::SIGCHLD,
@@ -798,6 +808,7 @@ impl<'a> Worker<'a> {
         let outcome = Python::attach(|py| -> PyResult<Outcome> {
             let input = Bound::new(py, input)?;
             let responder = Bound::new(py, responder)?;
+            IN_APP.store(true, Ordering::SeqCst);
             let result = wsgi
                 .environ(py, &head, &conn.peer, server, input.clone())
                 .and_then(|environ| wsgi.app.bind(py).call1((environ, &responder)));
@@ -815,6 +826,7 @@ impl<'a> Worker<'a> {
                     .borrow_mut()
                     .error_response("500 Internal Server Error", "Internal Server Error\n");
             }
+            IN_APP.store(false, Ordering::SeqCst);
             let mut r = responder.borrow_mut();
             r.deactivate();
             let leftover = input.borrow_mut().finish(py, DRAIN_LIMIT);

@@ -158,13 +158,16 @@ fn pipelined_requests_are_answered_in_order() {
 fn chunked_upload_of_5_mib() {
     let s = Server::start(&["echo:app"]);
     let data = pseudo_random(5 * 1024 * 1024, 0x5eed);
+    // Hash before sending: the connection must not sit idle past the
+    // keep-alive timeout while the test computes.
+    let digest = sha256_hex(&data);
     let body = chunked(
         &data,
         &[1, 7, 100, 4096, 65536, 300_000, 13, 1_000_000, 65535],
     );
-    let mut c = Conn::connect(s.port);
     let mut req = build_request("PUT", "/upload", &[("Transfer-Encoding", "chunked")], b"");
     req.extend_from_slice(&body);
+    let mut c = Conn::connect(s.port);
     // Several writes of varying size.
     let mut pos = 0;
     for (i, n) in [10usize, 1000, 70_000, 1 << 20].iter().cycle().enumerate() {
@@ -179,7 +182,7 @@ fn chunked_upload_of_5_mib() {
     assert_eq!(r.status, 200, "{}", r.text());
     let j = r.json();
     assert_eq!(j["body_length"].as_u64(), Some(data.len() as u64));
-    assert_eq!(j["body_sha256"].str(), Some(sha256_hex(&data).as_str()));
+    assert_eq!(j["body_sha256"].str(), Some(digest.as_str()));
     assert!(
         j["max_read"].as_u64().unwrap_or(u64::MAX) <= 65536,
         "read(65536) returned more than asked: {:?}",
@@ -193,6 +196,7 @@ fn chunked_upload_of_5_mib() {
 fn content_length_upload_of_3_mib() {
     let s = Server::start(&["echo:app"]);
     let data = pseudo_random(3 * 1024 * 1024, 42);
+    let digest = sha256_hex(&data);
     let mut c = Conn::connect(s.port);
     let r = c.request(
         "POST",
@@ -205,7 +209,7 @@ fn content_length_upload_of_3_mib() {
     assert_eq!(j["CONTENT_LENGTH"].str(), Some("3145728"));
     assert_eq!(j["CONTENT_TYPE"].str(), Some("application/octet-stream"));
     assert_eq!(j["body_length"].as_u64(), Some(data.len() as u64));
-    assert_eq!(j["body_sha256"].str(), Some(sha256_hex(&data).as_str()));
+    assert_eq!(j["body_sha256"].str(), Some(digest.as_str()));
     assert!(
         j["reads"].as_u64().unwrap_or(0) >= 48,
         "expected 64 KiB reads"
@@ -222,10 +226,11 @@ fn readline_reads_lines_of_the_body() {
         data.extend_from_slice(format!("line number {i}\n").as_bytes());
     }
     data.extend_from_slice(b"no newline at the end");
+    let digest = sha256_hex(&data);
     let r = request(s.port, "POST", "/readline", &[], &data);
     let j = r.json();
     assert_eq!(j["lines"].as_u64(), Some(2001));
-    assert_eq!(j["body_sha256"].str(), Some(sha256_hex(&data).as_str()));
+    assert_eq!(j["body_sha256"].str(), Some(digest.as_str()));
     // Chunked too.
     let mut req = build_request(
         "POST",
@@ -238,13 +243,14 @@ fn readline_reads_lines_of_the_body() {
     c.send(&req).unwrap();
     let j = c.read_response().json();
     assert_eq!(j["lines"].as_u64(), Some(2001));
-    assert_eq!(j["body_sha256"].str(), Some(sha256_hex(&data).as_str()));
+    assert_eq!(j["body_sha256"].str(), Some(digest.as_str()));
 }
 
 #[test]
 fn expect_100_continue_before_the_body() {
     let s = Server::start(&["echo:app"]);
     let data = pseudo_random(200_000, 100);
+    let digest = sha256_hex(&data);
     let mut c = Conn::connect(s.port);
     c.send(
         format!(
@@ -263,7 +269,7 @@ fn expect_100_continue_before_the_body() {
     let r = c.read_response();
     assert_eq!(r.status, 200);
     let j = r.json();
-    assert_eq!(j["body_sha256"].str(), Some(sha256_hex(&data).as_str()));
+    assert_eq!(j["body_sha256"].str(), Some(digest.as_str()));
 }
 
 // ---------------------------------------------------------------------------
