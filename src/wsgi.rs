@@ -832,7 +832,7 @@ impl Responder {
         if self.chunked {
             self.out.extend_from_slice(b"0\r\n\r\n");
         }
-        if matches!(self.remaining, Some(n) if n > 0) {
+        if !self.is_head && !self.no_body && matches!(self.remaining, Some(n) if n > 0) {
             // Fewer bytes than the app's Content-Length: the framing is
             // broken, so the connection cannot carry another request.
             self.keep_alive = false;
