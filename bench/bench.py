@@ -24,11 +24,13 @@ rounds.  Results go to bench/results/latest.{json,md} and an SVG chart.
 
 import argparse
 import datetime
+import fcntl
 import http.client
 import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -335,6 +337,39 @@ def sample_memory(main_pid):
     return {"master": master, "workers": workers, "others": deeper}
 
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(main_pid):
+    """utime+stime of the main process and its live descendants."""
+    table = process_table()
+    total = 0
+    for pid in [main_pid] + descendants_of(main_pid, table):
+        try:
+            with open("/proc/%d/stat" % pid, "rb") as f:
+                data = f.read().decode("ascii", "replace")
+        except OSError:
+            continue
+        rest = data[data.rindex(")") + 2:].split()
+        total += int(rest[11]) + int(rest[12])
+    return total / CLK_TCK
+
+
+def machine_cpu_seconds():
+    """(busy, steal) CPU seconds of the whole machine since boot; busy is
+    user+nice+system, which is where process time is accounted."""
+    with open("/proc/stat") as f:
+        vals = [int(v) for v in f.readline().split()[1:]]
+    return (vals[0] + vals[1] + vals[2]) / CLK_TCK, \
+        (vals[7] if len(vals) > 7 else 0) / CLK_TCK
+
+
+def _own_cpu_seconds():
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # reaped wrk runs
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def _signal_group(pgid, sig):
     try:
         os.killpg(pgid, sig)
@@ -549,13 +584,20 @@ def wrk_cmd(ctx, wl, port, duration, script, latency=True):
     return cmd + ["http://127.0.0.1:%d%s" % (port, wl.path)]
 
 
-def run_wrk(cmd, duration, sample_cb=None):
-    """Run wrk; if sample_cb is given, call it halfway through.  Returns
-    (stdout, stderr, sample)."""
+def run_wrk(cmd, duration, sample_cb=None, server_pid=None):
+    """Run wrk; if sample_cb is given, call it halfway through.  With
+    server_pid, also account CPU time over the run.  Returns
+    (stdout, stderr, sample, cpu)."""
+    if server_pid is not None:
+        t0 = time.monotonic()
+        srv0 = tree_cpu_seconds(server_pid)
+        own0 = _own_cpu_seconds()
+        busy0, steal0 = machine_cpu_seconds()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             stdin=subprocess.DEVNULL)
     _LIVE[proc.pid] = (proc, False)
     sample = None
+    cpu = None
     try:
         if sample_cb is not None:
             time.sleep(duration / 2.0)
@@ -568,8 +610,27 @@ def run_wrk(cmd, duration, sample_cb=None):
         err += b"\n[bench] wrk killed: ran past its deadline"
     finally:
         _LIVE.pop(proc.pid, None)
+    if server_pid is not None:
+        wall = time.monotonic() - t0
+        srv = tree_cpu_seconds(server_pid) - srv0
+        own = _own_cpu_seconds() - own0  # wrk + this harness
+        busy1, steal1 = machine_cpu_seconds()
+        busy = busy1 - busy0
+        ncpu = os.cpu_count() or 1
+        cpu = {
+            "wall_s": round(wall, 3),
+            "server_cpu_s": round(srv, 3),
+            "wrk_and_harness_cpu_s": round(own, 3),
+            "machine_busy_s": round(busy, 3),
+            "steal_s": round(steal1 - steal0, 3),
+            # CPU used by anything else on the machine (other builds, tests,
+            # daemons), as a share of all CPUs over the run.  A few percent
+            # is accounting noise; more means the numbers are disturbed.
+            "foreign_cpu_pct": round(max(0.0, busy - srv - own)
+                                     / (wall * ncpu) * 100.0, 1),
+        }
     return (out.decode("utf-8", "replace"), err.decode("utf-8", "replace"),
-            sample)
+            sample, cpu)
 
 
 # --------------------------------------------------------------------------
@@ -643,8 +704,10 @@ def run_one(ctx, server, wl, rnd):
                        % proc.returncode, log_tail=tail(logpath))
             return res
         cmd = wrk_cmd(ctx, wl, port, ctx.duration, ctx.lua[wl.name])
-        out, err, mem = run_wrk(cmd, ctx.duration,
-                                sample_cb=lambda: sample_memory(proc.pid))
+        out, err, mem, cpu = run_wrk(
+            cmd, ctx.duration, sample_cb=lambda: sample_memory(proc.pid),
+            server_pid=proc.pid)
+        res["cpu"] = cpu
         res["wrk_cmd"] = cmd
         if proc.poll() is not None:
             res.update(ok=False, reason="died during the run (code %s)"
@@ -665,6 +728,9 @@ def run_one(ctx, server, wl, rnd):
             res.update(ok=False, reason="could not parse wrk output",
                        wrk_output=out, wrk_stderr=err)
             return res
+        if cpu and stats.get("requests"):
+            cpu["server_cpu_us_per_req"] = round(
+                cpu["server_cpu_s"] / stats["requests"] * 1e6, 1)
         res.update(ok=True, stats=stats, memory=mem, wrk_output=out)
         if err.strip():
             res["wrk_stderr"] = err
@@ -715,6 +781,12 @@ def summarise(runs, workloads, servers, baseline):
                 "error_kinds": {k: sum(s["errors"][k] for s in st)
                                 for k in st[0]["errors"]},
                 "requests": sum(s["requests"] for s in st),
+                "server_cpu_us_per_req": _median(
+                    [(r.get("cpu") or {}).get("server_cpu_us_per_req")
+                     for r in good]),
+                "foreign_cpu_pct_max": max(
+                    [(r.get("cpu") or {}).get("foreign_cpu_pct") or 0.0
+                     for r in good]),
             }
         base = rows.get(baseline)
         for server, row in rows.items():
@@ -739,7 +811,8 @@ def _mb(kb):
 
 
 COLUMNS = ["server", "req/s", "p50 ms", "p99 ms", "master RSS MiB",
-           "worker RSS MiB (mean)", "req/s ratio", "p99 ratio", "errors"]
+           "worker RSS MiB (mean)", "CPU us/req", "req/s ratio", "p99 ratio",
+           "errors"]
 
 
 def table_rows(rows, servers, workers):
@@ -763,6 +836,7 @@ def table_rows(rows, servers, workers):
             _fmt(_mb(row["worker_rss_kb_mean"]), ".1f")
             + ("" if row["workers_seen"] in (None, workers)
                else " (x%d)" % row["workers_seen"]),
+            _fmt(row.get("server_cpu_us_per_req"), ".0f"),
             _fmt(row["rps_ratio"], ".2f") + ("x" if row["rps_ratio"] else ""),
             _fmt(row["p99_ratio"], ".2f") + ("x" if row["p99_ratio"] else ""),
             err_txt,
@@ -789,6 +863,28 @@ def md_table(rows):
     for r in rows:
         lines.append("| " + " | ".join(r) + " |")
     return "\n".join(lines)
+
+
+NOISY_PCT = 10.0
+
+
+def noise_warnings(summary):
+    out = []
+    for wl, rows in summary.items():
+        for server, row in rows.items():
+            if row.get("foreign_cpu_pct_max", 0) > NOISY_PCT:
+                out.append("%s / %s: other processes used up to %.0f%% of "
+                           "the CPUs during a measured run"
+                           % (wl, server, row["foreign_cpu_pct_max"]))
+    return out
+
+
+def load_average():
+    try:
+        with open("/proc/loadavg") as f:
+            return float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def ratio_note(baseline):
@@ -822,13 +918,17 @@ def write_markdown(path, ctx, meta, summary, skipped):
            "within each round. %d worker processes each, access logs off. "
            "RSS is VmRSS sampled halfway through the measured run."
            % (ctx.rounds, ctx.workers), "",
-           ratio_note(ctx.baseline), ""]
+           ratio_note(ctx.baseline) + " CPU us/req = CPU time of the "
+           "server's processes during the measured run / requests.", ""]
     for wl, rows in summary.items():
         out += ["## " + workload_header(ctx, wl), ""]
         if rows:
             out += [md_table(table_rows(rows, ctx.servers, ctx.workers)), ""]
         else:
             out += ["_no server produced results_", ""]
+    warnings = noise_warnings(summary)
+    if warnings:
+        out += ["## Noise warnings", ""] + ["- " + w for w in warnings] + [""]
     if skipped:
         out += ["## Skipped", ""]
         for s in skipped:
@@ -849,6 +949,20 @@ def _cmd_output(cmd):
                               timeout=20).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
+
+
+def _strip_default_venv(argv):
+    out, skip = [], False
+    for i, a in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if a == "--venv" and i + 1 < len(argv) and \
+                os.path.abspath(argv[i + 1]) == DEFAULT_VENV:
+            skip = True
+            continue
+        out.append(a)
+    return out
 
 
 def gather_meta(ctx, argv):
@@ -878,7 +992,7 @@ def gather_meta(ctx, argv):
         "python": platform.python_version(),
         "wrk_version": m.group(1) if m else "?",
         "versions": versions,
-        "command": " ".join(["bench/run.sh"] + argv),
+        "command": " ".join(["bench/run.sh"] + _strip_default_venv(argv)),
     }
 
 
@@ -962,6 +1076,20 @@ def main(argv):
         raise SystemExit("wrk not found (bench/run.sh installs it)")
 
     os.makedirs(ctx.out_dir, exist_ok=True)
+    # Two runs at once would load the same 2 CPUs and overwrite each
+    # other's results: refuse to start while another run holds the lock.
+    ctx.lock = open(os.path.join(ctx.out_dir, ".lock"), "a+")
+    try:
+        fcntl.flock(ctx.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        ctx.lock.seek(0)
+        other = ctx.lock.read().strip() or "?"
+        raise SystemExit("another benchmark run (pid %s) is using %s; "
+                         "wait for it to finish" % (other, ctx.out_dir))
+    ctx.lock.seek(0)
+    ctx.lock.truncate()
+    ctx.lock.write(str(os.getpid()))
+    ctx.lock.flush()
     ctx.log_dir = os.path.join(ctx.out_dir, "logs")
     os.makedirs(ctx.log_dir, exist_ok=True)
     ctx.lua = {w: write_lua(ctx.out_dir, WORKLOADS[w]) for w in workloads}
@@ -979,6 +1107,10 @@ def main(argv):
                             "reason": reason})
         else:
             runnable.append(s)
+    load1 = load_average()
+    if load1 is not None and load1 > 0.5 * (os.cpu_count() or 1):
+        log("warning: load average is %.1f before starting; other work on "
+            "this machine will disturb the numbers" % load1)
     per_run = ctx.warmup + ctx.duration + 2
     log("%d round(s) x %d workload(s) x %d server(s), ~%ds per run "
         "(~%.0f min total)" % (
@@ -1003,13 +1135,17 @@ def main(argv):
                     if res["ok"]:
                         st, mem = res["stats"], res["memory"]
                         ws = [w["rss_kb"] for w in mem["workers"]]
+                        cpu = res.get("cpu") or {}
                         log("%s %9.0f req/s  p50 %7.2f ms  p99 %8.2f ms  "
-                            "errors %d  rss master %.1f MiB workers %s MiB"
+                            "errors %d  rss master %.1f MiB workers %s MiB  "
+                            "cpu %s us/req  other load %s%%"
                             % (label, st["rps"], st.get("p50_ms", 0),
                                st["p99_ms"], st["errors_total"],
                                mem["master"]["rss_kb"] / 1024.0,
                                "/".join("%.1f" % (k / 1024.0) for k in ws)
-                               or "-"))
+                               or "-",
+                               _fmt(cpu.get("server_cpu_us_per_req"), ".0f"),
+                               _fmt(cpu.get("foreign_cpu_pct"), ".0f")))
                     else:
                         failed[key] = res["reason"]
                         skipped.append({"server": server, "workload": wl_name,
@@ -1053,6 +1189,12 @@ def main(argv):
             print(text_table(table_rows(rows, ctx.servers, ctx.workers)))
         else:
             print("  (no results)")
+    warnings = noise_warnings(summary)
+    if warnings:
+        print()
+        print("noise warnings (consider re-running on a quiet machine):")
+        for w in warnings:
+            print("  " + w)
     if skipped:
         print()
         print("skipped:")
