@@ -388,7 +388,7 @@ impl Arbiter {
                     self.settings.workers = 0;
                     self.manage_workers();
                 } else {
-                    debug!("SIGWINCH ignored. Not daemonized");
+                    info!("SIGWINCH ignored. Not daemonized");
                 }
             }
             Signal::SIGUSR2 => {

@@ -1057,6 +1057,29 @@ fn daemon_mode_detaches_and_serves() {
     );
     assert_eq!(proc_stat(served_by).map(|p| p.ppid), Some(master));
 
+    // WINCH, daemonized: the workers stop gracefully, the master stays.
+    assert!(kill(master, libc::SIGWINCH));
+    assert!(
+        wait_until(Duration::from_secs(20), || !alive(served_by)),
+        "WINCH left the worker running; log:\n{}",
+        read_lossy(&elog)
+    );
+    assert!(alive(master), "WINCH stopped the master");
+    assert!(try_get(port, "/pid", &[]).is_err() || !alive(served_by));
+    // HUP brings the configured workers back.
+    assert!(kill(master, libc::SIGHUP));
+    let ok = wait_until(Duration::from_secs(20), || {
+        try_get(port, "/pid", &[])
+            .map(|r| r.text().trim().parse::<i32>().unwrap_or(0))
+            .is_ok_and(|p| p > 0 && p != served_by)
+    });
+    assert!(
+        ok,
+        "HUP after WINCH did not restart workers; log:\n{}",
+        read_lossy(&elog)
+    );
+    let served_by = get_pid(port);
+
     assert!(kill(master, libc::SIGTERM));
     assert!(
         wait_until(Duration::from_secs(30), || !alive(master)),
@@ -1251,4 +1274,54 @@ fn user_and_group_apply_to_workers() {
     for _ in 0..3 {
         get_ok(s.port, "/");
     }
+}
+
+#[test]
+fn winch_is_ignored_when_not_daemonized() {
+    let s = Server::start(&["-w", "1", APP]);
+    let before = s.wait_workers(1, Duration::from_secs(20));
+    s.signal(libc::SIGWINCH);
+    wait_log(&s, "SIGWINCH ignored", Duration::from_secs(10));
+    assert_eq!(s.worker_pids(), before);
+    assert_eq!(get_ok(s.port, "/").status, 200);
+}
+
+#[test]
+fn error_log_goes_to_syslog_with_worker_pids() {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp socket");
+    sock.set_read_timeout(Some(Duration::from_secs(2))).ok();
+    let addr = format!(
+        "udp://127.0.0.1:{}",
+        sock.local_addr().map(|a| a.port()).unwrap_or(0)
+    );
+    let s = Server::start(&[
+        "-w",
+        "1",
+        "--log-syslog",
+        "--log-syslog-to",
+        &addr,
+        "--log-syslog-prefix",
+        "t1",
+        "--log-syslog-facility",
+        "local3",
+        APP,
+    ]);
+    let worker = s.wait_workers(1, Duration::from_secs(20))[0];
+    let mut got = String::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let want = format!("ferrocorn.t1[{worker}]: Booting worker with pid: {worker}");
+    while Instant::now() < deadline && !got.contains(&want) {
+        let mut buf = [0u8; 2048];
+        if let Ok(n) = sock.recv(&mut buf) {
+            got.push_str(&String::from_utf8_lossy(&buf[..n]));
+            got.push('\n');
+        }
+    }
+    assert!(got.contains(&want), "syslog got:\n{got}");
+    // local3 (19) * 8 + info (6) = 158
+    assert!(got.contains("<158>"), "syslog got:\n{got}");
+    assert!(
+        got.contains(&format!("ferrocorn.t1[{}]: Listening at:", s.pid)),
+        "syslog got:\n{got}"
+    );
 }
