@@ -44,6 +44,7 @@ REPO_ROOT = os.path.dirname(BENCH_DIR)
 DEFAULT_VENV = os.path.join(BENCH_DIR, ".venv")
 DEFAULT_OUT = os.path.join(BENCH_DIR, "results")
 MiB = 1024 * 1024
+LOCK_PATH = "/tmp/ferrocorn-bench.lock"
 
 # Every child process we start is registered here so it can be torn down on
 # any exit path (normal, exception, SIGINT, SIGTERM, SIGHUP).
@@ -56,7 +57,7 @@ _LIVE = {}  # pid -> (Popen, is_server)
 class Workload:
     def __init__(self, name, module, path, connections, threads,
                  uwsgi_threads=0, method="GET", body_size=0, check=None,
-                 description=""):
+                 description="", headers=None):
         self.name = name
         self.module = module            # "package.module:callable"
         self.path = path
@@ -67,6 +68,7 @@ class Workload:
         self.body_size = body_size      # request body size (upload)
         self.check = check              # fn(status, headers, body) -> error or None
         self.description = description
+        self.headers = headers or {}  # extra request headers (wrk -H)
 
 
 def _check_hello(status, headers, body):
@@ -106,6 +108,13 @@ WORKLOADS = {
         "hello", "apps.hello:app", "/", connections=64, threads=2,
         check=_check_hello,
         description="plain WSGI, 14-byte text/plain response"),
+    # Not in the default set: every request on a new TCP connection, so that
+    # servers that keep connections alive and those that do not (gunicorn's
+    # sync worker, uWSGI's --http-socket) pay the same connection cost.
+    "hello-close": Workload(
+        "hello-close", "apps.hello:app", "/", connections=64, threads=2,
+        check=_check_hello, headers={"Connection": "close"},
+        description="hello, but wrk sends Connection: close on every request"),
     "flask": Workload(
         "flask", "apps.flask_json:app", "/json", connections=64, threads=2,
         check=_check_flask,
@@ -124,6 +133,7 @@ WORKLOADS = {
         description="POST 1 MiB body; app reads wsgi.input, returns length"),
 }
 WORKLOAD_ORDER = ["hello", "flask", "io", "download", "upload"]
+EXTRA_WORKLOADS = ["hello-close"]
 
 
 # --------------------------------------------------------------------------
@@ -437,7 +447,8 @@ def http_request(port, wl, timeout):
     body = b"a" * wl.body_size if wl.body_size else None
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        headers = {"Connection": "close"}
+        headers = dict(wl.headers)
+        headers["Connection"] = "close"
         if body is not None:
             headers["Content-Type"] = "application/octet-stream"
         conn.request(wl.method, wl.path, body=body, headers=headers)
@@ -579,6 +590,8 @@ def wrk_cmd(ctx, wl, port, duration, script, latency=True):
            "-d", "%ds" % duration, "--timeout", "%ds" % ctx.wrk_timeout]
     if latency:
         cmd.append("--latency")
+    for k, v in wl.headers.items():
+        cmd += ["-H", "%s: %s" % (k, v)]
     if script:
         cmd += ["-s", script]
     return cmd + ["http://127.0.0.1:%d%s" % (port, wl.path)]
@@ -1007,7 +1020,9 @@ def parse_args(argv):
     p.add_argument("--quick", action="store_true",
                    help="3 s runs, 1 round (default: 10 s, 3 rounds)")
     p.add_argument("--workloads", default=",".join(WORKLOAD_ORDER),
-                   help="comma list from: %s" % ",".join(WORKLOAD_ORDER))
+                   help="comma list from: %s (default: all but %s)"
+                        % (",".join(WORKLOAD_ORDER + EXTRA_WORKLOADS),
+                           ",".join(EXTRA_WORKLOADS)))
     p.add_argument("--servers", default=",".join(SERVER_ORDER),
                    help="comma list from: %s (a prefix such as 'gunicorn' "
                         "selects all its variants)" % ",".join(SERVER_ORDER))
@@ -1061,7 +1076,7 @@ def select(spec, known, what):
 def main(argv):
     ctx = parse_args(argv)
     if ctx.list:
-        for name in WORKLOAD_ORDER:
+        for name in WORKLOAD_ORDER + EXTRA_WORKLOADS:
             w = WORKLOADS[name]
             print("workload %-9s %s %s -c%d threads=%d  %s" % (
                 name, w.method, w.module, w.connections, w.threads,
@@ -1069,23 +1084,24 @@ def main(argv):
         for name in SERVER_ORDER:
             print("server   %s %s" % (name, SERVERS[name].note))
         return 0
-    workloads = select(ctx.workloads, WORKLOAD_ORDER, "workload")
+    workloads = select(ctx.workloads, WORKLOAD_ORDER + EXTRA_WORKLOADS,
+                       "workload")
     ctx.servers = select(ctx.servers, SERVER_ORDER, "server")
     ctx.wrk = shutil.which("wrk")
     if not ctx.wrk:
         raise SystemExit("wrk not found (bench/run.sh installs it)")
 
     os.makedirs(ctx.out_dir, exist_ok=True)
-    # Two runs at once would load the same 2 CPUs and overwrite each
-    # other's results: refuse to start while another run holds the lock.
-    ctx.lock = open(os.path.join(ctx.out_dir, ".lock"), "a+")
+    # Two runs at once would load the same CPUs (and, with the same
+    # --out-dir, overwrite each other's results): one machine-wide lock.
+    ctx.lock = open(LOCK_PATH, "a+")
     try:
         fcntl.flock(ctx.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         ctx.lock.seek(0)
         other = ctx.lock.read().strip() or "?"
-        raise SystemExit("another benchmark run (pid %s) is using %s; "
-                         "wait for it to finish" % (other, ctx.out_dir))
+        raise SystemExit("another benchmark run (pid %s, lock %s) is in "
+                         "progress; wait for it to finish" % (other, LOCK_PATH))
     ctx.lock.seek(0)
     ctx.lock.truncate()
     ctx.lock.write(str(os.getpid()))
@@ -1128,7 +1144,7 @@ def main(argv):
                     key = (server, wl_name)
                     if key in failed:
                         continue
-                    label = "[round %d/%d] %-8s %-17s" % (
+                    label = "[round %d/%d] %-11s %-17s" % (
                         rnd, ctx.rounds, wl_name, server)
                     res = run_one(ctx, server, wl, rnd)
                     runs.append(res)
