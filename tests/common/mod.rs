@@ -672,7 +672,7 @@ impl<R: Read> Reader<R> {
     }
 
     /// One line without its CRLF; Err(UnexpectedEof) if the input ends
-    /// first (with `partial` lines allowed at EOF when `allow_eof`).
+    /// before the CRLF.
     fn line(&mut self) -> io::Result<Vec<u8>> {
         loop {
             if let Some(i) = self.buf.windows(2).position(|w| w == b"\r\n") {
