@@ -17,7 +17,7 @@ fn fail(msg: impl std::fmt::Display, code: u8) -> ExitCode {
 
 /// Process-wide preparation shared by serving and --check-config: the
 /// error log, the working directory, and the app's environment variables.
-fn prepare(s: &Settings) -> Result<(), String> {
+fn prepare(s: &mut Settings) -> Result<(), String> {
     let level = Level::parse(&s.loglevel).unwrap_or(Level::Info);
     log::init(&s.errorlog, level)
         .map_err(|e| format!("cannot open error log {}: {e}", s.errorlog))?;
@@ -27,6 +27,13 @@ fn prepare(s: &Settings) -> Result<(), String> {
             s.syslog_prefix.as_deref(),
             &s.syslog_facility,
         )?;
+    }
+    // A relative --virtualenv means relative to where ferrocorn started,
+    // not to --chdir.
+    if let Some(venv) = &s.virtualenv {
+        if let Ok(abs) = std::path::absolute(venv) {
+            s.virtualenv = Some(abs.display().to_string());
+        }
     }
     if let Some(dir) = &s.chdir {
         std::env::set_current_dir(dir).map_err(|e| format!("--chdir {dir}: {e}"))?;
@@ -75,8 +82,8 @@ fn main() -> ExitCode {
             print!("{}", s.to_toml_string());
             ExitCode::SUCCESS
         }
-        Action::CheckConfig(s) => {
-            if let Err(e) = prepare(&s) {
+        Action::CheckConfig(mut s) => {
+            if let Err(e) = prepare(&mut s) {
                 return fail(e, 1);
             }
             let cwd = std::env::current_dir()
@@ -96,11 +103,12 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Action::Run(s) => {
-            if let Err(e) = prepare(&s) {
+        Action::Run(mut s) => {
+            let start_dir = std::env::current_dir().unwrap_or_else(|_| "/".into());
+            if let Err(e) = prepare(&mut s) {
                 return fail(e, 1);
             }
-            let arbiter = match Arbiter::new(*s, args) {
+            let arbiter = match Arbiter::new(*s, args, start_dir) {
                 Ok(a) => a,
                 Err(e) => {
                     error!("{e}");

@@ -118,6 +118,9 @@ pub struct Arbiter {
     settings: Settings,
     /// The command line, re-read on HUP.
     args: Vec<OsString>,
+    /// Where ferrocorn was started: relative paths on the command line
+    /// (the config file above all) are read from here on HUP too.
+    start_dir: PathBuf,
     listeners: Vec<Listener>,
     workers: BTreeMap<i32, WorkerInfo>,
     signals: Option<SignalQueue>,
@@ -220,7 +223,11 @@ fn proc_name(s: &Settings) -> String {
 impl Arbiter {
     /// Bind the listeners (before any fork), daemonize if asked, write the
     /// pidfile, preload the app if asked, and install the signal queue.
-    pub fn new(settings: Settings, args: Vec<OsString>) -> Result<Arbiter, MasterError> {
+    pub fn new(
+        settings: Settings,
+        args: Vec<OsString>,
+        start_dir: PathBuf,
+    ) -> Result<Arbiter, MasterError> {
         let identity = resolve_identity(&settings)?;
         let umask = config::parse_umask(&settings.umask).unwrap_or(0);
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
@@ -262,6 +269,7 @@ impl Arbiter {
         Ok(Arbiter {
             settings,
             args,
+            start_dir,
             listeners,
             workers: BTreeMap::new(),
             signals: Some(signals),
@@ -411,8 +419,19 @@ impl Arbiter {
             return;
         }
         let env = |k: &str| std::env::var(k).ok();
-        let fresh = match config::load(self.args.clone(), &env) {
-            Ok(Action::Run(s)) => *s,
+        let here = std::env::current_dir().ok();
+        let _ = std::env::set_current_dir(&self.start_dir);
+        let loaded = config::load(self.args.clone(), &env);
+        if let Some(here) = &here {
+            let _ = std::env::set_current_dir(here);
+        }
+        let fresh = match loaded {
+            Ok(Action::Run(mut s)) => {
+                if let Some(v) = &s.virtualenv {
+                    s.virtualenv = Some(self.start_dir.join(v).display().to_string());
+                }
+                *s
+            }
             Ok(_) => {
                 error!("Reload failed: the command line no longer describes a server; keeping the current configuration");
                 return;

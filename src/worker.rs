@@ -39,6 +39,13 @@ const STALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// After a response with `Connection: close`, how long unread input is
 /// drained so the client sees the response rather than a reset.
 const LINGER: Duration = Duration::from_secs(2);
+/// Buffers of idle connections larger than this are released, so a burst
+/// of large requests does not leave every connection holding its peak.
+const KEEP_BUFFER: usize = 64 * 1024;
+/// Connections accepted per wake-up. Accepting a whole burst would queue
+/// it behind one busy worker while its siblings idle; the rest are taken
+/// on the next turn of the loop, or by another worker.
+const ACCEPT_BATCH: usize = 16;
 /// An unread request body up to this size is read and discarded so the
 /// connection can be reused.
 const DRAIN_LIMIT: u64 = 1 << 20;
@@ -168,6 +175,10 @@ pub struct Worker<'a> {
     signals: SignalQueue,
     stopping: bool,
     accept_paused: bool,
+    /// The last accept batch was full: try again on the next turn.
+    accept_more: bool,
+    /// Read buffer shared by every connection of this worker.
+    scratch: Box<[u8]>,
     master: nix::unistd::Pid,
     requests: u64,
     scoreboard: &'a Scoreboard,
@@ -355,6 +366,8 @@ impl<'a> Worker<'a> {
             signals,
             stopping: false,
             accept_paused: false,
+            accept_more: false,
+            scratch: vec![0u8; 64 * 1024].into_boxed_slice(),
             master: args.master,
             requests: 0,
             scoreboard: args.scoreboard,
@@ -375,7 +388,7 @@ impl<'a> Worker<'a> {
         let mut events = Events::with_capacity(256);
         let mut next_sweep = Instant::now() + Duration::from_secs(1);
         loop {
-            let timeout = if self.again.is_empty() {
+            let timeout = if self.again.is_empty() && !self.accept_more {
                 Duration::from_secs(1)
             } else {
                 Duration::ZERO
@@ -395,6 +408,11 @@ impl<'a> Worker<'a> {
                         ev.is_writable(),
                     ),
                     Token(t) => self.accept(t - LISTENER_BASE),
+                }
+            }
+            if std::mem::take(&mut self.accept_more) {
+                for i in 0..self.listeners.len() {
+                    self.accept(i);
                 }
             }
             for idx in std::mem::take(&mut self.again) {
@@ -464,7 +482,7 @@ impl<'a> Worker<'a> {
         if self.stopping {
             return;
         }
-        loop {
+        for _ in 0..ACCEPT_BATCH {
             if self.live >= self.max_conns {
                 self.accept_paused = true;
                 return;
@@ -491,6 +509,8 @@ impl<'a> Worker<'a> {
                 }
             }
         }
+        // The batch is used up and more may be waiting.
+        self.accept_more = true;
     }
 
     fn add_conn(&mut self, mut stream: Stream, peer: Peer, listener: usize) {
@@ -537,10 +557,22 @@ impl<'a> Worker<'a> {
     /// Close connections whose deadline passed.
     fn sweep(&mut self, now: Instant) {
         for idx in 0..self.conns.len() {
-            if self.conns[idx].as_ref().is_some_and(|c| c.deadline <= now) {
-                debug!("Closing a connection that timed out");
-                self.close(idx);
+            let Some(c) = self.conns[idx].as_mut() else {
+                continue;
+            };
+            if c.deadline > now {
+                continue;
             }
+            // An idle keep-alive connection whose next request is already
+            // waiting in the kernel (the loop was busy running the app) is
+            // not idle: serve it rather than cut it off.
+            if c.idle() && !self.stopping && has_pending_input(c.stream.raw()) {
+                c.deadline = now + HEAD_TIMEOUT;
+                self.again.push(idx);
+                continue;
+            }
+            debug!("Closing a connection that timed out");
+            self.close(idx);
         }
     }
 
@@ -555,13 +587,14 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// Read what is available into `rbuf`. Returns false on a hard error.
-    fn fill(conn: &mut Conn) -> bool {
-        let mut chunk = [0u8; 64 * 1024];
+    /// Read what is available into `rbuf`, through the worker's scratch
+    /// buffer (allocated once, so no per-read zeroing). Returns false on a
+    /// hard error.
+    fn fill(conn: &mut Conn, scratch: &mut [u8]) -> bool {
         while conn.rbuf.len() < READ_CAP && !conn.eof {
-            match conn.stream.read(&mut chunk) {
+            match conn.stream.read(scratch) {
                 Ok(0) => conn.eof = true,
-                Ok(n) => conn.rbuf.extend_from_slice(&chunk[..n]),
+                Ok(n) => conn.rbuf.extend_from_slice(&scratch[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return false,
@@ -584,7 +617,11 @@ impl<'a> Worker<'a> {
                 Err(_) => return false,
             }
         }
-        conn.wbuf.clear();
+        if conn.wbuf.capacity() > KEEP_BUFFER {
+            conn.wbuf = Vec::new();
+        } else {
+            conn.wbuf.clear();
+        }
         conn.wpos = 0;
         true
     }
@@ -594,7 +631,7 @@ impl<'a> Worker<'a> {
             return Next::Close;
         }
         let before = conn.rbuf.len();
-        if readable && !Self::fill(conn) {
+        if readable && !Self::fill(conn, &mut self.scratch) {
             return Next::Close;
         }
         if conn.rbuf.len() > before {
@@ -879,6 +916,9 @@ impl<'a> Worker<'a> {
                 conn.close_after_write = true;
             }
         }
+        if conn.rbuf.is_empty() && conn.rbuf.capacity() > KEEP_BUFFER {
+            conn.rbuf = Vec::new();
+        }
         conn.deadline = Instant::now()
             + if conn.close_after_write {
                 STALL_TIMEOUT
@@ -1009,4 +1049,17 @@ fn current_rss() -> u64 {
     // SAFETY: sysconf has no memory-safety preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
     pages * page
+}
+
+/// Whether bytes are waiting to be read on `fd` (without consuming them).
+fn has_pending_input(fd: RawFd) -> bool {
+    let mut b = [0u8; 1];
+    matches!(
+        nix::sys::socket::recv(
+            fd,
+            &mut b,
+            nix::sys::socket::MsgFlags::MSG_PEEK | nix::sys::socket::MsgFlags::MSG_DONTWAIT
+        ),
+        Ok(n) if n > 0
+    )
 }

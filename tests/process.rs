@@ -319,3 +319,23 @@ fn virtual_env_variable() {
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "hello from the virtualenv\n");
 }
+
+/// A keep-alive connection whose next request arrives while the (sync)
+/// worker is busy with another client must be served when the worker gets
+/// to it, even if its keep-alive deadline passed in the meantime.
+#[test]
+fn keepalive_request_queued_behind_a_busy_worker_is_served() {
+    let s = Server::start(&["-w", "1", "--keep-alive", "1", "slow:app"]);
+    let mut a = Conn::connect(s.port);
+    assert_eq!(a.request("GET", "/?sleep=0", &[], b"").status, 200);
+    let port = s.port;
+    let busy = std::thread::spawn(move || {
+        let mut b = Conn::connect(port);
+        b.request("GET", "/?sleep=2.5", &[], b"").status
+    });
+    // Let B's request occupy the worker, then send A's next request.
+    std::thread::sleep(Duration::from_millis(500));
+    let r = a.request("GET", "/?sleep=0", &[], b"");
+    assert_eq!(r.status, 200, "the queued keep-alive request was dropped");
+    assert_eq!(busy.join().ok(), Some(200));
+}
