@@ -50,7 +50,7 @@ def short(v):
     if v >= 10000:
         return "%.0fk" % (v / 1000.0)
     if v >= 1000:
-        return "%.1fk" % (v / 1000.0)
+        return ("%.2f" % (v / 1000.0)).rstrip("0").rstrip(".") + "k"
     if v >= 10:
         return "%.0f" % v
     return "%.1f" % v
