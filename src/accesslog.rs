@@ -162,28 +162,6 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// `[22/Nov/2026:11:12:45 +0000]`, as gunicorn's %(t)s.
-fn clf_time() -> String {
-    let now = timefmt::unix_now();
-    let ts = timefmt::log_timestamp(now); // 2026-11-22 11:12:45 +0000
-    let (date, rest) = ts.split_once(' ').unwrap_or((&ts, ""));
-    let mut parts = date.split('-');
-    let (y, m, d) = (
-        parts.next().unwrap_or(""),
-        parts.next().unwrap_or(""),
-        parts.next().unwrap_or(""),
-    );
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let mon = m
-        .parse::<usize>()
-        .ok()
-        .and_then(|i| MONTHS.get(i.wrapping_sub(1)))
-        .unwrap_or(&"");
-    format!("[{d}/{mon}/{y}:{rest}]")
-}
-
 impl Format {
     pub fn render(&self, r: &Record<'_>) -> String {
         let mut out = String::with_capacity(160);
@@ -201,7 +179,7 @@ impl Format {
                 Atom::User => {
                     out.push_str(&basic_user(r.req_headers).unwrap_or_else(|| "-".into()))
                 }
-                Atom::Time => out.push_str(&clf_time()),
+                Atom::Time => out.push_str(&timefmt::clf_timestamp(timefmt::unix_now())),
                 Atom::RequestLine => {
                     out.push_str(r.method);
                     out.push(' ');

@@ -893,6 +893,15 @@ fn finish(mut s: Settings, env: &dyn Fn(&str) -> Option<String>) -> Result<Actio
             "cannot daemonize under systemd (NOTIFY_SOCKET is set): let systemd supervise the process",
         ));
     }
+    for ip in &s.forwarded_allow_ips {
+        if ip != "*" && ip.trim().parse::<std::net::IpAddr>().is_err() {
+            return Err(invalid(
+                "--forwarded-allow-ips",
+                ip.clone(),
+                "expected IP addresses separated by commas, or '*'",
+            ));
+        }
+    }
     if s.bind.is_empty() {
         return Err(invalid(
             "--bind",
@@ -1081,6 +1090,10 @@ mod tests {
         assert!(e.contains("1.2.3.4:x"), "{e}");
         let e = run(&["--threads", "5", "m"]).unwrap_err().to_string();
         assert!(e.contains("--threads"), "{e}");
+        let e = run(&["--forwarded-allow-ips", "10.0.0.1,nope", "m"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nope"), "{e}");
         let e = run(&["--umask", "0o999", "m"]).unwrap_err().to_string();
         assert!(e.contains("--umask"), "{e}");
         assert_eq!(parse_umask("022"), Ok(0o22));

@@ -63,18 +63,6 @@ pub fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
     Ok(())
 }
 
-pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
-    use nix::fcntl::{fcntl, FcntlArg, OFlag};
-    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
-    let flags = if on {
-        flags | OFlag::O_NONBLOCK
-    } else {
-        flags - OFlag::O_NONBLOCK
-    };
-    fcntl(fd, FcntlArg::F_SETFL(flags))?;
-    Ok(())
-}
-
 /// Wait until `fd` is readable (or `POLLOUT` writable), at most `timeout`.
 /// Returns false on timeout.
 pub fn wait_fd(fd: BorrowedFd<'_>, writable: bool, timeout: Duration) -> io::Result<bool> {
@@ -200,8 +188,7 @@ pub fn monotonic_ms() -> u64 {
 }
 
 /// Shared memory the master maps before forking: one slot per worker in
-/// which the worker reports its heartbeat, whether it has booted, and how
-/// many requests it served. Cheaper than gunicorn's fchmod'ed temp files
+/// which the worker reports its heartbeat and whether it has booted. Cheaper than gunicorn's fchmod'ed temp files
 /// and readable without a syscall.
 pub struct Scoreboard {
     base: std::ptr::NonNull<std::sync::atomic::AtomicU64>,
@@ -216,7 +203,6 @@ unsafe impl Sync for Scoreboard {}
 const SLOT_WORDS: usize = 4;
 const BEAT: usize = 0;
 const STATE: usize = 1;
-const REQUESTS: usize = 2;
 
 /// A worker's state as seen in its slot.
 pub const SLOT_BOOTING: u64 = 0;
@@ -243,10 +229,6 @@ impl Scoreboard {
         })
     }
 
-    pub fn slots(&self) -> usize {
-        self.slots
-    }
-
     fn word(&self, slot: usize, w: usize) -> &std::sync::atomic::AtomicU64 {
         assert!(slot < self.slots, "scoreboard slot out of range");
         // SAFETY: the index is within the mapping (checked above), the
@@ -259,7 +241,6 @@ impl Scoreboard {
         self.word(slot, BEAT)
             .store(monotonic_ms(), Ordering::SeqCst);
         self.word(slot, STATE).store(SLOT_BOOTING, Ordering::SeqCst);
-        self.word(slot, REQUESTS).store(0, Ordering::SeqCst);
     }
 
     pub fn beat(&self, slot: usize) {
@@ -272,20 +253,12 @@ impl Scoreboard {
         self.word(slot, STATE).store(SLOT_READY, Ordering::SeqCst);
     }
 
-    pub fn add_requests(&self, slot: usize, n: u64) {
-        self.word(slot, REQUESTS).fetch_add(n, Ordering::Relaxed);
-    }
-
     pub fn last_beat(&self, slot: usize) -> u64 {
         self.word(slot, BEAT).load(Ordering::Relaxed)
     }
 
     pub fn is_ready(&self, slot: usize) -> bool {
         self.word(slot, STATE).load(Ordering::SeqCst) == SLOT_READY
-    }
-
-    pub fn requests(&self, slot: usize) -> u64 {
-        self.word(slot, REQUESTS).load(Ordering::Relaxed)
     }
 }
 

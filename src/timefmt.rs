@@ -87,6 +87,20 @@ pub fn log_timestamp(secs: i64) -> String {
     )
 }
 
+/// The access log's `%(t)s`: `[22/Nov/2026:11:12:45 +0000]` (local time).
+pub fn clf_timestamp(secs: i64) -> String {
+    let off = local_offset(secs);
+    let (y, mo, d, h, mi, s, _) = broken_down(secs + off);
+    let sign = if off < 0 { '-' } else { '+' };
+    let a = off.abs();
+    format!(
+        "[{d:02}/{}/{y:04}:{h:02}:{mi:02}:{s:02} {sign}{:02}{:02}]",
+        MONTHS[(mo - 1) as usize],
+        a / 3600,
+        a % 3600 / 60
+    )
+}
+
 /// Caches the `Date` header value for the current second.
 #[derive(Default)]
 pub struct DateCache {
@@ -114,5 +128,11 @@ mod tests {
         assert_eq!(http_date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
         assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
         assert_eq!(http_date(1_709_210_096), "Thu, 29 Feb 2024 12:34:56 GMT");
+        let clf = clf_timestamp(1_709_210_096);
+        if local_offset(1_709_210_096) == 0 {
+            assert_eq!(clf, "[29/Feb/2024:12:34:56 +0000]");
+        } else {
+            assert_eq!(clf.len(), "[29/Feb/2024:12:34:56 +0000]".len(), "{clf}");
+        }
     }
 }

@@ -138,8 +138,6 @@ struct Conn {
     close_after_write: bool,
     /// The peer closed its side.
     eof: bool,
-    /// Requests served on this connection.
-    served: u64,
     /// Remembers how far an incomplete head was already scanned.
     parser: http::HeadParser,
 }
@@ -538,7 +536,6 @@ impl<'a> Worker<'a> {
             deadline: Instant::now() + HEAD_TIMEOUT,
             close_after_write: false,
             eof: false,
-            served: 0,
             parser: http::HeadParser::new(),
         });
         self.live += 1;
@@ -783,7 +780,6 @@ impl<'a> Worker<'a> {
     /// After a request: recycle the worker when it reached its request
     /// limit or memory limit (it finishes what it has, then exits).
     fn after_request(&mut self) {
-        self.scoreboard.add_requests(self.slot, 1);
         if self.stopping {
             return;
         }
@@ -812,7 +808,6 @@ impl<'a> Worker<'a> {
     /// Run the app for one request and queue its response.
     fn dispatch(&mut self, conn: &mut Conn, head: RequestHead, input: Input, streamed: bool) {
         self.requests += 1;
-        conn.served += 1;
         let started = Instant::now();
         let keep_alive = head.keep_alive && !self.stopping && !self.keepalive.is_zero();
         let is_head = head.method == "HEAD";
@@ -919,12 +914,10 @@ impl<'a> Worker<'a> {
         if conn.rbuf.is_empty() && conn.rbuf.capacity() > KEEP_BUFFER {
             conn.rbuf = Vec::new();
         }
-        conn.deadline = Instant::now()
-            + if conn.close_after_write {
-                STALL_TIMEOUT
-            } else {
-                self.keepalive.max(Duration::from_millis(100))
-            };
+        // While output is queued, flush() moves the deadline on each
+        // progress; once all is written an open connection idles for
+        // --keep-alive.
+        conn.deadline = Instant::now() + STALL_TIMEOUT;
         let _ = Self::flush(conn);
         if conn.pending_write() == 0 && !conn.close_after_write {
             conn.deadline = Instant::now() + self.keepalive;

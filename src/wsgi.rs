@@ -680,10 +680,6 @@ impl Responder {
         self.active = false;
     }
 
-    pub fn has_status(&self) -> bool {
-        self.status.is_some()
-    }
-
     /// The headers the app passed to start_response.
     pub fn headers(&self) -> &[(String, String)] {
         &self.headers
@@ -1086,7 +1082,8 @@ pub struct Wsgi {
     multithread: bool,
     methods: HashMap<String, Py<PyString>>,
     header_keys: HashMap<String, Option<Py<PyString>>>,
-    trusted: Vec<String>,
+    /// `--forwarded-allow-ips`, parsed once.
+    trusted: Vec<std::net::IpAddr>,
     trust_all: bool,
 }
 
@@ -1127,7 +1124,10 @@ impl Wsgi {
             multithread,
             methods,
             header_keys: HashMap::new(),
-            trusted: trusted.to_vec(),
+            trusted: trusted
+                .iter()
+                .filter_map(|t| t.trim().parse().ok())
+                .collect(),
             trust_all: trusted.iter().any(|t| t == "*"),
         })
     }
@@ -1158,12 +1158,8 @@ impl Wsgi {
     fn is_trusted(&self, peer: &Peer) -> bool {
         match peer {
             Peer::Unix => true,
-            Peer::Tcp(a) => self.trust_all || self.trusted.iter().any(|t| *t == a.ip().to_string()),
+            Peer::Tcp(a) => self.trust_all || self.trusted.contains(&a.ip()),
         }
-    }
-
-    pub fn file_wrapper_type(&self) -> &Py<PyAny> {
-        &self.file_wrapper
     }
 
     /// Build the environ for one request.
