@@ -777,6 +777,7 @@ impl<'a> Worker<'a> {
     /// After a request: recycle the worker when it reached its request
     /// limit or memory limit (it finishes what it has, then exits).
     fn after_request(&mut self) {
+        self.scoreboard.count_request(self.slot);
         if self.stopping {
             return;
         }
