@@ -236,7 +236,11 @@ pub fn inherited(
                 .unwrap_or_default();
             let mut out = Vec::new();
             for i in 0..n {
-                let mut l = adopt(3 + i)?;
+                let mut l = adopt(3 + i).map_err(|e| ListenError::BadEnv {
+                    var: "LISTEN_FDS",
+                    value: count.clone(),
+                    reason: e.to_string(),
+                })?;
                 l.fdname = names.get(i as usize).filter(|s| !s.is_empty()).cloned();
                 out.push(l);
             }
@@ -255,7 +259,11 @@ pub fn inherited(
                         value: list.clone(),
                         reason: format!("'{part}' is not a file descriptor number"),
                     })?;
-            out.push(adopt(fd)?);
+            out.push(adopt(fd).map_err(|e| ListenError::BadEnv {
+                var: "GUNICORN_FD",
+                value: list.clone(),
+                reason: e.to_string(),
+            })?);
         }
         if !out.is_empty() {
             return Ok(Some((Origin::GunicornFd, out)));
