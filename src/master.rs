@@ -1046,7 +1046,7 @@ impl Arbiter {
             info!("USR2 ignored: this master is itself an upgrade awaiting its predecessor's exit");
             return;
         }
-        if !matches!(self.phase, Phase::Running) {
+        if !matches!(self.phase, Phase::Running | Phase::Booting) {
             warning!("USR2 ignored while {}", self.phase);
             return;
         }
