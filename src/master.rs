@@ -995,19 +995,13 @@ impl Arbiter {
             }
         };
         if let Some(s) = &self.successor {
-            let _ = match s.state {
-                SuccessorState::Booting => std::fmt::Write::write_fmt(
-                    &mut text,
-                    format_args!("; upgrade: new master {} booting", s.pid),
+            text.push_str(&match s.state {
+                SuccessorState::Booting => format!("; upgrade: new master {} booting", s.pid),
+                SuccessorState::Ready => format!(
+                    "; upgrade: new master {} ready, TERM {} to finish",
+                    s.pid, self.pid
                 ),
-                SuccessorState::Ready => std::fmt::Write::write_fmt(
-                    &mut text,
-                    format_args!(
-                        "; upgrade: new master {} ready, TERM {} to finish",
-                        s.pid, self.pid
-                    ),
-                ),
-            };
+            });
         }
         text
     }
