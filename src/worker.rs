@@ -43,7 +43,7 @@ const READ_CAP: usize = BUFFER_BODY + 64 * 1024;
 const WRITE_HIGH: usize = 1 << 20;
 /// At the connection limit, a connection sitting idle or on an incomplete
 /// head for at least this long may be closed to admit a new one.
-const EVICT_AFTER: Duration = Duration::from_secs(1);
+const EVICT_AFTER: Duration = Duration::from_millis(500);
 /// Stack of a gthread worker's threads (CPython's own threads get the
 /// system default, 8 MiB on Linux; deep recursion must not crash here).
 const THREAD_STACK: usize = 8 << 20;
