@@ -88,7 +88,7 @@ for name in "${servers[@]}"; do
   result=$(python3 "$BENCH_DIR/probe.py" "$port" "$PROBE_SECONDS" 4 "$PROBE_TIMEOUT")
   log "$name: $result"
   wait "$a1" "$a2" || true
-  verdict() { grep -a "service available" "$1" | tail -1 | sed 's/.*service available: *//; s/[^A-Za-z]//g'; }
+  verdict() { sed 's/\x1b\[[0-9;]*m//g' "$1" | grep -a "service available" | tail -1 | sed 's/.*service available: *//; s/[^A-Za-z]//g'; }
   v1=$(verdict "$OUT/slowloris-$name-headers.log"); v2=$(verdict "$OUT/slowloris-$name-body.log")
   python3 - "$name" "$result" "${v1:-?}" "${v2:-?}" >>"$table" <<'PY'
 import json, sys

@@ -273,6 +273,8 @@ struct Done {
 struct Queue {
     jobs: VecDeque<Job>,
     closed: bool,
+    /// Threads waiting for a job (no wake-up needed when there are none).
+    idle: usize,
 }
 
 /// The gthread worker's threads and their mailboxes.
@@ -281,6 +283,8 @@ struct Pool {
     done: Arc<Mutex<Vec<Done>>>,
     /// Per thread: monotonic ms when its current request started, 0 idle.
     busy_since: Arc<Vec<AtomicU64>>,
+    /// A wake-up of the loop is already on its way.
+    wake_pending: Arc<AtomicBool>,
     /// Requests handed out and not yet returned.
     inflight: usize,
 }
@@ -298,6 +302,7 @@ impl Pool {
             queue: Arc::new((Mutex::new(Queue::default()), Condvar::new())),
             done: Arc::new(Mutex::new(Vec::new())),
             busy_since: Arc::new((0..n).map(|_| AtomicU64::new(0)).collect()),
+            wake_pending: Arc::new(AtomicBool::new(false)),
             inflight: 0,
         };
         for i in 0..n {
@@ -305,23 +310,32 @@ impl Pool {
             let done = pool.done.clone();
             let busy = pool.busy_since.clone();
             let shared = shared.clone();
-            let waker = waker.clone();
+            let wake = (waker.clone(), pool.wake_pending.clone());
             std::thread::Builder::new()
                 .name(format!("ferrocorn-{i}"))
                 .stack_size(THREAD_STACK)
-                .spawn(move || thread_main(i, &queue, &done, &busy, &shared, &waker))?;
+                .spawn(move || thread_main(i, &queue, &done, &busy, &shared, &wake))?;
         }
         Ok(pool)
     }
 
     fn submit(&mut self, job: Job) {
         let (m, cv) = &*self.queue;
-        lock(m).jobs.push_back(job);
-        cv.notify_one();
+        let idle = {
+            let mut q = lock(m);
+            q.jobs.push_back(job);
+            q.idle
+        };
+        if idle > 0 {
+            cv.notify_one();
+        }
         self.inflight += 1;
     }
 
     fn take_done(&mut self) -> Vec<Done> {
+        // Cleared before taking: a result pushed after the take wakes the
+        // loop again.
+        self.wake_pending.store(false, Ordering::SeqCst);
         let done = std::mem::take(&mut *lock(&self.done));
         self.inflight -= done.len();
         done
@@ -353,31 +367,49 @@ fn thread_main(
     done: &Mutex<Vec<Done>>,
     busy: &[AtomicU64],
     shared: &Shared,
-    waker: &Waker,
+    (waker, wake_pending): &(Arc<Waker>, Arc<AtomicBool>),
 ) {
-    Python::attach(|py| loop {
-        let job = py.detach(|| {
-            let (m, cv) = queue;
-            let mut q = lock(m);
-            loop {
-                if let Some(job) = q.jobs.pop_front() {
-                    return Some(job);
+    let (m, cv) = queue;
+    Python::attach(|py| {
+        // The next job, if one is already queued, is taken without
+        // releasing the GIL in between.
+        let mut next: Option<Job> = None;
+        loop {
+            let job = match next.take() {
+                Some(job) => job,
+                None => {
+                    let job = py.detach(|| {
+                        let mut q = lock(m);
+                        loop {
+                            if let Some(job) = q.jobs.pop_front() {
+                                return Some(job);
+                            }
+                            if q.closed {
+                                return None;
+                            }
+                            q.idle += 1;
+                            q = cv.wait(q).unwrap_or_else(|e| e.into_inner());
+                            q.idle -= 1;
+                        }
+                    });
+                    let Some(job) = job else {
+                        return;
+                    };
+                    job
                 }
-                if q.closed {
-                    return None;
+            };
+            busy[i].store(sys::monotonic_ms().max(1), Ordering::Relaxed);
+            let result = run_job(py, shared, job);
+            busy[i].store(0, Ordering::Relaxed);
+            lock(done).push(result);
+            if !wake_pending.swap(true, Ordering::SeqCst) {
+                if let Err(e) = waker.wake() {
+                    error!("Cannot wake the event loop: {e}");
                 }
-                q = cv.wait(q).unwrap_or_else(|e| e.into_inner());
             }
-        });
-        let Some(job) = job else {
-            return;
-        };
-        busy[i].store(sys::monotonic_ms().max(1), Ordering::Relaxed);
-        let result = run_job(py, shared, job);
-        busy[i].store(0, Ordering::Relaxed);
-        lock(done).push(result);
-        if let Err(e) = waker.wake() {
-            error!("Cannot wake the event loop: {e}");
+            // The queue lock is never held by anyone waiting for the GIL,
+            // so taking it here (GIL held) cannot deadlock.
+            next = lock(m).jobs.pop_front();
         }
     })
 }
