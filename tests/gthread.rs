@@ -258,3 +258,71 @@ fn short_requests_under_load_do_not_trip_the_timeout() {
     }
     assert!(!s.log().contains("WORKER TIMEOUT"), "log:\n{}", s.log());
 }
+
+#[test]
+fn streamed_uploads_on_threads_with_access_log() {
+    let s = Server::start(&[
+        "-w",
+        "1",
+        "-k",
+        "gthread",
+        "--threads",
+        "3",
+        "--access-logfile",
+        "-",
+        "echo:app",
+    ]);
+    // Bodies beyond the buffered limit are read by the threads from the
+    // socket (GIL released), several at once.
+    let handles: Vec<_> = (0..3u64)
+        .map(|seed| {
+            let port = s.port;
+            thread::spawn(move || {
+                let data = pseudo_random(3 * 1024 * 1024 + seed as usize, seed);
+                let mut c = patient(port, 20);
+                let chunked_body = chunked(&data, &[7000, 65536, 100_000]);
+                let r = if seed == 0 {
+                    c.request(
+                        "POST",
+                        "/upload",
+                        &[("Transfer-Encoding", "chunked")],
+                        &chunked_body,
+                    )
+                } else {
+                    c.request("POST", "/upload", &[], &data)
+                };
+                assert_eq!(r.status, 200);
+                let j = r.json();
+                assert_eq!(j["body_length"].as_u64(), Some(data.len() as u64));
+                assert_eq!(j["body_sha256"].str(), Some(sha256_hex(&data).as_str()));
+                // The connection is reusable after a streamed body.
+                assert_eq!(c.request("GET", "/after", &[], b"").status, 200);
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("upload client");
+    }
+    assert!(
+        wait_until(Duration::from_secs(5), || s
+            .log()
+            .matches("\"POST /upload HTTP/1.1\" 200")
+            .count()
+            == 3),
+        "access log lines for the uploads; log:\n{}",
+        s.log()
+    );
+}
+
+#[test]
+fn large_and_streamed_responses_on_threads() {
+    let s = Server::start(&["-w", "1", "-k", "gthread", "--threads", "2", "stream:app"]);
+    let mut c = patient(s.port, 20);
+    for _ in 0..3 {
+        let r = c.request("GET", "/", &[], b"");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("Transfer-Encoding"), Some("chunked"));
+        assert!(r.text().starts_with("first chunk\nsecond chunk\nxxx"));
+        assert!(r.text().ends_with("\nlast chunk\n"));
+    }
+}
