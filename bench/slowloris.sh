@@ -7,9 +7,10 @@
 #
 #   bench/slowloris.sh [SERVER ...]    (default: all of the below)
 #
-# Servers: ferrocorn-sync ferrocorn-gthread gunicorn-sync gunicorn-gthread,
-# 2 workers each, hello-world app, default settings otherwise (gthread:
-# --threads 4). Needs slowhttptest (apt), and gunicorn in bench/.venv
+# Servers: ferrocorn-sync ferrocorn-gthread ferrocorn-sync-wc300 (only 300
+# connection slots per worker, fewer than the attack opens) gunicorn-sync
+# gunicorn-gthread, 2 workers each, hello-world app, default settings
+# otherwise (gthread: --threads 4). Needs slowhttptest (apt), and gunicorn in bench/.venv
 # (bench/run.sh creates it). Environment: FERROCORN_BIN, ATTACK_SECONDS
 # (default 40), PROBE_SECONDS (default 25), PROBE_TIMEOUT (default 5).
 set -euo pipefail
@@ -34,7 +35,7 @@ ulimit -n 20000 2>/dev/null || true
 mkdir -p "$OUT"
 
 servers=("$@")
-[ ${#servers[@]} -gt 0 ] || servers=(ferrocorn-sync ferrocorn-gthread gunicorn-sync gunicorn-gthread)
+[ ${#servers[@]} -gt 0 ] || servers=(ferrocorn-sync ferrocorn-gthread ferrocorn-sync-wc300 gunicorn-sync gunicorn-gthread)
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -43,6 +44,8 @@ server_cmd() {
   case $name in
     ferrocorn-sync) echo "$BIN -w 2 -b 127.0.0.1:$port --chdir $BENCH_DIR apps.hello:app" ;;
     ferrocorn-gthread) echo "$BIN -w 2 -k gthread --threads 4 -b 127.0.0.1:$port --chdir $BENCH_DIR apps.hello:app" ;;
+    # Fewer slots than attackers: exercises eviction at the connection limit.
+    ferrocorn-sync-wc300) echo "$BIN -w 2 --worker-connections 300 -b 127.0.0.1:$port --chdir $BENCH_DIR apps.hello:app" ;;
     gunicorn-sync) echo "$VENV/bin/gunicorn -w 2 -b 127.0.0.1:$port --chdir $BENCH_DIR apps.hello:app" ;;
     gunicorn-gthread) echo "$VENV/bin/gunicorn -w 2 -k gthread --threads 4 -b 127.0.0.1:$port --chdir $BENCH_DIR apps.hello:app" ;;
     *) log "unknown server $name"; return 1 ;;

@@ -302,8 +302,37 @@ fn send_some(fd: RawFd, data: &[u8]) -> io::Result<usize> {
 }
 
 /// Write all of `data`, waiting (with the GIL released) while the socket
-/// is full.
-fn send_all(py: Python<'_>, fd: RawFd, mut data: &[u8], timeout: Duration) -> io::Result<()> {
+/// is full. Large writes release the GIL for the copy too, so other
+/// threads of a gthread worker run meanwhile.
+fn send_all(py: Python<'_>, fd: RawFd, data: &[u8], timeout: Duration) -> io::Result<()> {
+    if data.len() >= DIRECT_WRITE_AT {
+        return py.detach(|| send_all_detached(fd, data, timeout));
+    }
+    send_all_attached(py, fd, data, timeout)
+}
+
+fn send_all_detached(fd: RawFd, mut data: &[u8], timeout: Duration) -> io::Result<()> {
+    while !data.is_empty() {
+        match send_some(fd, data) {
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if !sys::wait_fd(borrow_sock(fd), true, timeout)? {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "send timed out"));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn send_all_attached(
+    py: Python<'_>,
+    fd: RawFd,
+    mut data: &[u8],
+    timeout: Duration,
+) -> io::Result<()> {
     while !data.is_empty() {
         match send_some(fd, data) {
             Ok(n) => data = &data[n..],
