@@ -29,6 +29,12 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
 const FLUSH_AT: usize = 256 * 1024;
 /// Body chunks at least this large are written straight from Python's bytes.
 const DIRECT_WRITE_AT: usize = 64 * 1024;
+/// Unwritten output up to this size is handed back to the worker's event
+/// loop when the client does not read fast enough, instead of waiting for
+/// it here: a slow reader then holds a connection slot, not the worker
+/// (sync) or a thread (gthread). Larger responses wait here, bounded by the
+/// I/O timeout per stall.
+pub const SPILL_MAX: usize = 1 << 20;
 
 /// gunicorn's worker exit codes, which the master acts on.
 pub const WORKER_BOOT_ERROR: i32 = 3;
@@ -309,6 +315,21 @@ fn send_all(py: Python<'_>, fd: RawFd, data: &[u8], timeout: Duration) -> io::Re
         return py.detach(|| send_all_detached(fd, data, timeout));
     }
     send_all_attached(py, fd, data, timeout)
+}
+
+/// Write what the socket takes now, without waiting. Returns the count.
+fn send_now(fd: RawFd, data: &[u8]) -> io::Result<usize> {
+    let mut sent = 0;
+    while sent < data.len() {
+        match send_some(fd, &data[sent..]) {
+            Ok(0) => break,
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(sent)
 }
 
 fn send_all_detached(fd: RawFd, mut data: &[u8], timeout: Duration) -> io::Result<()> {
@@ -811,13 +832,40 @@ impl Responder {
         Ok(())
     }
 
-    /// Write everything buffered, waiting with the GIL released.
+    /// Write what the socket takes now; if more than SPILL_MAX is left,
+    /// write that too, waiting with the GIL released. What stays in `out`
+    /// goes to the worker's loop with the rest of the response.
     pub fn flush(&mut self, py: Python<'_>) {
         if self.out.is_empty() || self.broken {
             return;
         }
         if !self.active {
             self.broken = true;
+            return;
+        }
+        match send_now(self.fd, &self.out) {
+            Ok(n) => {
+                self.out.drain(..n);
+            }
+            Err(_) => {
+                self.broken = true;
+                self.out.clear();
+                return;
+            }
+        }
+        if self.out.len() <= SPILL_MAX {
+            return;
+        }
+        if send_all(py, self.fd, &self.out, self.timeout).is_err() {
+            self.broken = true;
+        }
+        self.out.clear();
+    }
+
+    /// Write everything buffered, waiting (GIL released) as long as needed.
+    fn flush_all(&mut self, py: Python<'_>) {
+        self.flush(py);
+        if self.out.is_empty() || self.broken {
             return;
         }
         if send_all(py, self.fd, &self.out, self.timeout).is_err() {
@@ -852,8 +900,27 @@ impl Responder {
         }
         if data.len() >= DIRECT_WRITE_AT {
             self.flush(py);
-            if !self.broken && send_all(py, self.fd, data, self.timeout).is_err() {
-                self.broken = true;
+            let mut rest = data;
+            if !self.broken && self.out.is_empty() {
+                match send_now(self.fd, rest) {
+                    Ok(n) => rest = &rest[n..],
+                    Err(_) => self.broken = true,
+                }
+            }
+            if self.broken || rest.is_empty() {
+                // Sent (or the client is gone).
+            } else if self.out.len() + rest.len() <= SPILL_MAX {
+                self.out.extend_from_slice(rest);
+            } else {
+                if !self.out.is_empty() {
+                    if send_all(py, self.fd, &self.out, self.timeout).is_err() {
+                        self.broken = true;
+                    }
+                    self.out.clear();
+                }
+                if !self.broken && send_all(py, self.fd, rest, self.timeout).is_err() {
+                    self.broken = true;
+                }
             }
         } else {
             self.out.extend_from_slice(data);
@@ -906,7 +973,8 @@ impl Responder {
             self.out
                 .extend_from_slice(format!("{count:x}\r\n").as_bytes());
         }
-        self.flush(py);
+        // Everything before the file must be on the wire first.
+        self.flush_all(py);
         let mut off = offset as libc::off_t;
         let sent_total = count;
         while count > 0 && !self.broken {

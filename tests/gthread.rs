@@ -326,3 +326,42 @@ fn large_and_streamed_responses_on_threads() {
         assert!(r.text().ends_with("\nlast chunk\n"));
     }
 }
+
+/// How many bytes a loopback TCP connection whose reader never reads
+/// takes before a non-blocking send would block (the kernel's buffers).
+fn loopback_absorbs() -> usize {
+    use std::io::Write;
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let _client = std::net::TcpStream::connect(l.local_addr().expect("addr")).expect("connect");
+    let (mut server, _) = l.accept().expect("accept");
+    server.set_nonblocking(true).expect("nonblocking");
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut total = 0;
+    while total < 256 << 20 {
+        match server.write(&chunk) {
+            Ok(n) => total += n,
+            Err(_) => break,
+        }
+    }
+    total
+}
+
+#[test]
+fn a_client_that_does_not_read_does_not_hold_the_thread() {
+    let s = Server::start(&["-w", "1", "-k", "gthread", "--threads", "1", "threads:app"]);
+    // Responses 512 KiB larger than the kernel buffers, never read: the
+    // rest waits in the loop, not in the only thread.
+    let n = loopback_absorbs() + 512 * 1024;
+    let mut stalled = Vec::new();
+    for _ in 0..3 {
+        let mut c = Conn::connect(s.port);
+        c.send(&build_request("GET", &format!("/big?n={n}"), &[], b""))
+            .expect("send");
+        stalled.push(c);
+    }
+    thread::sleep(Duration::from_millis(300));
+    for _ in 0..5 {
+        assert_eq!(get(s.port, "/env").status, 200, "log:\n{}", s.log());
+    }
+    drop(stalled);
+}

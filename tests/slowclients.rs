@@ -172,3 +172,72 @@ fn slowloris_does_not_starve_sync() {
 fn slowloris_does_not_starve_gthread() {
     slow_clients_do_not_starve(&["-k", "gthread", "--threads", "4"]);
 }
+
+/// Whether the server closes `c` within `within` (reading what it sends).
+fn closed_within(c: &mut TcpStream, within: Duration, trickle: Option<&[u8]>) -> bool {
+    use std::io::Read;
+    let end = Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    let mut i = 0;
+    c.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    while Instant::now() < end {
+        if let Some(bytes) = trickle {
+            if c.write_all(&bytes[i % bytes.len()..][..1]).is_err() {
+                return true;
+            }
+            i += 1;
+        }
+        match c.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+#[test]
+fn header_and_body_timeouts_close_slow_clients() {
+    for worker in [
+        &["-k", "sync"][..],
+        &["-k", "gthread", "--threads", "2"][..],
+    ] {
+        let mut args = vec!["-w", "1", "--header-timeout", "1", "--body-timeout", "1"];
+        args.extend_from_slice(worker);
+        args.push("threads:app");
+        let s = Server::start(&args);
+        // A head trickling in a byte every 200 ms is cut off at the header
+        // timeout, although it never stalls.
+        let mut c = TcpStream::connect(("127.0.0.1", s.port)).expect("connect");
+        assert!(
+            closed_within(
+                &mut c,
+                Duration::from_secs(6),
+                Some(b"GET / HTTP/1.1\r\nX-a: bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb")
+            ),
+            "a trickling head was not closed ({worker:?})"
+        );
+        // A connection that never sends anything, likewise.
+        let mut c = TcpStream::connect(("127.0.0.1", s.port)).expect("connect");
+        assert!(
+            closed_within(&mut c, Duration::from_secs(6), None),
+            "silent connection ({worker:?})"
+        );
+        // A body that stops arriving is cut off at the body timeout.
+        let mut c = TcpStream::connect(("127.0.0.1", s.port)).expect("connect");
+        c.write_all(b"POST /env HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+            .expect("send");
+        assert!(
+            closed_within(&mut c, Duration::from_secs(6), None),
+            "stalled body ({worker:?})"
+        );
+        // The worker still serves.
+        assert_eq!(get(s.port, "/env").status, 200);
+    }
+}

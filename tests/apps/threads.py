@@ -5,6 +5,7 @@ GET /barrier?n=N&wait=S&then=T  waits (up to S seconds, default 10) until N
                                 T seconds; answers the most seen together.
 GET /sleep?s=S&id=X             sleeps S seconds, answers X.
 GET /env                        wsgi.multithread / wsgi.multiprocess.
+GET /big?n=N                    N bytes of "x".
 """
 
 import json
@@ -47,6 +48,13 @@ def app(environ, start_response):
     if path == "/sleep":
         time.sleep(float(q.get("s", "0")))
         return _reply(start_response, {"id": q.get("id", "")})
+    if path == "/big":
+        body = b"x" * int(q.get("n", "0"))
+        start_response(
+            "200 OK",
+            [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))],
+        )
+        return [body]
     if path == "/env":
         return _reply(
             start_response,
