@@ -204,8 +204,6 @@ pub struct Worker<'a> {
     /// --header-timeout and --body-timeout.
     head_timeout: Duration,
     stall_timeout: Duration,
-    /// A request running longer than this stops the heartbeat (gthread).
-    stuck_after_ms: u64,
     max_conns: usize,
     date: DateCache,
     signals: SignalQueue,
@@ -341,13 +339,13 @@ impl Pool {
         done
     }
 
-    /// Whether some thread has been on one request for longer than `ms`.
-    fn stuck(&self, ms: u64) -> bool {
-        let now = sys::monotonic_ms();
-        self.busy_since.iter().any(|b| {
-            let since = b.load(Ordering::Relaxed);
-            since != 0 && now.saturating_sub(since) > ms
-        })
+    /// When the longest-running current request started (monotonic ms).
+    fn oldest_start(&self) -> Option<u64> {
+        self.busy_since
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .filter(|&since| since != 0)
+            .min()
     }
 
     /// Let idle threads end (busy ones end after their request).
@@ -644,7 +642,6 @@ impl<'a> Worker<'a> {
         } else {
             None
         };
-        let timeout_ms = (settings.timeout.max(0.0) * 1000.0) as u64;
         Ok(Worker {
             poll,
             listeners: wl,
@@ -656,11 +653,6 @@ impl<'a> Worker<'a> {
             pool,
             head_timeout: Duration::from_secs_f64(settings.header_timeout),
             stall_timeout: Duration::from_secs_f64(settings.body_timeout),
-            stuck_after_ms: if timeout_ms == 0 {
-                u64::MAX
-            } else {
-                (timeout_ms / 2).min(1000)
-            },
             limits: Limits {
                 max_line: settings.limit_request_line as usize,
                 max_fields: settings.limit_request_fields as usize,
@@ -757,14 +749,15 @@ impl<'a> Worker<'a> {
                 }
             }
             // A gthread thread stuck in the app must still trip the
-            // master's timeout: the heartbeat stops while any request has
-            // run for longer than `stuck_after_ms`.
-            if !self
-                .pool
-                .as_ref()
-                .is_some_and(|p| p.stuck(self.stuck_after_ms))
-            {
-                self.scoreboard.beat(self.slot);
+            // master's timeout: the heartbeat is dated no later than the
+            // start of the oldest running request, so the master sees the
+            // worker silent for as long as that request has run (as the
+            // sync worker is while its one request runs).
+            match self.pool.as_ref().and_then(Pool::oldest_start) {
+                Some(start) => self
+                    .scoreboard
+                    .beat_at(self.slot, start.min(sys::monotonic_ms())),
+                None => self.scoreboard.beat(self.slot),
             }
             let now = Instant::now();
             if now >= next_sweep {

@@ -365,3 +365,36 @@ fn a_client_that_does_not_read_does_not_hold_the_thread() {
     }
     drop(stalled);
 }
+
+#[test]
+fn overlapping_long_requests_within_the_timeout_do_not_trip_it() {
+    let s = Server::start(&[
+        "-w",
+        "1",
+        "-k",
+        "gthread",
+        "--threads",
+        "4",
+        "--timeout",
+        "3",
+        "threads:app",
+    ]);
+    // Four clients, staggered, each making 2 s requests back to back: at
+    // every moment some request is 1-2 s old, none ever near 3 s.
+    let handles: Vec<_> = (0..4u64)
+        .map(|i| {
+            let port = s.port;
+            thread::spawn(move || {
+                thread::sleep(Duration::from_millis(500 * i));
+                let mut c = patient(port, 20);
+                for _ in 0..3 {
+                    assert_eq!(c.request("GET", "/sleep?s=2", &[], b"").status, 200);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("client");
+    }
+    assert!(!s.log().contains("WORKER TIMEOUT"), "log:\n{}", s.log());
+}
