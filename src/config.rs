@@ -392,7 +392,7 @@ settings! {
         help "Seconds to wait for the next request on a keep-alive connection (0 disables keep-alive).";
     header_timeout: f64 = 30.0;
         section "Worker Processes", flags ["header-timeout"], meta "SECONDS", default_doc "30",
-        help "Seconds a client gets to send a complete request head, from its first byte (or from connecting), however slowly it trickles in; then the connection is closed.";
+        help "Seconds a client gets to send a complete request head, however slowly it trickles in (timed from accept for a connection's first request, from the first byte for later keep-alive requests); then the connection is closed.";
     body_timeout: f64 = 30.0;
         section "Worker Processes", flags ["body-timeout"], meta "SECONDS", default_doc "30",
         help "Seconds without progress allowed while reading a request body or writing a response (also bounds a thread blocked on a slow reader); then the connection is closed.";
