@@ -1046,6 +1046,9 @@ def parse_args(argv):
     p.add_argument("--out-dir", default=DEFAULT_OUT)
     p.add_argument("--list", action="store_true",
                    help="list workloads and servers, then exit")
+    p.add_argument("--threads", type=int, default=0,
+                   help="override every workload's --threads for the "
+                        "gthread servers and uWSGI (default: per workload)")
     args = p.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.duration = args.duration or (3 if args.quick else 10)
@@ -1086,6 +1089,11 @@ def main(argv):
         return 0
     workloads = select(ctx.workloads, WORKLOAD_ORDER + EXTRA_WORKLOADS,
                        "workload")
+    if ctx.threads > 0:
+        for name in workloads:
+            WORKLOADS[name].threads = ctx.threads
+            if WORKLOADS[name].uwsgi_threads:
+                WORKLOADS[name].uwsgi_threads = ctx.threads
     ctx.servers = select(ctx.servers, SERVER_ORDER, "server")
     ctx.wrk = shutil.which("wrk")
     if not ctx.wrk:

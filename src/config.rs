@@ -365,14 +365,13 @@ settings! {
         help "Number of worker processes.";
     worker_class: String = "sync".to_string();
         section "Worker Processes", flags ["worker-class"] short 'k', meta "STRING", default_doc "sync",
-        help "The worker type: sync.";
+        help "The worker type: sync (one request at a time per worker) or gthread (a pool of --threads Python threads per worker). sync with --threads above 1 means gthread.";
     threads: u32 = 1;
         section "Worker Processes", flags ["threads"], meta "INT", default_doc "1",
-        unsupported "the gthread worker is not available yet",
-        help "Threads per worker for handling requests (gthread worker).";
+        help "Python threads per worker running requests (gthread worker); with -k sync, a value above 1 selects gthread.";
     worker_connections: u32 = 1000;
         section "Worker Processes", flags ["worker-connections"], meta "INT", default_doc "1000",
-        help "Maximum number of simultaneous client connections per worker.";
+        help "Maximum number of open client connections per worker; at the limit, idle keep-alive connections and stalled partial request heads are closed to make room, otherwise accepting pauses.";
     max_requests: u64 = 0;
         section "Worker Processes", flags ["max-requests"], meta "INT", default_doc "0",
         help "Restart a worker after it has served this many requests (0 disables).";
@@ -391,6 +390,12 @@ settings! {
     keepalive: f64 = 2.0;
         section "Worker Processes", flags ["keep-alive"], meta "INT", default_doc "2",
         help "Seconds to wait for the next request on a keep-alive connection (0 disables keep-alive).";
+    header_timeout: f64 = 30.0;
+        section "Worker Processes", flags ["header-timeout"], meta "SECONDS", default_doc "30",
+        help "Seconds a client gets to send a complete request head, however slowly it trickles in (timed from accept for a connection's first request, from the first byte for later keep-alive requests); then the connection is closed.";
+    body_timeout: f64 = 30.0;
+        section "Worker Processes", flags ["body-timeout"], meta "SECONDS", default_doc "30",
+        help "Seconds without progress allowed while reading a request body or writing a response (also bounds a thread blocked on a slow reader); then the connection is closed.";
     limit_request_line: u32 = 4094;
         section "Security", flags ["limit-request-line"], meta "INT", default_doc "4094",
         help "Maximum size of the HTTP request line in bytes (0 = unlimited).";
@@ -830,12 +835,42 @@ fn finish(mut s: Settings, env: &dyn Fn(&str) -> Option<String>) -> Result<Actio
             "at least one worker is needed",
         ));
     }
-    if s.worker_class != "sync" {
+    if s.worker_class == "sync" && s.threads > 1 {
+        // gunicorn's rule: the sync worker with threads is the threaded one.
+        s.worker_class = "gthread".to_string();
+    }
+    if s.worker_class != "sync" && s.worker_class != "gthread" {
         return Err(invalid(
             "--worker-class",
             s.worker_class.clone(),
-            "supported worker classes: sync",
+            "supported worker classes: sync, gthread",
         ));
+    }
+    if s.threads == 0 {
+        return Err(invalid(
+            "--threads",
+            "0".into(),
+            "at least one thread is needed",
+        ));
+    }
+    if s.worker_connections == 0 {
+        return Err(invalid(
+            "--worker-connections",
+            "0".into(),
+            "at least one connection is needed",
+        ));
+    }
+    for (flag, v) in [
+        ("--header-timeout", s.header_timeout),
+        ("--body-timeout", s.body_timeout),
+    ] {
+        if !(v > 0.0 && v < 1e9) {
+            return Err(invalid(
+                flag,
+                v.to_string(),
+                "must be a positive number of seconds",
+            ));
+        }
     }
     if s.limit_request_fields > 32768 {
         return Err(invalid(
@@ -1022,6 +1057,25 @@ mod tests {
     }
 
     #[test]
+    fn threads_select_gthread() {
+        assert_eq!(run(&["m"]).unwrap().worker_class, "sync");
+        assert_eq!(
+            run(&["--threads", "2", "m"]).unwrap().worker_class,
+            "gthread"
+        );
+        assert_eq!(
+            run(&["-k", "sync", "--threads", "1", "m"])
+                .unwrap()
+                .worker_class,
+            "sync"
+        );
+        let s = run(&["-k", "gthread", "m"]).unwrap();
+        assert_eq!((s.worker_class.as_str(), s.threads), ("gthread", 1));
+        let s = run(&["--header-timeout", "2.5", "--body-timeout", "7", "m"]).unwrap();
+        assert_eq!((s.header_timeout, s.body_timeout), (2.5, 7.0));
+    }
+
+    #[test]
     fn defaults_and_flags() {
         let s = run(&["app:app"]).unwrap();
         assert_eq!(s.workers, 1);
@@ -1088,8 +1142,14 @@ mod tests {
         assert!(!e.contains('\n'));
         let e = run(&["-b", "1.2.3.4:x", "m"]).unwrap_err().to_string();
         assert!(e.contains("1.2.3.4:x"), "{e}");
-        let e = run(&["--threads", "5", "m"]).unwrap_err().to_string();
+        let e = run(&["--threads", "0", "m"]).unwrap_err().to_string();
         assert!(e.contains("--threads"), "{e}");
+        let e = run(&["-k", "eventlet", "m"]).unwrap_err().to_string();
+        assert!(e.contains("eventlet"), "{e}");
+        let e = run(&["--header-timeout", "0", "m"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--header-timeout"), "{e}");
         let e = run(&["--forwarded-allow-ips", "10.0.0.1,nope", "m"])
             .unwrap_err()
             .to_string();

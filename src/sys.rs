@@ -260,6 +260,13 @@ impl Scoreboard {
             .store(monotonic_ms(), Ordering::Relaxed);
     }
 
+    /// A heartbeat dated `ms` (CLOCK_MONOTONIC, as `monotonic_ms`), which
+    /// may be in the past: a gthread worker reports when its oldest running
+    /// request started, so one stuck thread still trips the timeout.
+    pub fn beat_at(&self, slot: usize, ms: u64) {
+        self.word(slot, BEAT).store(ms, Ordering::Relaxed);
+    }
+
     pub fn set_ready(&self, slot: usize) {
         self.beat(slot);
         self.word(slot, STATE).store(SLOT_READY, Ordering::SeqCst);

@@ -6,14 +6,23 @@
 //! The `sync` worker runs the app on the loop's thread, one request at a
 //! time, like gunicorn's sync worker; but idle keep-alive connections and
 //! slow clients still arriving cost nothing but a slot in the loop.
+//!
+//! The `gthread` worker keeps the same loop and hands each request, once
+//! it has arrived, to a pool of `--threads` OS threads that run the app
+//! (at most that many execute Python at once). While a request runs its
+//! connection is parked in the loop; the thread sends back what is left of
+//! the response and the loop writes it, so idle keep-alive connections and
+//! slow readers never hold a thread.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
@@ -32,10 +41,12 @@ const BUFFER_BODY: usize = 256 * 1024;
 const READ_CAP: usize = BUFFER_BODY + 64 * 1024;
 /// Don't start the next pipelined request while this much output is queued.
 const WRITE_HIGH: usize = 1 << 20;
-/// Time a client gets to send a complete request head.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
-/// Time without progress while reading a body or writing a response.
-const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// At the connection limit, a connection sitting idle or on an incomplete
+/// head for at least this long may be closed to admit a new one.
+const EVICT_AFTER: Duration = Duration::from_millis(500);
+/// Stack of a gthread worker's threads (CPython's own threads get the
+/// system default, 8 MiB on Linux; deep recursion must not crash here).
+const THREAD_STACK: usize = 8 << 20;
 /// After a response with `Connection: close`, how long unread input is
 /// drained so the client sees the response rather than a reset.
 const LINGER: Duration = Duration::from_secs(2);
@@ -53,6 +64,7 @@ const DRAIN_LIMIT: u64 = 1 << 20;
 const SIGNAL_TOKEN: Token = Token(0);
 const LISTENER_BASE: usize = 1;
 const CONN_BASE: usize = 1 << 16;
+const WAKER_TOKEN: Token = Token(CONN_BASE - 1);
 
 enum Stream {
     Tcp(TcpStream),
@@ -108,7 +120,6 @@ enum ListenSock {
 
 struct WorkerListener {
     sock: ListenSock,
-    server: ServerInfo,
 }
 
 /// Where a connection is in its request/response cycle.
@@ -123,6 +134,9 @@ enum State {
     },
     /// Response sent with `Connection: close`; draining input until EOF.
     Lingering,
+    /// A gthread thread is running the request and owns the socket's I/O
+    /// until it hands the request back; the loop leaves it alone.
+    Busy,
 }
 
 struct Conn {
@@ -140,6 +154,11 @@ struct Conn {
     eof: bool,
     /// Remembers how far an incomplete head was already scanned.
     parser: http::HeadParser,
+    /// When the connection started waiting for its current head (accept,
+    /// or the end of the previous response).
+    since: Instant,
+    /// A request was served on this connection before.
+    reused: bool,
 }
 
 impl Conn {
@@ -148,6 +167,18 @@ impl Conn {
     }
     fn idle(&self) -> bool {
         matches!(self.state, State::Head) && self.rbuf.is_empty() && self.pending_write() == 0
+    }
+    /// May be closed to make room for a new connection: idle, lingering,
+    /// or stuck on an incomplete head for a while.
+    fn evictable(&self, now: Instant) -> bool {
+        match self.state {
+            State::Lingering => true,
+            State::Head => {
+                self.pending_write() == 0
+                    && now.saturating_duration_since(self.since) >= EVICT_AFTER
+            }
+            _ => false,
+        }
     }
 }
 
@@ -165,9 +196,14 @@ pub struct Worker<'a> {
     live: usize,
     /// Connections with work that no new event will announce.
     again: Vec<usize>,
-    wsgi: Wsgi,
+    shared: Arc<Shared>,
+    /// The gthread worker's threads (None: sync, the app runs here).
+    pool: Option<Pool>,
     limits: Limits,
     keepalive: Duration,
+    /// --header-timeout and --body-timeout.
+    head_timeout: Duration,
+    stall_timeout: Duration,
     max_conns: usize,
     date: DateCache,
     signals: SignalQueue,
@@ -191,6 +227,250 @@ pub struct Worker<'a> {
 
 /// Set while the app runs, so INT/QUIT end the worker at once.
 static IN_APP: AtomicBool = AtomicBool::new(false);
+
+/// What every request needs, shared with the gthread threads.
+struct Shared {
+    wsgi: Wsgi,
+    /// Indexed like the worker's listeners (which a graceful stop drops).
+    servers: Vec<ServerInfo>,
+    log_access: bool,
+}
+
+/// A request ready for the app.
+struct Job {
+    idx: usize,
+    head: RequestHead,
+    input: Input,
+    peer: Peer,
+    listener: usize,
+    responder: Responder,
+    streamed: bool,
+}
+
+/// What the loop needs for the access log.
+struct LogData {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body_bytes: u64,
+    duration: Duration,
+}
+
+/// A finished request, handed back to the loop.
+struct Done {
+    idx: usize,
+    head: RequestHead,
+    peer: Peer,
+    streamed: bool,
+    /// (output not yet written, keep-alive, client gone, bytes after the
+    /// body), or why the app could not run.
+    outcome: Result<Outcome, String>,
+    log: Option<LogData>,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    closed: bool,
+    /// Threads waiting for a job (no wake-up needed when there are none).
+    idle: usize,
+}
+
+/// The gthread worker's threads and their mailboxes.
+struct Pool {
+    queue: Arc<(Mutex<Queue>, Condvar)>,
+    done: Arc<Mutex<Vec<Done>>>,
+    /// Per thread: monotonic ms when its current request started, 0 idle.
+    busy_since: Arc<Vec<AtomicU64>>,
+    /// A wake-up of the loop is already on its way.
+    wake_pending: Arc<AtomicBool>,
+    /// Requests handed out and not yet returned.
+    inflight: usize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves plain data behind
+    // (a queue, a list of results) that is still consistent.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Pool {
+    /// Start `n` threads. Called in the worker, after fork.
+    fn start(n: usize, shared: &Arc<Shared>, waker: Arc<Waker>) -> io::Result<Pool> {
+        let pool = Pool {
+            queue: Arc::new((Mutex::new(Queue::default()), Condvar::new())),
+            done: Arc::new(Mutex::new(Vec::new())),
+            busy_since: Arc::new((0..n).map(|_| AtomicU64::new(0)).collect()),
+            wake_pending: Arc::new(AtomicBool::new(false)),
+            inflight: 0,
+        };
+        for i in 0..n {
+            let queue = pool.queue.clone();
+            let done = pool.done.clone();
+            let busy = pool.busy_since.clone();
+            let shared = shared.clone();
+            let wake = (waker.clone(), pool.wake_pending.clone());
+            std::thread::Builder::new()
+                .name(format!("ferrocorn-{i}"))
+                .stack_size(THREAD_STACK)
+                .spawn(move || thread_main(i, &queue, &done, &busy, &shared, &wake))?;
+        }
+        Ok(pool)
+    }
+
+    fn submit(&mut self, job: Job) {
+        let (m, cv) = &*self.queue;
+        let idle = {
+            let mut q = lock(m);
+            q.jobs.push_back(job);
+            q.idle
+        };
+        if idle > 0 {
+            cv.notify_one();
+        }
+        self.inflight += 1;
+    }
+
+    fn take_done(&mut self) -> Vec<Done> {
+        // Cleared before taking: a result pushed after the take wakes the
+        // loop again.
+        self.wake_pending.store(false, Ordering::SeqCst);
+        let done = std::mem::take(&mut *lock(&self.done));
+        self.inflight -= done.len();
+        done
+    }
+
+    /// When the longest-running current request started (monotonic ms).
+    fn oldest_start(&self) -> Option<u64> {
+        self.busy_since
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .filter(|&since| since != 0)
+            .min()
+    }
+
+    /// Let idle threads end (busy ones end after their request).
+    fn close(&self) {
+        let (m, cv) = &*self.queue;
+        lock(m).closed = true;
+        cv.notify_all();
+    }
+}
+
+/// A gthread thread: attached to the interpreter for its whole life (so
+/// `threading.local` and the thread state persist between requests), but
+/// holding the GIL only while it runs a request.
+fn thread_main(
+    i: usize,
+    queue: &(Mutex<Queue>, Condvar),
+    done: &Mutex<Vec<Done>>,
+    busy: &[AtomicU64],
+    shared: &Shared,
+    (waker, wake_pending): &(Arc<Waker>, Arc<AtomicBool>),
+) {
+    let (m, cv) = queue;
+    Python::attach(|py| {
+        // The next job, if one is already queued, is taken without
+        // releasing the GIL in between.
+        let mut next: Option<Job> = None;
+        loop {
+            let job = match next.take() {
+                Some(job) => job,
+                None => {
+                    let job = py.detach(|| {
+                        let mut q = lock(m);
+                        loop {
+                            if let Some(job) = q.jobs.pop_front() {
+                                return Some(job);
+                            }
+                            if q.closed {
+                                return None;
+                            }
+                            q.idle += 1;
+                            q = cv.wait(q).unwrap_or_else(|e| e.into_inner());
+                            q.idle -= 1;
+                        }
+                    });
+                    let Some(job) = job else {
+                        return;
+                    };
+                    job
+                }
+            };
+            busy[i].store(sys::monotonic_ms().max(1), Ordering::Relaxed);
+            let result = run_job(py, shared, job);
+            busy[i].store(0, Ordering::Relaxed);
+            lock(done).push(result);
+            if !wake_pending.swap(true, Ordering::SeqCst) {
+                if let Err(e) = waker.wake() {
+                    error!("Cannot wake the event loop: {e}");
+                }
+            }
+            // The queue lock is never held by anyone waiting for the GIL,
+            // so taking it here (GIL held) cannot deadlock.
+            next = lock(m).jobs.pop_front();
+        }
+    })
+}
+
+/// Run the app for one request (with the GIL held) and collect its
+/// response: what was not written yet comes back in the outcome.
+fn run_job(py: Python<'_>, shared: &Shared, job: Job) -> Done {
+    let Job {
+        idx,
+        head,
+        input,
+        peer,
+        listener,
+        responder,
+        streamed,
+    } = job;
+    let started = Instant::now();
+    let no_server = ServerInfo::default();
+    let server = shared.servers.get(listener).unwrap_or(&no_server);
+    let wsgi = &shared.wsgi;
+    let mut log = None;
+    let outcome = (|| -> PyResult<Outcome> {
+        let input = Bound::new(py, input)?;
+        let responder = Bound::new(py, responder)?;
+        let result = wsgi
+            .environ(py, &head, &peer, server, input.clone())
+            .and_then(|environ| wsgi.app.bind(py).call1((environ, &responder)));
+        let res = match result {
+            Ok(iterable) => write_iterable(py, &responder, &iterable),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = res {
+            error!(
+                "Error handling request {}\n{}",
+                head.target,
+                wsgi::format_exception(py, &e).trim_end()
+            );
+            responder
+                .borrow_mut()
+                .error_response("500 Internal Server Error", "Internal Server Error\n");
+        }
+        let mut r = responder.borrow_mut();
+        r.deactivate();
+        let leftover = input.borrow_mut().finish(py, DRAIN_LIMIT);
+        if shared.log_access {
+            log = Some(LogData {
+                status: r.status_code,
+                headers: r.headers().to_vec(),
+                body_bytes: r.body_bytes,
+                duration: started.elapsed(),
+            });
+        }
+        Ok((std::mem::take(&mut r.out), r.keep_alive, r.broken, leftover))
+    })();
+    Done {
+        idx,
+        head,
+        peer,
+        streamed,
+        outcome: outcome.map_err(|e| e.to_string()),
+        log,
+    }
+}
 
 /// What the master hands a freshly forked worker.
 pub struct WorkerArgs<'a> {
@@ -306,6 +586,7 @@ impl<'a> Worker<'a> {
             Interest::READABLE,
         )?;
         let mut wl = Vec::new();
+        let mut servers = Vec::new();
         for (i, l) in listeners.iter().enumerate() {
             let fd = l.try_clone_fd()?;
             let mut sock = match l.kind {
@@ -322,10 +603,8 @@ impl<'a> Worker<'a> {
                 ListenSock::Unix(s) => poll.registry().register(s, token, Interest::READABLE)?,
             }
             let (name, port) = l.server_name_port();
-            wl.push(WorkerListener {
-                sock,
-                server: ServerInfo { name, port },
-            });
+            servers.push(ServerInfo { name, port });
+            wl.push(WorkerListener { sock });
         }
         let access = match &settings.accesslog {
             Some(path) => {
@@ -335,16 +614,34 @@ impl<'a> Worker<'a> {
             }
             None => None,
         };
+        let threaded = settings.worker_class == "gthread";
         let wsgi = Python::attach(|py| {
             Wsgi::new(
                 py,
                 app,
                 settings.workers > 1,
-                false,
+                threaded,
                 &settings.forwarded_allow_ips,
             )
         })
         .map_err(|e| io::Error::other(e.to_string()))?;
+        let shared = Arc::new(Shared {
+            wsgi,
+            servers,
+            log_access: access.is_some(),
+        });
+        let pool = if threaded {
+            let waker = Arc::new(Waker::new(poll.registry(), WAKER_TOKEN)?);
+            // The threads start detached: the GIL is released while the
+            // loop runs (it needs none), so they can take it per request.
+            Some(Pool::start(
+                settings.threads.max(1) as usize,
+                &shared,
+                waker,
+            )?)
+        } else {
+            None
+        };
         Ok(Worker {
             poll,
             listeners: wl,
@@ -352,7 +649,10 @@ impl<'a> Worker<'a> {
             free: Vec::new(),
             live: 0,
             again: Vec::new(),
-            wsgi,
+            shared,
+            pool,
+            head_timeout: Duration::from_secs_f64(settings.header_timeout),
+            stall_timeout: Duration::from_secs_f64(settings.body_timeout),
             limits: Limits {
                 max_line: settings.limit_request_line as usize,
                 max_fields: settings.limit_request_fields as usize,
@@ -383,6 +683,14 @@ impl<'a> Worker<'a> {
 
     /// The loop. Returns the exit code.
     fn serve(&mut self) -> i32 {
+        let code = self.serve_loop();
+        if let Some(pool) = &self.pool {
+            pool.close();
+        }
+        code
+    }
+
+    fn serve_loop(&mut self) -> i32 {
         let mut events = Events::with_capacity(256);
         let mut next_sweep = Instant::now() + Duration::from_secs(1);
         loop {
@@ -399,7 +707,7 @@ impl<'a> Worker<'a> {
             }
             for ev in events.iter() {
                 match ev.token() {
-                    SIGNAL_TOKEN => {}
+                    SIGNAL_TOKEN | WAKER_TOKEN => {}
                     Token(t) if t >= CONN_BASE => self.on_conn_event(
                         t - CONN_BASE,
                         ev.is_readable() || ev.is_read_closed() || ev.is_error(),
@@ -413,6 +721,7 @@ impl<'a> Worker<'a> {
                     self.accept(i);
                 }
             }
+            self.collect_done();
             for idx in std::mem::take(&mut self.again) {
                 self.on_conn_event(idx, true, true);
             }
@@ -439,7 +748,17 @@ impl<'a> Worker<'a> {
                     self.accept(i);
                 }
             }
-            self.scoreboard.beat(self.slot);
+            // A gthread thread stuck in the app must still trip the
+            // master's timeout: the heartbeat is dated no later than the
+            // start of the oldest running request, so the master sees the
+            // worker silent for as long as that request has run (as the
+            // sync worker is while its one request runs).
+            match self.pool.as_ref().and_then(Pool::oldest_start) {
+                Some(start) => self
+                    .scoreboard
+                    .beat_at(self.slot, start.min(sys::monotonic_ms())),
+                None => self.scoreboard.beat(self.slot),
+            }
             let now = Instant::now();
             if now >= next_sweep {
                 next_sweep = now + Duration::from_secs(1);
@@ -481,7 +800,7 @@ impl<'a> Worker<'a> {
             return;
         }
         for _ in 0..ACCEPT_BATCH {
-            if self.live >= self.max_conns {
+            if self.live >= self.max_conns && !self.evict_one() {
                 self.accept_paused = true;
                 return;
             }
@@ -511,6 +830,30 @@ impl<'a> Worker<'a> {
         self.accept_more = true;
     }
 
+    /// At the connection limit: close the connection that has waited
+    /// longest on an incomplete head or idled on keep-alive (at least
+    /// EVICT_AFTER), so clients that trickle bytes cannot lock others out.
+    /// Returns whether one was closed.
+    fn evict_one(&mut self) -> bool {
+        let now = Instant::now();
+        let victim = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.as_ref().map(|c| (i, c)))
+            .filter(|(_, c)| c.evictable(now))
+            .min_by_key(|(_, c)| (!matches!(c.state, State::Lingering), c.since))
+            .map(|(i, _)| i);
+        match victim {
+            Some(idx) => {
+                debug!("Connection limit reached: closing a stalled or idle connection");
+                self.close(idx);
+                true
+            }
+            None => false,
+        }
+    }
+
     fn add_conn(&mut self, mut stream: Stream, peer: Peer, listener: usize) {
         let idx = self.free.pop().unwrap_or_else(|| {
             self.conns.push(None);
@@ -533,10 +876,12 @@ impl<'a> Worker<'a> {
             wbuf: Vec::new(),
             wpos: 0,
             state: State::Head,
-            deadline: Instant::now() + HEAD_TIMEOUT,
+            deadline: Instant::now() + self.head_timeout,
             close_after_write: false,
             eof: false,
             parser: http::HeadParser::new(),
+            since: Instant::now(),
+            reused: false,
         });
         self.live += 1;
         // The request may already be waiting (edge-triggered: read now).
@@ -557,14 +902,16 @@ impl<'a> Worker<'a> {
             let Some(c) = self.conns[idx].as_mut() else {
                 continue;
             };
-            if c.deadline > now {
+            // A running request is bounded by the app and by the I/O
+            // timeouts of its thread, not by the loop.
+            if c.deadline > now || matches!(c.state, State::Busy) {
                 continue;
             }
             // An idle keep-alive connection whose next request is already
             // waiting in the kernel (the loop was busy running the app) is
             // not idle: serve it rather than cut it off.
             if c.idle() && has_pending_input(c.stream.raw()) {
-                c.deadline = now + HEAD_TIMEOUT;
+                c.deadline = now + self.head_timeout;
                 self.again.push(idx);
                 continue;
             }
@@ -600,14 +947,15 @@ impl<'a> Worker<'a> {
         true
     }
 
-    /// Write queued output. Returns false on a hard error.
-    fn flush(conn: &mut Conn) -> bool {
+    /// Write queued output; progress extends the deadline by `stall`.
+    /// Returns false on a hard error.
+    fn flush(conn: &mut Conn, stall: Duration) -> bool {
         while conn.wpos < conn.wbuf.len() {
             match conn.stream.write(&conn.wbuf[conn.wpos..]) {
                 Ok(0) => return false,
                 Ok(n) => {
                     conn.wpos += n;
-                    conn.deadline = Instant::now() + STALL_TIMEOUT;
+                    conn.deadline = Instant::now() + stall;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -624,7 +972,12 @@ impl<'a> Worker<'a> {
     }
 
     fn drive(&mut self, idx: usize, conn: &mut Conn, readable: bool, writable: bool) -> Next {
-        if (writable || conn.pending_write() > 0) && !Self::flush(conn) {
+        if matches!(conn.state, State::Busy) {
+            // A thread owns the socket; it is driven again once the
+            // request comes back.
+            return Next::Keep;
+        }
+        if (writable || conn.pending_write() > 0) && !Self::flush(conn, self.stall_timeout) {
             return Next::Close;
         }
         let before = conn.rbuf.len();
@@ -633,10 +986,14 @@ impl<'a> Worker<'a> {
         }
         if conn.rbuf.len() > before {
             match conn.state {
-                // A new request head starts: it gets HEAD_TIMEOUT in total,
-                // however slowly it trickles in.
-                State::Head if before == 0 => conn.deadline = Instant::now() + HEAD_TIMEOUT,
-                State::Body { .. } => conn.deadline = Instant::now() + STALL_TIMEOUT,
+                // A new request head on a reused connection starts: it gets
+                // --header-timeout in total, however slowly it trickles in.
+                // (A new connection's first head is timed from accept.)
+                State::Head if before == 0 && conn.reused => {
+                    conn.deadline = Instant::now() + self.head_timeout;
+                    conn.since = Instant::now();
+                }
+                State::Body { .. } => conn.deadline = Instant::now() + self.stall_timeout,
                 _ => {}
             }
         }
@@ -662,6 +1019,10 @@ impl<'a> Worker<'a> {
                     conn.state = State::Lingering;
                     return Next::Keep;
                 }
+                State::Busy => {
+                    conn.state = State::Busy;
+                    return Next::Keep;
+                }
                 State::Head => {
                     if conn.pending_write() >= WRITE_HIGH {
                         return Next::Keep;
@@ -684,20 +1045,26 @@ impl<'a> Worker<'a> {
                         }
                         Ok(Some((head, used))) => {
                             conn.rbuf.drain(..used);
-                            conn.deadline = Instant::now() + STALL_TIMEOUT;
+                            conn.deadline = Instant::now() + self.stall_timeout;
                             if head.expect_continue
                                 && head.minor_version >= 1
                                 && head.body != BodyKind::None
                             {
                                 conn.wbuf
                                     .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-                                if !Self::flush(conn) {
+                                if !Self::flush(conn, self.stall_timeout) {
                                     return Next::Close;
                                 }
                             }
                             let rest = match head.body {
                                 BodyKind::None => {
-                                    self.dispatch(conn, head, Input::buffered(Vec::new()), false);
+                                    self.dispatch(
+                                        idx,
+                                        conn,
+                                        head,
+                                        Input::buffered(Vec::new()),
+                                        false,
+                                    );
                                     continue;
                                 }
                                 BodyKind::Length(n) => BodyRest::Length(n),
@@ -740,11 +1107,17 @@ impl<'a> Worker<'a> {
                         BodyRest::Chunked(d) => d.is_finished(),
                     };
                     if complete {
-                        self.dispatch(conn, *head, Input::buffered(body), false);
+                        self.dispatch(idx, conn, *head, Input::buffered(body), false);
                     } else if body.len() >= BUFFER_BODY || conn.rbuf.len() >= READ_CAP {
                         let raw = std::mem::take(&mut conn.rbuf);
-                        let input = Input::streaming(body, raw, rest, conn.stream.raw());
-                        self.dispatch(conn, *head, input, true);
+                        let input = Input::streaming(
+                            body,
+                            raw,
+                            rest,
+                            conn.stream.raw(),
+                            self.stall_timeout,
+                        );
+                        self.dispatch(idx, conn, *head, input, true);
                     } else {
                         conn.state = State::Body { head, body, rest };
                         if conn.eof {
@@ -771,7 +1144,7 @@ impl<'a> Worker<'a> {
         );
         conn.wbuf.extend_from_slice(resp.as_bytes());
         conn.close_after_write = true;
-        let _ = Self::flush(conn);
+        let _ = Self::flush(conn, self.stall_timeout);
     }
 
     /// After a request: recycle the worker when it reached its request
@@ -803,13 +1176,19 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// Run the app for one request and queue its response.
-    fn dispatch(&mut self, conn: &mut Conn, head: RequestHead, input: Input, streamed: bool) {
+    /// Hand one request to the app: run it here (sync), or give it to a
+    /// thread (gthread) and park the connection until it comes back.
+    fn dispatch(
+        &mut self,
+        idx: usize,
+        conn: &mut Conn,
+        head: RequestHead,
+        input: Input,
+        streamed: bool,
+    ) {
         self.requests += 1;
-        let started = Instant::now();
         let keep_alive = head.keep_alive && !self.stopping && !self.keepalive.is_zero();
         let is_head = head.method == "HEAD";
-        let fd = conn.stream.raw();
         // Output still queued from a pipelined predecessor goes first.
         let pending = if conn.wpos == 0 {
             std::mem::take(&mut conn.wbuf)
@@ -820,68 +1199,98 @@ impl<'a> Worker<'a> {
         };
         conn.wpos = 0;
         let responder = Responder::new(
-            fd,
+            conn.stream.raw(),
             head.minor_version,
             is_head,
             keep_alive,
             self.date.get(),
             pending,
+            self.stall_timeout,
         );
-        let no_server = ServerInfo::default();
-        let server = self
-            .listeners
-            .get(conn.listener)
-            .map(|l| &l.server)
-            .unwrap_or(&no_server);
-        let wsgi = &mut self.wsgi;
-        let access = &mut self.access;
-        let outcome = Python::attach(|py| -> PyResult<Outcome> {
-            let input = Bound::new(py, input)?;
-            let responder = Bound::new(py, responder)?;
+        let job = Job {
+            idx,
+            head,
+            input,
+            peer: conn.peer.clone(),
+            listener: conn.listener,
+            responder,
+            streamed,
+        };
+        if let Some(pool) = &mut self.pool {
+            // The connection (and so its descriptor, which the thread
+            // uses) stays open while Busy: nothing closes a Busy one.
+            conn.state = State::Busy;
+            pool.submit(job);
             IN_APP.store(true, Ordering::SeqCst);
-            let result = wsgi
-                .environ(py, &head, &conn.peer, server, input.clone())
-                .and_then(|environ| wsgi.app.bind(py).call1((environ, &responder)));
-            let res = match result {
-                Ok(iterable) => write_iterable(py, &responder, &iterable),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = res {
-                error!(
-                    "Error handling request {}\n{}",
-                    head.target,
-                    wsgi::format_exception(py, &e).trim_end()
-                );
-                responder
-                    .borrow_mut()
-                    .error_response("500 Internal Server Error", "Internal Server Error\n");
-            }
+            return;
+        }
+        let shared = &self.shared;
+        let done = Python::attach(|py| {
+            IN_APP.store(true, Ordering::SeqCst);
+            let done = run_job(py, shared, job);
             IN_APP.store(false, Ordering::SeqCst);
-            let mut r = responder.borrow_mut();
-            r.deactivate();
-            let leftover = input.borrow_mut().finish(py, DRAIN_LIMIT);
-            if let Some(log) = access {
-                let remote = match &conn.peer {
-                    Peer::Tcp(a) => a.ip().to_string(),
-                    Peer::Unix => String::new(),
-                };
-                log.log(&Record {
-                    remote: &remote,
-                    method: &head.method,
-                    target: &head.target,
-                    path: &head.path,
-                    query: &head.query,
-                    minor_version: head.minor_version,
-                    req_headers: &head.headers,
-                    status: r.status_code,
-                    resp_headers: r.headers(),
-                    body_bytes: r.body_bytes,
-                    duration: started.elapsed(),
-                });
-            }
-            Ok((std::mem::take(&mut r.out), r.keep_alive, r.broken, leftover))
+            done
         });
         self.after_request();
+        self.finish(conn, done);
+    }
+
+    /// Take back the requests the gthread threads finished.
+    fn collect_done(&mut self) {
+        let Some(pool) = &mut self.pool else {
+            return;
+        };
+        let finished = pool.take_done();
+        if pool.inflight == 0 {
+            IN_APP.store(false, Ordering::SeqCst);
+        }
+        for done in finished {
+            let idx = done.idx;
+            let Some(mut conn) = self.conns.get_mut(idx).and_then(Option::take) else {
+                continue;
+            };
+            conn.state = State::Head;
+            self.after_request();
+            self.finish(&mut conn, done);
+            self.conns[idx] = Some(conn);
+            // Pipelined input may have arrived meanwhile (its edge-
+            // triggered event was ignored): drive the connection now.
+            self.again.push(idx);
+        }
+    }
+
+    /// Queue what is left of a finished request's response and decide
+    /// what happens to the connection.
+    fn finish(&mut self, conn: &mut Conn, done: Done) {
+        let Done {
+            head,
+            peer,
+            streamed,
+            outcome,
+            log,
+            ..
+        } = done;
+        if let (Some(access), Some(l)) = (&mut self.access, log) {
+            let remote = match &peer {
+                Peer::Tcp(a) => a.ip().to_string(),
+                Peer::Unix => String::new(),
+            };
+            access.log(&Record {
+                remote: &remote,
+                method: &head.method,
+                target: &head.target,
+                path: &head.path,
+                query: &head.query,
+                minor_version: head.minor_version,
+                req_headers: &head.headers,
+                status: l.status,
+                resp_headers: &l.headers,
+                body_bytes: l.body_bytes,
+                duration: l.duration,
+            });
+        }
+        conn.reused = true;
+        conn.since = Instant::now();
         match outcome {
             Ok((out, keep, broken, leftover)) => {
                 conn.wbuf = out;
@@ -915,8 +1324,8 @@ impl<'a> Worker<'a> {
         // While output is queued, flush() moves the deadline on each
         // progress; once all is written an open connection idles for
         // --keep-alive.
-        conn.deadline = Instant::now() + STALL_TIMEOUT;
-        let _ = Self::flush(conn);
+        conn.deadline = Instant::now() + self.stall_timeout;
+        let _ = Self::flush(conn, self.stall_timeout);
         if conn.pending_write() == 0 && !conn.close_after_write {
             conn.deadline = Instant::now() + self.keepalive;
         }

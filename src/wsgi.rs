@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{BorrowedFd, RawFd};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use pyo3::exceptions::{PyIOError, PyStopIteration, PyTypeError, PyValueError};
@@ -21,12 +22,19 @@ use crate::http::{ChunkedDecoder, RequestHead};
 use crate::sys;
 
 /// How long a blocking socket wait inside a request may stall before the
-/// client is considered gone.
+/// client is considered gone, unless the worker sets another
+/// (`--body-timeout`).
 pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// Flush the response buffer to the socket once it holds this much.
 const FLUSH_AT: usize = 256 * 1024;
 /// Body chunks at least this large are written straight from Python's bytes.
 const DIRECT_WRITE_AT: usize = 64 * 1024;
+/// Unwritten output up to this size is handed back to the worker's event
+/// loop when the client does not read fast enough, instead of waiting for
+/// it here: a slow reader then holds a connection slot, not the worker
+/// (sync) or a thread (gthread). Larger responses wait here, bounded by the
+/// I/O timeout per stall.
+pub const SPILL_MAX: usize = 1 << 20;
 
 /// gunicorn's worker exit codes, which the master acts on.
 pub const WORKER_BOOT_ERROR: i32 = 3;
@@ -300,13 +308,57 @@ fn send_some(fd: RawFd, data: &[u8]) -> io::Result<usize> {
 }
 
 /// Write all of `data`, waiting (with the GIL released) while the socket
-/// is full.
-fn send_all(py: Python<'_>, fd: RawFd, mut data: &[u8]) -> io::Result<()> {
+/// is full. Large writes release the GIL for the copy too, so other
+/// threads of a gthread worker run meanwhile.
+fn send_all(py: Python<'_>, fd: RawFd, data: &[u8], timeout: Duration) -> io::Result<()> {
+    if data.len() >= DIRECT_WRITE_AT {
+        return py.detach(|| send_all_detached(fd, data, timeout));
+    }
+    send_all_attached(py, fd, data, timeout)
+}
+
+/// Write what the socket takes now, without waiting. Returns the count.
+fn send_now(fd: RawFd, data: &[u8]) -> io::Result<usize> {
+    let mut sent = 0;
+    while sent < data.len() {
+        match send_some(fd, &data[sent..]) {
+            Ok(0) => break,
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(sent)
+}
+
+fn send_all_detached(fd: RawFd, mut data: &[u8], timeout: Duration) -> io::Result<()> {
     while !data.is_empty() {
         match send_some(fd, data) {
             Ok(n) => data = &data[n..],
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let ready = py.detach(|| sys::wait_fd(borrow_sock(fd), true, IO_TIMEOUT))?;
+                if !sys::wait_fd(borrow_sock(fd), true, timeout)? {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "send timed out"));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn send_all_attached(
+    py: Python<'_>,
+    fd: RawFd,
+    mut data: &[u8],
+    timeout: Duration,
+) -> io::Result<()> {
+    while !data.is_empty() {
+        match send_some(fd, data) {
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let ready = py.detach(|| sys::wait_fd(borrow_sock(fd), true, timeout))?;
                 if !ready {
                     return Err(io::Error::new(io::ErrorKind::TimedOut, "send timed out"));
                 }
@@ -340,6 +392,8 @@ pub struct Input {
     active: bool,
     /// The client went away or sent a malformed chunk.
     failed: bool,
+    /// Longest wait for more body bytes.
+    timeout: Duration,
 }
 
 impl Input {
@@ -353,12 +407,20 @@ impl Input {
             fd: -1,
             active: false,
             failed: false,
+            timeout: IO_TIMEOUT,
         }
     }
 
     /// A body of which `decoded` has arrived; the rest is read from `fd`,
     /// starting with the undecoded bytes in `raw`.
-    pub fn streaming(decoded: Vec<u8>, raw: Vec<u8>, rest: BodyRest, fd: RawFd) -> Input {
+    /// Each wait for more bytes may last up to `timeout`.
+    pub fn streaming(
+        decoded: Vec<u8>,
+        raw: Vec<u8>,
+        rest: BodyRest,
+        fd: RawFd,
+        timeout: Duration,
+    ) -> Input {
         Input {
             buf: decoded,
             pos: 0,
@@ -367,6 +429,7 @@ impl Input {
             fd,
             active: true,
             failed: false,
+            timeout,
         }
     }
 
@@ -437,11 +500,12 @@ impl Input {
             }
             let mut chunk = [0u8; 64 * 1024];
             let fd = self.fd;
+            let timeout = self.timeout;
             let n = loop {
                 match nix::unistd::read(borrow_sock(fd), &mut chunk) {
                     Ok(n) => break n,
                     Err(nix::errno::Errno::EAGAIN) => {
-                        let ready = py.detach(|| sys::wait_fd(borrow_sock(fd), false, IO_TIMEOUT));
+                        let ready = py.detach(|| sys::wait_fd(borrow_sock(fd), false, timeout));
                         if !matches!(ready, Ok(true)) {
                             self.failed = true;
                             return Err(PyIOError::new_err("timed out reading the request body"));
@@ -645,6 +709,8 @@ pub struct Responder {
     pub status_code: u16,
     pub body_bytes: u64,
     date: String,
+    /// Longest wait for the client to accept more output.
+    timeout: Duration,
 }
 
 impl Responder {
@@ -655,6 +721,7 @@ impl Responder {
         keep_alive: bool,
         date: &str,
         out: Vec<u8>,
+        timeout: Duration,
     ) -> Responder {
         Responder {
             fd,
@@ -673,6 +740,7 @@ impl Responder {
             status_code: 0,
             body_bytes: 0,
             date: date.to_string(),
+            timeout,
         }
     }
 
@@ -764,7 +832,9 @@ impl Responder {
         Ok(())
     }
 
-    /// Write everything buffered, waiting with the GIL released.
+    /// Write what the socket takes now; if more than SPILL_MAX is left,
+    /// write that too, waiting with the GIL released. What stays in `out`
+    /// goes to the worker's loop with the rest of the response.
     pub fn flush(&mut self, py: Python<'_>) {
         if self.out.is_empty() || self.broken {
             return;
@@ -773,7 +843,32 @@ impl Responder {
             self.broken = true;
             return;
         }
-        if send_all(py, self.fd, &self.out).is_err() {
+        match send_now(self.fd, &self.out) {
+            Ok(n) => {
+                self.out.drain(..n);
+            }
+            Err(_) => {
+                self.broken = true;
+                self.out.clear();
+                return;
+            }
+        }
+        if self.out.len() <= SPILL_MAX {
+            return;
+        }
+        if send_all(py, self.fd, &self.out, self.timeout).is_err() {
+            self.broken = true;
+        }
+        self.out.clear();
+    }
+
+    /// Write everything buffered, waiting (GIL released) as long as needed.
+    fn flush_all(&mut self, py: Python<'_>) {
+        self.flush(py);
+        if self.out.is_empty() || self.broken {
+            return;
+        }
+        if send_all(py, self.fd, &self.out, self.timeout).is_err() {
             self.broken = true;
         }
         self.out.clear();
@@ -805,8 +900,27 @@ impl Responder {
         }
         if data.len() >= DIRECT_WRITE_AT {
             self.flush(py);
-            if !self.broken && send_all(py, self.fd, data).is_err() {
-                self.broken = true;
+            let mut rest = data;
+            if !self.broken && self.out.is_empty() {
+                match send_now(self.fd, rest) {
+                    Ok(n) => rest = &rest[n..],
+                    Err(_) => self.broken = true,
+                }
+            }
+            if self.broken || rest.is_empty() {
+                // Sent (or the client is gone).
+            } else if self.out.len() + rest.len() <= SPILL_MAX {
+                self.out.extend_from_slice(rest);
+            } else {
+                if !self.out.is_empty() {
+                    if send_all(py, self.fd, &self.out, self.timeout).is_err() {
+                        self.broken = true;
+                    }
+                    self.out.clear();
+                }
+                if !self.broken && send_all(py, self.fd, rest, self.timeout).is_err() {
+                    self.broken = true;
+                }
             }
         } else {
             self.out.extend_from_slice(data);
@@ -859,7 +973,8 @@ impl Responder {
             self.out
                 .extend_from_slice(format!("{count:x}\r\n").as_bytes());
         }
-        self.flush(py);
+        // Everything before the file must be on the wire first.
+        self.flush_all(py);
         let mut off = offset as libc::off_t;
         let sent_total = count;
         while count > 0 && !self.broken {
@@ -873,8 +988,8 @@ impl Responder {
                 Ok(0) => break, // the file shrank
                 Ok(n) => count -= n as u64,
                 Err(nix::errno::Errno::EAGAIN) => {
-                    let fd = self.fd;
-                    let ready = py.detach(|| sys::wait_fd(borrow_sock(fd), true, IO_TIMEOUT));
+                    let (fd, timeout) = (self.fd, self.timeout);
+                    let ready = py.detach(|| sys::wait_fd(borrow_sock(fd), true, timeout));
                     if !matches!(ready, Ok(true)) {
                         self.broken = true;
                     }
@@ -1059,6 +1174,7 @@ keys! {
 }
 
 /// Where a request came from, for REMOTE_ADDR and forwarded-header trust.
+#[derive(Clone, Debug)]
 pub enum Peer {
     Tcp(std::net::SocketAddr),
     Unix,
@@ -1081,7 +1197,9 @@ pub struct Wsgi {
     multiprocess: bool,
     multithread: bool,
     methods: HashMap<String, Py<PyString>>,
-    header_keys: HashMap<String, Option<Py<PyString>>>,
+    /// Environ keys by header name. Shared by a gthread worker's threads;
+    /// the lock is never held while Python code could run.
+    header_keys: Mutex<HashMap<String, Option<Py<PyString>>>>,
     /// `--forwarded-allow-ips`, parsed once.
     trusted: Vec<std::net::IpAddr>,
     trust_all: bool,
@@ -1123,7 +1241,7 @@ impl Wsgi {
             multiprocess,
             multithread,
             methods,
-            header_keys: HashMap::new(),
+            header_keys: Mutex::new(HashMap::new()),
             trusted: trusted
                 .iter()
                 .filter_map(|t| t.trim().parse().ok())
@@ -1132,9 +1250,15 @@ impl Wsgi {
         })
     }
 
-    fn header_key(&mut self, py: Python<'_>, name: &str) -> Option<Py<PyString>> {
-        if let Some(k) = self.header_keys.get(name) {
-            return k.as_ref().map(|k| k.clone_ref(py));
+    fn header_key(&self, py: Python<'_>, name: &str) -> Option<Py<PyString>> {
+        // A poisoned lock only means another thread panicked mid-insert;
+        // the map itself is still consistent.
+        let cached = {
+            let keys = self.header_keys.lock().unwrap_or_else(|e| e.into_inner());
+            keys.get(name).map(|k| k.as_ref().map(|k| k.clone_ref(py)))
+        };
+        if let Some(k) = cached {
+            return k;
         }
         // Names with '_' are dropped, so they cannot pose as another
         // header once '-' is mapped to '_' (gunicorn's default).
@@ -1148,9 +1272,9 @@ impl Wsgi {
             };
             Some(PyString::intern(py, &key).unbind())
         };
-        if self.header_keys.len() < 1024 {
-            self.header_keys
-                .insert(name.to_string(), key.as_ref().map(|k| k.clone_ref(py)));
+        let mut keys = self.header_keys.lock().unwrap_or_else(|e| e.into_inner());
+        if keys.len() < 1024 {
+            keys.insert(name.to_string(), key.as_ref().map(|k| k.clone_ref(py)));
         }
         key
     }
@@ -1164,7 +1288,7 @@ impl Wsgi {
 
     /// Build the environ for one request.
     pub fn environ<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         head: &RequestHead,
         peer: &Peer,
