@@ -903,6 +903,9 @@ fn pidfile_written_refused_and_removed() {
     let pidf = dir.join("master.pid");
     let mut s = Server::start(&["-p", path_str(&pidf), APP]);
     assert_eq!(read_lossy(&pidf).trim(), s.pid.to_string());
+    // Not writable by others, although the default umask is 0.
+    let mode = std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&pidf).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o644, "pidfile mode {mode:o}");
 
     // A second server with the same pidfile is refused.
     let apps = apps_dir();
