@@ -21,6 +21,12 @@ pub enum ListenError {
     InUse { addr: String },
     #[error("fd://{fd}: {reason}")]
     BadFd { fd: i32, reason: String },
+    #[error("{var}={value}: {reason}")]
+    BadEnv {
+        var: &'static str,
+        value: String,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +46,8 @@ pub struct Listener {
     unix_path: Option<PathBuf>,
     /// The process that may unlink `unix_path` (never a forked worker).
     owner: u32,
+    /// Name from `LISTEN_FDNAMES` (systemd's `FileDescriptorName=`).
+    pub fdname: Option<String>,
 }
 
 impl Listener {
@@ -49,6 +57,12 @@ impl Listener {
 
     pub fn try_clone_fd(&self) -> io::Result<OwnedFd> {
         self.fd.try_clone()
+    }
+
+    /// Another process now serves this socket (a successor master): never
+    /// unlink its file.
+    pub fn disown(&mut self) {
+        self.owner = 0;
     }
 
     /// The URL-ish name gunicorn logs: `http://127.0.0.1:8000`, `unix:/path`.
@@ -102,6 +116,7 @@ fn bind_tcp(addr: SocketAddr, s: &Settings) -> io::Result<Listener> {
         local,
         unix_path: None,
         owner: std::process::id(),
+        fdname: None,
     })
 }
 
@@ -134,6 +149,7 @@ fn bind_unix(path: &Path, s: &Settings) -> Result<Listener, ListenError> {
             local: None,
             unix_path: Some(path.to_path_buf()),
             owner: std::process::id(),
+            fdname: None,
         })
     };
     mk().map_err(|source| ListenError::Bind { addr: name, source })
@@ -175,7 +191,85 @@ pub fn adopt(fd: i32) -> Result<Listener, ListenError> {
         // An inherited unix socket belongs to whoever created it (systemd):
         // never unlink it.
         owner: 0,
+        fdname: None,
     })
+}
+
+/// Where inherited listeners came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// `LISTEN_FDS`/`LISTEN_PID`: systemd socket activation, or the master
+    /// this one succeeds (USR2), which hands sockets over the same way.
+    ListenFds,
+    /// `GUNICORN_FD`: gunicorn's comma-separated list.
+    GunicornFd,
+}
+
+/// The environment variables through which listeners are inherited; they
+/// are removed from the environment once read, so the app never sees them.
+pub const INHERIT_VARS: &[&str] = &["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "GUNICORN_FD"];
+
+/// Listening sockets handed to this process, used as they are (no bind, no
+/// second listen). `LISTEN_FDS` counts only when `LISTEN_PID` names `pid`
+/// (sd_listen_fds(3)); otherwise they were meant for another process.
+pub fn inherited(
+    env: &dyn Fn(&str) -> Option<String>,
+    pid: u32,
+) -> Result<Option<(Origin, Vec<Listener>)>, ListenError> {
+    if let Some(count) = env("LISTEN_FDS") {
+        let for_us = env("LISTEN_PID")
+            .and_then(|p| p.trim().parse::<u32>().ok())
+            .is_some_and(|p| p == pid);
+        if for_us {
+            let n: i32 = count
+                .trim()
+                .parse()
+                .ok()
+                .filter(|&n| (1..=1024).contains(&n))
+                .ok_or_else(|| ListenError::BadEnv {
+                    var: "LISTEN_FDS",
+                    value: count.clone(),
+                    reason: "expected a count of sockets from 1 to 1024".into(),
+                })?;
+            let names: Vec<String> = env("LISTEN_FDNAMES")
+                .map(|v| v.split(':').map(str::to_string).collect())
+                .unwrap_or_default();
+            let mut out = Vec::new();
+            for i in 0..n {
+                let mut l = adopt(3 + i).map_err(|e| ListenError::BadEnv {
+                    var: "LISTEN_FDS",
+                    value: count.clone(),
+                    reason: e.to_string(),
+                })?;
+                l.fdname = names.get(i as usize).filter(|s| !s.is_empty()).cloned();
+                out.push(l);
+            }
+            return Ok(Some((Origin::ListenFds, out)));
+        }
+    }
+    if let Some(list) = env("GUNICORN_FD") {
+        let mut out = Vec::new();
+        for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let fd: i32 =
+                part.parse()
+                    .ok()
+                    .filter(|&n| n >= 0)
+                    .ok_or_else(|| ListenError::BadEnv {
+                        var: "GUNICORN_FD",
+                        value: list.clone(),
+                        reason: format!("'{part}' is not a file descriptor number"),
+                    })?;
+            out.push(adopt(fd).map_err(|e| ListenError::BadEnv {
+                var: "GUNICORN_FD",
+                value: list.clone(),
+                reason: e.to_string(),
+            })?);
+        }
+        if !out.is_empty() {
+            return Ok(Some((Origin::GunicornFd, out)));
+        }
+    }
+    Ok(None)
 }
 
 /// Bind (or adopt) every configured address.

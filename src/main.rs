@@ -63,7 +63,22 @@ fn main() -> ExitCode {
         error!("internal error{at}: {msg}");
     }));
 
+    let argv0 = std::env::args_os().next();
     let args: Vec<_> = std::env::args_os().skip(1).collect();
+    if args.first().is_some_and(|a| a == "upgrade") {
+        return match ferrocorn::upgrade::run(&args[1..]) {
+            Ok(Some(done)) => {
+                println!("ferrocorn: {done}");
+                ExitCode::SUCCESS
+            }
+            Ok(None) => {
+                print!("{}", ferrocorn::upgrade::HELP);
+                ExitCode::SUCCESS
+            }
+            Err(e @ ferrocorn::upgrade::UpgradeError::Usage(_)) => fail(e, USAGE),
+            Err(e) => fail(e, 1),
+        };
+    }
     let env = |k: &str| std::env::var(k).ok();
     let action = match config::load(args.clone(), &env) {
         Ok(a) => a,
@@ -104,11 +119,20 @@ fn main() -> ExitCode {
             }
         }
         Action::Run(mut s) => {
+            if s.daemon && std::env::var_os("NOTIFY_SOCKET").is_some_and(|v| !v.is_empty()) {
+                return fail(
+                    "--daemon cannot be used under systemd (NOTIFY_SOCKET is set): systemd \
+                     already runs ferrocorn in the background and tracks its pid; remove \
+                     --daemon / daemon = true",
+                    USAGE,
+                );
+            }
             let start_dir = std::env::current_dir().unwrap_or_else(|_| "/".into());
+            let exe = ferrocorn::master::started_from(argv0.as_deref(), &start_dir);
             if let Err(e) = prepare(&mut s) {
                 return fail(e, 1);
             }
-            let arbiter = match Arbiter::new(*s, args, start_dir) {
+            let arbiter = match Arbiter::new(*s, args, start_dir, exe) {
                 Ok(a) => a,
                 Err(e) => {
                     error!("{e}");

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,7 @@ use thiserror::Error;
 
 use crate::config::{self, Action, Settings};
 use crate::listeners::{self, ListenError, Listener};
+use crate::sdnotify::{self, Notifier, NotifyError};
 use crate::sys::{self, Forked, Scoreboard, Signal, SignalQueue};
 use crate::wsgi::{self, APP_LOAD_ERROR, WORKER_BOOT_ERROR};
 use crate::{critical, debug, error, info, warning};
@@ -43,13 +45,18 @@ pub enum MasterError {
     Daemon(std::io::Error),
     #[error("{0}")]
     Preload(String),
+    #[error(transparent)]
+    Notify(#[from] NotifyError),
+    #[error("FERROCORN_UPGRADE_FD={0}: not an open socket from the previous master: {1}")]
+    UpgradeLink(String, std::io::Error),
 }
 
 /// The master's lifecycle. Each change is logged at debug level as
 /// `master phase: <phase>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// Listeners bound, first workers being forked.
+    /// Listeners bound, first workers booting; `READY=1` is sent to systemd
+    /// (or the previous master, after USR2) once every one of them serves.
     Booting,
     /// Supervising workers.
     Running,
@@ -75,6 +82,108 @@ impl std::fmt::Display for Phase {
             Phase::Exiting { code } => write!(f, "exiting ({code})"),
         }
     }
+}
+
+/// A successor master started by USR2, as the master that started it sees
+/// it. The old master keeps serving until the successor reports ready over
+/// `link`, and stays ready to take over again (rollback) until it exits.
+struct Successor {
+    pid: i32,
+    link: OwnedFd,
+    state: SuccessorState,
+    /// Boot deadline: a successor not ready by then is stopped.
+    deadline: Instant,
+    started: Instant,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SuccessorState {
+    Booting,
+    Ready,
+}
+
+/// How the process-wide environment handed us sockets and systemd.
+struct Inherited {
+    notifier: Option<Notifier>,
+    watchdog_usec: Option<String>,
+    watchdog: Option<Duration>,
+    /// Link to the master that started this one with USR2.
+    predecessor: Option<OwnedFd>,
+    listeners: Option<(listeners::Origin, Vec<Listener>)>,
+}
+
+/// Variables meant for the master only, removed from the environment once
+/// read so that neither workers nor the app see them.
+const MASTER_ONLY_VARS: &[&str] = &[
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    sys::UPGRADE_FD_ENV,
+];
+
+/// Read (and remove) what the environment hands the master: systemd's
+/// notification socket and watchdog, inherited listeners, and the link to
+/// a predecessor master.
+fn take_inherited(pid: u32) -> Result<Inherited, MasterError> {
+    let env = |k: &str| std::env::var(k).ok();
+    let notifier = match env("NOTIFY_SOCKET").filter(|v| !v.is_empty()) {
+        Some(name) => Some(Notifier::new(&name)?),
+        None => None,
+    };
+    let watchdog_usec = env("WATCHDOG_USEC");
+    let watchdog = sdnotify::watchdog_interval(
+        watchdog_usec.as_deref(),
+        env("WATCHDOG_PID").as_deref(),
+        pid,
+    );
+    let predecessor = match env(sys::UPGRADE_FD_ENV) {
+        Some(v) => {
+            let fd: i32 = v.trim().parse().map_err(|_| {
+                MasterError::UpgradeLink(v.clone(), std::io::Error::other("not a number"))
+            })?;
+            let owned = sys::adopt_fd(fd).map_err(|e| MasterError::UpgradeLink(v.clone(), e))?;
+            sys::set_cloexec(owned.as_fd(), true)
+                .map_err(|e| MasterError::UpgradeLink(v.clone(), e))?;
+            Some(owned)
+        }
+        None => None,
+    };
+    let listeners = listeners::inherited(&env, pid)?;
+    for var in MASTER_ONLY_VARS.iter().chain(listeners::INHERIT_VARS) {
+        // The master is still single-threaded.
+        std::env::remove_var(var);
+    }
+    Ok(Inherited {
+        notifier,
+        watchdog_usec,
+        watchdog,
+        predecessor,
+        listeners,
+    })
+}
+
+/// The binary a USR2 re-executes: the path ferrocorn was started from (not
+/// the file it resolved to), so replacing or re-pointing that path is how a
+/// new version gets in.
+pub fn started_from(argv0: Option<&std::ffi::OsStr>, start_dir: &Path) -> PathBuf {
+    if let Some(a) = argv0.map(Path::new) {
+        if a.components().count() > 1 {
+            return start_dir.join(a);
+        }
+        if let Some(paths) = std::env::var_os("PATH") {
+            for dir in std::env::split_paths(&paths) {
+                let candidate = dir.join(a);
+                if candidate.is_file() {
+                    return if candidate.is_absolute() {
+                        candidate
+                    } else {
+                        start_dir.join(candidate)
+                    };
+                }
+            }
+        }
+    }
+    std::env::current_exe().unwrap_or_else(|_| PathBuf::from("ferrocorn"))
 }
 
 struct WorkerInfo {
@@ -138,6 +247,25 @@ pub struct Arbiter {
     pidfile: Option<PathBuf>,
     preloaded: Option<Py<PyAny>>,
     pid: u32,
+    /// The binary USR2 re-executes.
+    exe: PathBuf,
+    /// systemd's notification socket (`Type=notify`).
+    notifier: Option<Notifier>,
+    /// `WATCHDOG_USEC` as received, handed on to a successor.
+    watchdog_usec: Option<String>,
+    /// Ping interval and next due time when systemd's watchdog is on.
+    watchdog: Option<(Duration, Instant)>,
+    /// Last `STATUS=` sent, and when.
+    status_sent: (String, Instant),
+    /// Requests finished by workers that have exited.
+    retired_requests: u64,
+    /// The master started by our USR2.
+    successor: Option<Successor>,
+    /// While this master is an unpromoted successor: the link to the master
+    /// that started it (end-of-file means it is gone).
+    predecessor: Option<OwnedFd>,
+    /// This master sent `READY=1` (or its ready message) already.
+    announced: bool,
 }
 
 fn resolve_identity(s: &Settings) -> Result<Identity, MasterError> {
@@ -207,6 +335,13 @@ fn write_pidfile(path: &Path, pid: u32) -> Result<(), MasterError> {
     })
 }
 
+/// Where a successor master writes its pid until it is promoted.
+fn pidfile2(p: &Path) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(".2");
+    PathBuf::from(s)
+}
+
 /// Remove the pidfile only if it still holds our pid.
 fn remove_pidfile(path: &Path, pid: u32) {
     if let Ok(text) = std::fs::read_to_string(path) {
@@ -227,19 +362,39 @@ impl Arbiter {
         settings: Settings,
         args: Vec<OsString>,
         start_dir: PathBuf,
+        exe: PathBuf,
     ) -> Result<Arbiter, MasterError> {
         let identity = resolve_identity(&settings)?;
         let umask = config::parse_umask(&settings.umask).unwrap_or(0);
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
             umask as libc::mode_t,
         ));
-        let listeners = listeners::bind_all(&settings)?;
-        if settings.daemon {
+        let inherited = take_inherited(std::process::id())?;
+        let listeners = match inherited.listeners {
+            Some((origin, listeners)) => {
+                let from = match (origin, inherited.predecessor.is_some()) {
+                    (_, true) => "the previous master",
+                    (listeners::Origin::ListenFds, false) => "systemd (LISTEN_FDS)",
+                    (listeners::Origin::GunicornFd, false) => "GUNICORN_FD",
+                };
+                info!(
+                    "Using {} inherited socket(s) from {from}; bind settings are not applied",
+                    listeners.len()
+                );
+                listeners
+            }
+            None => listeners::bind_all(&settings)?,
+        };
+        // A successor is detached already (its predecessor was): forking
+        // again would break the link between the two.
+        if settings.daemon && inherited.predecessor.is_none() {
             sys::daemonize().map_err(MasterError::Daemon)?;
         }
         let pid = std::process::id();
         let pidfile = settings.pidfile.as_ref().map(PathBuf::from);
-        if let Some(p) = &pidfile {
+        // A successor writes `<pidfile>.2` once it serves, and takes the
+        // pidfile itself when promoted.
+        if let (Some(p), None) = (&pidfile, &inherited.predecessor) {
             write_pidfile(p, pid)?;
         }
         let scoreboard = Scoreboard::new(MAX_SLOTS).map_err(MasterError::Scoreboard)?;
@@ -265,8 +420,8 @@ impl Arbiter {
             None
         };
         let signals = SignalQueue::install(MASTER_SIGNALS).map_err(MasterError::Signals)?;
-        sys::set_proc_title(&format!("ferrocorn: master [{}]", proc_name(&settings)));
-        Ok(Arbiter {
+        let watchdog = inherited.watchdog.map(|every| (every, Instant::now()));
+        let arbiter = Arbiter {
             settings,
             args,
             start_dir,
@@ -285,7 +440,32 @@ impl Arbiter {
             pidfile,
             preloaded,
             pid,
-        })
+            exe,
+            notifier: inherited.notifier,
+            watchdog_usec: inherited.watchdog_usec,
+            watchdog,
+            status_sent: (String::new(), Instant::now()),
+            retired_requests: 0,
+            successor: None,
+            predecessor: inherited.predecessor,
+            announced: false,
+        };
+        arbiter.retitle();
+        Ok(arbiter)
+    }
+
+    /// Set the process title: `master [name]`, marked while this master is
+    /// an unpromoted successor.
+    fn retitle(&self) {
+        let mark = if self.predecessor.is_some() {
+            " (upgrading)"
+        } else {
+            ""
+        };
+        sys::set_proc_title(&format!(
+            "ferrocorn: master [{}]{mark}",
+            proc_name(&self.settings)
+        ));
     }
 
     pub fn phase(&self) -> Phase {
@@ -306,17 +486,16 @@ impl Arbiter {
             info!("Listening at: {} ({})", l.describe(), self.pid);
         }
         info!("Using worker: {}", self.settings.worker_class);
-        self.manage_workers();
-        if matches!(self.phase, Phase::Booting) {
-            self.set_phase(Phase::Running);
+        if self.predecessor.is_some() {
+            info!(
+                "Upgrade: booting as the successor of master {}",
+                nix::unistd::getppid()
+            );
         }
+        self.status(true);
+        self.manage_workers();
         loop {
-            if let Some(sigq) = &self.signals {
-                sigq.wait(match self.phase {
-                    Phase::Running | Phase::Booting => Duration::from_secs(1),
-                    _ => Duration::from_millis(100),
-                });
-            }
+            self.wait_for_events();
             let pending = self
                 .signals
                 .as_ref()
@@ -326,6 +505,8 @@ impl Arbiter {
                 self.handle_signal(sig);
             }
             self.reap();
+            self.check_successor();
+            self.check_predecessor();
             if let Some((code, reason)) = self.halt.take() {
                 if matches!(self.phase, Phase::Reloading { .. }) {
                     self.abort_reload(reason);
@@ -336,7 +517,14 @@ impl Arbiter {
             }
             self.murder_workers();
             match self.phase {
-                Phase::Booting | Phase::Running => self.manage_workers(),
+                Phase::Booting => {
+                    self.manage_workers();
+                    if self.all_ready(self.generation) {
+                        self.set_phase(Phase::Running);
+                        self.announce_ready();
+                    }
+                }
+                Phase::Running => self.manage_workers(),
                 Phase::Reloading {
                     generation,
                     deadline,
@@ -345,7 +533,14 @@ impl Arbiter {
                     self.check_reload(generation, deadline);
                 }
                 Phase::Draining { deadline } | Phase::Quitting { deadline } => {
-                    if self.workers.is_empty() {
+                    // With a successor still booting, wait for its verdict
+                    // (bounded by its boot deadline) before exiting, so the
+                    // service can be handed over rather than stopped.
+                    let waiting = self
+                        .successor
+                        .as_ref()
+                        .is_some_and(|s| s.state == SuccessorState::Booting);
+                    if self.workers.is_empty() && !waiting {
                         let code = self.exit_code;
                         self.set_phase(Phase::Exiting { code });
                     } else if Instant::now() >= deadline {
@@ -355,11 +550,75 @@ impl Arbiter {
                 Phase::Exiting { .. } => {}
             }
             if let Phase::Exiting { code } = self.phase {
-                info!("Shutting down: Master");
+                return self.exit(code);
+            }
+            self.status(false);
+            self.watchdog();
+        }
+    }
+
+    /// Sleep until a signal arrives, a link to another master has news, or
+    /// the next periodic check is due.
+    fn wait_for_events(&mut self) {
+        let mut timeout = match self.phase {
+            Phase::Running => Duration::from_secs(1),
+            _ => Duration::from_millis(100),
+        };
+        if self.successor.is_some() {
+            timeout = timeout.min(Duration::from_millis(250));
+        }
+        if let Some((_, due)) = self.watchdog {
+            timeout = timeout.min(due.saturating_duration_since(Instant::now()));
+        }
+        let Some(sigq) = &self.signals else {
+            return;
+        };
+        let mut fds = vec![sigq.fd()];
+        if let Some(s) = &self.successor {
+            fds.push(s.link.as_fd());
+        }
+        if let Some(p) = &self.predecessor {
+            fds.push(p.as_fd());
+        }
+        let _ = sys::wait_any(&fds, timeout);
+    }
+
+    /// Every non-retiring worker of `generation` is booted and serving.
+    fn all_ready(&self, generation: u64) -> bool {
+        let slots: Vec<usize> = self
+            .workers
+            .values()
+            .filter(|w| w.generation == generation && !w.retiring)
+            .map(|w| w.slot)
+            .collect();
+        slots.len() >= self.settings.workers as usize
+            && slots.iter().all(|&slot| self.scoreboard.is_ready(slot))
+    }
+
+    /// The first workers serve: tell whoever waits for us. Under systemd
+    /// that is `READY=1`; an unpromoted successor writes `<pidfile>.2` and
+    /// tells the master that started it instead.
+    fn announce_ready(&mut self) {
+        if self.announced {
+            return;
+        }
+        self.announced = true;
+        let n = self.workers.len();
+        match &self.predecessor {
+            Some(link) => {
                 if let Some(p) = &self.pidfile {
-                    remove_pidfile(p, self.pid);
+                    let p2 = pidfile2(p);
+                    if let Err(e) = write_pidfile(&p2, self.pid) {
+                        warning!("Upgrade: cannot write {}: {e}", p2.display());
+                    }
                 }
-                return code;
+                // A few bytes on a fresh stream socket: never blocks.
+                let _ = nix::unistd::write(&*link, format!("READY {}\n", self.pid).as_bytes());
+                info!("Upgrade: {n} workers serving; the previous master may be retired now");
+            }
+            None => {
+                info!("Ready: {n} workers serving");
+                self.notify_ready();
             }
         }
     }
@@ -391,7 +650,7 @@ impl Arbiter {
                 self.kill_workers(Signal::SIGUSR1);
             }
             Signal::SIGWINCH => {
-                if self.settings.daemon {
+                if self.settings.daemon || self.successor.is_some() {
                     info!("graceful stop of workers");
                     self.settings.workers = 0;
                     self.manage_workers();
@@ -399,12 +658,7 @@ impl Arbiter {
                     info!("SIGWINCH ignored. Not daemonized");
                 }
             }
-            Signal::SIGUSR2 => {
-                warning!(
-                    "USR2 (binary upgrade) is not available in ferrocorn {} yet; ignored",
-                    env!("CARGO_PKG_VERSION")
-                );
-            }
+            Signal::SIGUSR2 => self.upgrade(),
             _ => {}
         }
     }
@@ -418,6 +672,19 @@ impl Arbiter {
             warning!("Reload ignored while {}", self.phase);
             return;
         }
+        self.notify(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=Reloading the configuration",
+            sdnotify::monotonic_usec()
+        ));
+        if !self.start_reload() {
+            // Nothing changed: the current generation keeps serving.
+            self.notify_ready();
+        }
+    }
+
+    /// Load the configuration again and start the new generation; false
+    /// when the reload failed before anything changed.
+    fn start_reload(&mut self) -> bool {
         let env = |k: &str| std::env::var(k).ok();
         let here = std::env::current_dir().ok();
         let _ = std::env::set_current_dir(&self.start_dir);
@@ -434,11 +701,11 @@ impl Arbiter {
             }
             Ok(_) => {
                 error!("Reload failed: the command line no longer describes a server; keeping the current configuration");
-                return;
+                return false;
             }
             Err(e) => {
                 error!("Reload failed, keeping the current configuration: {e}");
-                return;
+                return false;
             }
         };
         if let Some(level) = crate::log::Level::parse(&fresh.loglevel) {
@@ -462,7 +729,7 @@ impl Arbiter {
                 }
                 Err(e) => {
                     error!("Reload failed, keeping the current configuration: {e}");
-                    return;
+                    return false;
                 }
             }
         } else {
@@ -490,18 +757,16 @@ impl Arbiter {
             deadline: Instant::now() + boot + Duration::from_secs(5),
         });
         self.manage_workers();
+        true
     }
 
     fn check_reload(&mut self, generation: u64, deadline: Instant) {
-        let new: Vec<usize> = self
+        let new = self
             .workers
             .values()
             .filter(|w| w.generation == generation)
-            .map(|w| w.slot)
-            .collect();
-        let ready = new.len() >= self.settings.workers as usize
-            && new.iter().all(|&slot| self.scoreboard.is_ready(slot));
-        if ready {
+            .count();
+        if self.all_ready(generation) {
             let old: Vec<(u64, i32)> = self
                 .workers
                 .iter()
@@ -514,8 +779,9 @@ impl Arbiter {
                 self.kill_worker(pid, Signal::SIGTERM);
             }
             self.previous = None;
-            info!("Reload complete: {} new workers serving", new.len());
+            info!("Reload complete: {new} new workers serving");
             self.set_phase(Phase::Running);
+            self.notify_ready();
         } else if Instant::now() >= deadline {
             self.abort_reload("the new workers did not become ready in time");
         }
@@ -553,6 +819,10 @@ impl Arbiter {
             }
         }
         self.set_phase(Phase::Running);
+        self.notify(&format!(
+            "READY=1\nSTATUS=Reload failed ({reason}); {}",
+            self.status_text()
+        ));
     }
 
     /// Begin a graceful (TERM) or quick (INT/QUIT) stop.
@@ -571,6 +841,15 @@ impl Arbiter {
             Phase::Booting | Phase::Running | Phase::Reloading { .. } => {}
         }
         self.exit_code = code;
+        if self.successor.is_some() {
+            // The successor serves these sockets: never unlink their files.
+            for l in &mut self.listeners {
+                l.disown();
+            }
+            info!("Retiring: the new master takes over once this one exits");
+        } else {
+            self.notify("STOPPING=1\nSTATUS=Stopping");
+        }
         // Close our copies of the listeners now: unix socket files go away
         // and the sockets close as soon as the workers let go of them.
         self.listeners.clear();
@@ -588,6 +867,351 @@ impl Arbiter {
         }
     }
 
+    /// The last steps of the master: hand the service to a ready successor
+    /// (systemd learns the new main pid before this process is gone), or
+    /// remove the pidfile.
+    fn exit(&mut self, code: i32) -> i32 {
+        let heir = self
+            .successor
+            .as_ref()
+            .filter(|s| s.state == SuccessorState::Ready)
+            .map(|s| s.pid);
+        match heir {
+            Some(heir) => {
+                info!("Handing over to the new master (pid {heir})");
+                if let Some(n) = &self.notifier {
+                    if self.predecessor.is_none() {
+                        let msg = format!("MAINPID={heir}\nSTATUS=Handed over to master {heir}");
+                        match n.notify(&msg) {
+                            // Wait until systemd has processed MAINPID=
+                            // (bounded): exiting first could let it see
+                            // its main process die before it knows the heir.
+                            Ok(()) => match n.barrier(Duration::from_secs(5)) {
+                                Ok(true) => {}
+                                Ok(false) => {
+                                    warning!("systemd did not acknowledge MAINPID={heir} within 5s")
+                                }
+                                Err(e) => warning!("sd_notify barrier failed: {e}"),
+                            },
+                            Err(e) => warning!("Cannot notify systemd of MAINPID={heir}: {e}"),
+                        }
+                    }
+                }
+                // The successor renames `<pidfile>.2` over ours when it
+                // sees us go; removing it here could race with that.
+            }
+            None => {
+                if self.successor.is_some() {
+                    // Still booting at our deadline, or never ready: it must
+                    // not outlive us half-started.
+                    if let Some(s) = &self.successor {
+                        let _ = kill(Pid::from_raw(s.pid), Signal::SIGTERM);
+                    }
+                    self.notify("STOPPING=1\nSTATUS=Stopping");
+                }
+                if let Some(p) = self.own_pidfile() {
+                    remove_pidfile(&p, self.pid);
+                }
+            }
+        }
+        info!("Shutting down: Master");
+        code
+    }
+
+    /// The pidfile this master currently holds: `<pidfile>.2` while it is
+    /// an unpromoted successor.
+    fn own_pidfile(&self) -> Option<PathBuf> {
+        let p = self.pidfile.as_ref()?;
+        Some(if self.predecessor.is_some() {
+            pidfile2(p)
+        } else {
+            p.clone()
+        })
+    }
+
+    /// Send a notification to systemd, if it asked for them and this master
+    /// is the service's main process (a successor is not, until promoted).
+    fn notify(&self, msg: &str) {
+        if self.predecessor.is_some() {
+            return;
+        }
+        if let Some(n) = &self.notifier {
+            if let Err(e) = n.notify(msg) {
+                debug!("sd_notify to {} failed: {e}", n.name());
+            }
+        }
+    }
+
+    /// `READY=1` with a fresh `STATUS=`.
+    fn notify_ready(&mut self) {
+        let text = self.status_text();
+        self.notify(&format!("READY=1\nSTATUS={text}"));
+        self.status_sent = (text, Instant::now());
+    }
+
+    /// Requests finished by all workers so far.
+    fn requests_served(&self) -> u64 {
+        self.retired_requests
+            + self
+                .workers
+                .values()
+                .map(|w| self.scoreboard.requests(w.slot))
+                .sum::<u64>()
+    }
+
+    /// The one-line live summary shown by `systemctl status`.
+    fn status_text(&self) -> String {
+        let version = env!("CARGO_PKG_VERSION");
+        let workers = self.workers.values().filter(|w| !w.retiring).count();
+        let served = self.requests_served();
+        let mut text = match self.phase {
+            Phase::Booting => format!(
+                "ferrocorn {version} booting {} workers",
+                self.settings.workers
+            ),
+            Phase::Reloading { generation, .. } => {
+                format!("ferrocorn {version} reloading (generation {generation}); {served} requests served")
+            }
+            Phase::Draining { .. } | Phase::Quitting { .. } | Phase::Exiting { .. } => {
+                format!(
+                    "ferrocorn {version} stopping; {} workers finishing",
+                    self.workers.len()
+                )
+            }
+            Phase::Running => {
+                format!("ferrocorn {version} serving: {workers} workers, {served} requests served")
+            }
+        };
+        if let Some(s) = &self.successor {
+            let _ = match s.state {
+                SuccessorState::Booting => std::fmt::Write::write_fmt(
+                    &mut text,
+                    format_args!("; upgrade: new master {} booting", s.pid),
+                ),
+                SuccessorState::Ready => std::fmt::Write::write_fmt(
+                    &mut text,
+                    format_args!(
+                        "; upgrade: new master {} ready, TERM {} to finish",
+                        s.pid, self.pid
+                    ),
+                ),
+            };
+        }
+        text
+    }
+
+    /// Refresh `STATUS=` when the summary changed (at most once a second
+    /// unless `now`).
+    fn status(&mut self, now: bool) {
+        if self.notifier.is_none() || self.predecessor.is_some() {
+            return;
+        }
+        if !now && self.status_sent.1.elapsed() < Duration::from_secs(1) {
+            return;
+        }
+        let text = self.status_text();
+        if text != self.status_sent.0 {
+            self.notify(&format!("STATUS={text}"));
+            self.status_sent = (text, Instant::now());
+        }
+    }
+
+    /// `WATCHDOG=1` when due: the loop is alive and turning.
+    fn watchdog(&mut self) {
+        if self.predecessor.is_some() {
+            return;
+        }
+        if let Some((every, due)) = self.watchdog {
+            let now = Instant::now();
+            if now >= due {
+                self.notify("WATCHDOG=1");
+                self.watchdog = Some((every, now + every));
+            }
+        }
+    }
+
+    /// USR2: start a successor master from the binary at the path we were
+    /// started from, handing it every listener. We keep serving; the
+    /// successor reports ready over the link, and the operator then retires
+    /// this master (WINCH, TERM).
+    fn upgrade(&mut self) {
+        if let Some(s) = &self.successor {
+            info!(
+                "USR2 ignored: an upgrade to master {} is already under way",
+                s.pid
+            );
+            return;
+        }
+        if self.predecessor.is_some() {
+            info!("USR2 ignored: this master is itself an upgrade awaiting its predecessor's exit");
+            return;
+        }
+        if !matches!(self.phase, Phase::Running) {
+            warning!("USR2 ignored while {}", self.phase);
+            return;
+        }
+        let (ours, theirs) = match sys::socketpair() {
+            Ok(pair) => pair,
+            Err(e) => {
+                error!("Upgrade failed: cannot create the link to the new master: {e}");
+                return;
+            }
+        };
+        let mut env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+        if let Some(n) = &self.notifier {
+            env.push(("NOTIFY_SOCKET".into(), n.name().into()));
+        }
+        if let Some(w) = &self.watchdog_usec {
+            env.push(("WATCHDOG_USEC".into(), w.into()));
+        }
+        let handoff = sys::Handoff {
+            exe: &self.exe,
+            args: &self.args,
+            dir: &self.start_dir,
+            env,
+            listeners: self
+                .listeners
+                .iter()
+                .map(|l| {
+                    (
+                        l.fd(),
+                        l.fdname.clone().unwrap_or_else(|| "ferrocorn".into()),
+                    )
+                })
+                .collect(),
+            link: theirs.as_fd(),
+        };
+        match sys::spawn_successor(handoff) {
+            Ok(pid) => {
+                drop(theirs);
+                info!(
+                    "Upgrade: started new master (pid {pid}) from {}",
+                    self.exe.display()
+                );
+                let boot = Duration::from_secs_f64(self.settings.timeout.max(30.0))
+                    + Duration::from_secs(30);
+                self.successor = Some(Successor {
+                    pid: pid.as_raw(),
+                    link: ours,
+                    state: SuccessorState::Booting,
+                    deadline: Instant::now() + boot,
+                    started: Instant::now(),
+                });
+                self.status(true);
+            }
+            Err(e) => error!("Upgrade failed: cannot start the new master: {e}"),
+        }
+    }
+
+    /// Read the successor's news: `READY <pid>` once its workers serve.
+    /// Stop it if it is not ready by its deadline.
+    fn check_successor(&mut self) {
+        let Some(s) = &mut self.successor else {
+            return;
+        };
+        let mut buf = [0u8; 64];
+        let mut ready = false;
+        loop {
+            match nix::sys::socket::recv(
+                std::os::fd::AsRawFd::as_raw_fd(&s.link),
+                &mut buf,
+                nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+            ) {
+                Ok(0) => break,
+                Ok(n) => ready |= buf[..n].windows(5).any(|w| w == b"READY"),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => break,
+            }
+        }
+        if ready && s.state == SuccessorState::Booting {
+            s.state = SuccessorState::Ready;
+            let (pid, took) = (s.pid, s.started.elapsed());
+            info!(
+                "Upgrade: new master (pid {pid}) is serving after {:.1}s; send TERM to this master (pid {}) to finish, or WINCH to stop only its workers",
+                took.as_secs_f64(),
+                self.pid
+            );
+            self.status(true);
+        } else if s.state == SuccessorState::Booting && Instant::now() >= s.deadline {
+            let pid = s.pid;
+            s.deadline = Instant::now() + Duration::from_secs(3600);
+            error!("Upgrade failed: new master (pid {pid}) is not ready in time; stopping it, this master keeps serving");
+            let _ = kill(Pid::from_raw(pid), Signal::SIGQUIT);
+        }
+    }
+
+    /// The successor process ended (reaped).
+    fn successor_exited(&mut self, how: String) {
+        let Some(s) = self.successor.take() else {
+            return;
+        };
+        match s.state {
+            SuccessorState::Booting => error!(
+                "Upgrade failed: new master (pid {}) {how} before it was ready; this master keeps serving",
+                s.pid
+            ),
+            SuccessorState::Ready => info!(
+                "New master (pid {}) {how}; this master is the only one again",
+                s.pid
+            ),
+        }
+        if matches!(self.phase, Phase::Running) && self.settings.workers == 0 {
+            warning!("This master has no workers (WINCH): send HUP to start them again");
+        }
+        self.status(true);
+    }
+
+    /// An unpromoted successor watches the link to its predecessor: when
+    /// that master is gone, this one takes its place.
+    fn check_predecessor(&mut self) {
+        let Some(link) = &self.predecessor else {
+            return;
+        };
+        let mut buf = [0u8; 16];
+        let gone = match nix::sys::socket::recv(
+            std::os::fd::AsRawFd::as_raw_fd(link),
+            &mut buf,
+            nix::sys::socket::MsgFlags::MSG_DONTWAIT,
+        ) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => false,
+            Err(_) => true,
+        };
+        if gone {
+            self.promote();
+        }
+    }
+
+    /// Become the only master: take the pidfile, drop the upgrade mark from
+    /// the title, and speak to systemd from now on (the old master told it
+    /// our pid before exiting).
+    fn promote(&mut self) {
+        drop(self.predecessor.take());
+        if let Some(p) = &self.pidfile {
+            if self.announced {
+                let p2 = pidfile2(p);
+                if let Err(e) = std::fs::rename(&p2, p) {
+                    warning!("Cannot move {} to {}: {e}", p2.display(), p.display());
+                    let _ = write_pidfile(p, self.pid);
+                }
+            } else if let Err(e) = write_pidfile(p, self.pid) {
+                warning!("{e}");
+            }
+        }
+        self.retitle();
+        info!(
+            "Promoted: the previous master is gone; this master (pid {}) is now the only one",
+            self.pid
+        );
+        if self.announced {
+            self.notify_ready();
+        }
+        if self.watchdog.is_some() {
+            self.watchdog = self.watchdog.map(|(every, _)| (every, Instant::now()));
+        }
+    }
+
     fn kill_workers(&mut self, sig: Signal) {
         let pids: Vec<i32> = self.workers.keys().copied().collect();
         for pid in pids {
@@ -598,6 +1222,7 @@ impl Arbiter {
     fn kill_worker(&mut self, pid: i32, sig: Signal) {
         if let Err(nix::errno::Errno::ESRCH) = kill(Pid::from_raw(pid), sig) {
             if let Some(w) = self.workers.remove(&pid) {
+                self.retired_requests += self.scoreboard.requests(w.slot);
                 self.free_slots.push(w.slot);
             }
         }
@@ -639,9 +1264,18 @@ impl Arbiter {
         loop {
             match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) => {
+                    if self
+                        .successor
+                        .as_ref()
+                        .is_some_and(|s| s.pid == pid.as_raw())
+                    {
+                        self.successor_exited(format!("exited with code {code}"));
+                        continue;
+                    }
                     let Some(w) = self.workers.remove(&pid.as_raw()) else {
                         continue;
                     };
+                    self.retired_requests += self.scoreboard.requests(w.slot);
                     self.free_slots.push(w.slot);
                     if code != 0 {
                         warning!("Worker (pid:{pid}) exited with code {code}");
@@ -660,9 +1294,18 @@ impl Arbiter {
                     }
                 }
                 Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                    if self
+                        .successor
+                        .as_ref()
+                        .is_some_and(|s| s.pid == pid.as_raw())
+                    {
+                        self.successor_exited(format!("was killed by {}", sig.as_str()));
+                        continue;
+                    }
                     let Some(w) = self.workers.remove(&pid.as_raw()) else {
                         continue;
                     };
+                    self.retired_requests += self.scoreboard.requests(w.slot);
                     self.free_slots.push(w.slot);
                     if sig == Signal::SIGKILL {
                         if w.aborted.is_none() {
@@ -772,6 +1415,11 @@ impl Arbiter {
     fn become_worker(&mut self, slot: usize) -> ! {
         drop(self.signals.take());
         drop(self.previous.take());
+        // Links to other masters: a worker holding them would hide this
+        // master's exit from its successor (or predecessor).
+        drop(self.successor.take());
+        drop(self.predecessor.take());
+        drop(self.notifier.take());
         crate::log::after_fork();
         sys::set_proc_title(&format!(
             "ferrocorn: worker [{}]",

@@ -203,6 +203,7 @@ unsafe impl Sync for Scoreboard {}
 const SLOT_WORDS: usize = 4;
 const BEAT: usize = 0;
 const STATE: usize = 1;
+const REQUESTS: usize = 2;
 
 /// A worker's state as seen in its slot.
 pub const SLOT_BOOTING: u64 = 0;
@@ -241,6 +242,17 @@ impl Scoreboard {
         self.word(slot, BEAT)
             .store(monotonic_ms(), Ordering::SeqCst);
         self.word(slot, STATE).store(SLOT_BOOTING, Ordering::SeqCst);
+        self.word(slot, REQUESTS).store(0, Ordering::SeqCst);
+    }
+
+    /// A worker finished one more request.
+    pub fn count_request(&self, slot: usize) {
+        self.word(slot, REQUESTS).fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests the worker in `slot` has finished.
+    pub fn requests(&self, slot: usize) -> u64 {
+        self.word(slot, REQUESTS).load(Ordering::Relaxed)
     }
 
     pub fn beat(&self, slot: usize) {
@@ -368,4 +380,130 @@ pub fn exit_now_when_busy(
         })
     }?;
     Ok(())
+}
+
+/// A connected pair of stream sockets (close-on-exec): the link between a
+/// master and the successor it starts on USR2.
+pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType};
+    Ok(nix::sys::socket::socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?)
+}
+
+/// Everything a successor master (USR2) is started with.
+pub struct Handoff<'a> {
+    /// The binary to run: the path ferrocorn was started from, so a new
+    /// binary installed there since is what runs.
+    pub exe: &'a std::path::Path,
+    /// The original arguments (without argv[0]).
+    pub args: &'a [std::ffi::OsString],
+    /// The original working directory.
+    pub dir: &'a std::path::Path,
+    /// The environment, without the inherited-socket variables (added here).
+    pub env: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+    /// Listening sockets, with their `LISTEN_FDNAMES` names.
+    pub listeners: Vec<(BorrowedFd<'a>, String)>,
+    /// The successor's end of the link to this master.
+    pub link: BorrowedFd<'a>,
+}
+
+/// Environment variable naming the successor's end of the link.
+pub const UPGRADE_FD_ENV: &str = "FERROCORN_UPGRADE_FD";
+
+/// Fork and exec a successor master that inherits the listeners as fds
+/// 3.., the systemd way (`LISTEN_FDS`, `LISTEN_PID` = its own pid,
+/// `LISTEN_FDNAMES`), and the link right after them. Returns its pid; a
+/// failed exec shows up as the child exiting with code 127.
+pub fn spawn_successor(h: Handoff<'_>) -> io::Result<Pid> {
+    use std::os::unix::process::CommandExt;
+    let n = h.listeners.len() as i32;
+    match fork()? {
+        Forked::Parent(pid) => Ok(pid),
+        Forked::Child => {
+            // In the child of the single-threaded master: plain Rust is
+            // fine here (no other thread held a lock at fork).
+            let first = 3;
+            let above = first + n + 1;
+            let mut high = Vec::new();
+            for fd in h
+                .listeners
+                .iter()
+                .map(|(fd, _)| fd.as_raw_fd())
+                .chain([h.link.as_raw_fd()])
+            {
+                // SAFETY: F_DUPFD_CLOEXEC duplicates an fd we own (borrowed
+                // from the parent's owners, which this child inherited) to
+                // the lowest free number >= `above`, so the targets 3..above
+                // can be overwritten below without losing a source.
+                let d = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, above) };
+                if d < 0 {
+                    successor_failed("cannot duplicate a listener");
+                }
+                high.push(d);
+            }
+            for (i, d) in high.iter().enumerate() {
+                // SAFETY: dup2 onto 3+i replaces whatever the child had
+                // there (only close-on-exec descriptors of the old master,
+                // which the new program would not see anyway); the copy
+                // made by dup2 has close-on-exec cleared, so it survives
+                // exec, which is the point.
+                if unsafe { libc::dup2(*d, first + i as i32) } < 0 {
+                    successor_failed("cannot place a listener");
+                }
+            }
+            let pid = std::process::id().to_string();
+            let names: Vec<&str> = h.listeners.iter().map(|(_, n)| n.as_str()).collect();
+            let mut cmd = std::process::Command::new(h.exe);
+            cmd.args(h.args)
+                .current_dir(h.dir)
+                .env_clear()
+                .envs(h.env.iter().map(|(k, v)| (k, v)))
+                .env("LISTEN_FDS", n.to_string())
+                .env("LISTEN_PID", &pid)
+                .env("LISTEN_FDNAMES", names.join(":"))
+                .env(UPGRADE_FD_ENV, (first + n).to_string());
+            if h.env.iter().any(|(k, _)| k == "WATCHDOG_USEC") {
+                cmd.env("WATCHDOG_PID", &pid);
+            }
+            unblock_all_signals();
+            let err = cmd.exec();
+            let msg = format!("cannot execute {}: {err}", h.exe.display());
+            successor_failed(&msg)
+        }
+    }
+}
+
+fn successor_failed(msg: &str) -> ! {
+    crate::log::write_raw(format!("ferrocorn: upgrade: {msg}\n").as_bytes());
+    // SAFETY: _exit ends this forked child without running the parent's
+    // atexit handlers or flushing its buffers a second time.
+    unsafe { libc::_exit(127) }
+}
+
+/// Wait until any of `fds` is readable (or hung up), at most `timeout`.
+/// Returns which ones are.
+pub fn wait_any(fds: &[BorrowedFd<'_>], timeout: Duration) -> io::Result<Vec<bool>> {
+    let mut polls: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
+        .collect();
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    loop {
+        match nix::poll::poll(
+            &mut polls,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        ) {
+            Ok(_) => break,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(polls
+        .iter()
+        .map(|p| p.revents().is_some_and(|r| !r.is_empty()))
+        .collect())
 }

@@ -469,11 +469,11 @@ impl<'a> Worker<'a> {
                 ListenSock::Unix(s) => self.poll.registry().deregister(s),
             };
         }
-        for idx in 0..self.conns.len() {
-            if self.conns[idx].as_ref().is_some_and(Conn::idle) {
-                self.close(idx);
-            }
-        }
+        // Idle keep-alive connections are not cut off: a client under load
+        // may have its next request on the wire right now, and closing
+        // would lose it. Each gets until its keep-alive deadline to send
+        // one more request, which is answered with `Connection: close`;
+        // the sweep closes the rest.
     }
 
     fn accept(&mut self, li: usize) {
@@ -563,7 +563,7 @@ impl<'a> Worker<'a> {
             // An idle keep-alive connection whose next request is already
             // waiting in the kernel (the loop was busy running the app) is
             // not idle: serve it rather than cut it off.
-            if c.idle() && !self.stopping && has_pending_input(c.stream.raw()) {
+            if c.idle() && has_pending_input(c.stream.raw()) {
                 c.deadline = now + HEAD_TIMEOUT;
                 self.again.push(idx);
                 continue;
@@ -668,9 +668,6 @@ impl<'a> Worker<'a> {
                     }
                     if conn.rbuf.is_empty() {
                         if conn.eof {
-                            return Next::Close;
-                        }
-                        if self.stopping && conn.pending_write() == 0 {
                             return Next::Close;
                         }
                         return Next::Keep;
@@ -780,6 +777,7 @@ impl<'a> Worker<'a> {
     /// After a request: recycle the worker when it reached its request
     /// limit or memory limit (it finishes what it has, then exits).
     fn after_request(&mut self) {
+        self.scoreboard.count_request(self.slot);
         if self.stopping {
             return;
         }
