@@ -85,20 +85,16 @@ TOML
   "$sbox" cp "$box" "$cfg" /etc/ferrocorn/demo.toml
 }
 
-loadgen() {
-  if [[ -f $root/bench/loadgen.py ]]; then
-    python3 "$root/bench/loadgen.py" "$@"
-  else
-    python3 "$root/packaging/loadgen.py" "$@"
-  fi
-}
-
-# Start ~100 clients against URL until stop_load; the JSON summary lands in $work/load.json.
+# Start 100 clients (half keep-alive, half a new connection per request)
+# plus 4 on /slow (2 s requests) against URL, until stop_load; the JSON
+# summary of bench/loadgen.py lands in $work/load.json.
 start_load() { # url
-  rm -f "$work/load.stop" "$work/load.json"
-  loadgen --url "$1" --clients 100 --until-file "$work/load.stop" >"$work/load.json" 2>"$work/load.err" &
+  rm -f "$work/load.stop" "$work/load.json" "$work/load.started"
+  python3 "$root/bench/loadgen.py" --url "$1" --clients 100 --slow-path /slow --slow-clients 4 \
+    --until-file "$work/load.stop" --started-file "$work/load.started" >"$work/load.json" 2>"$work/load.err" &
   load_pid=$!
   bg_pids+=("$load_pid")
+  wait_for 10 test -e "$work/load.started" || true
   sleep 1
 }
 # Stop the load; true when no request failed. Prints the summary.
@@ -107,7 +103,7 @@ stop_load() {
   local rc=0
   wait "$load_pid" || rc=$?
   log "load: $(cat "$work/load.json" 2>/dev/null) $(tail -n 3 "$work/load.err" 2>/dev/null)"
-  [[ $rc == 0 ]] && python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if d["failed"]==0 and d["ok"]>0 else 1)' "$work/load.json"
+  [[ $rc == 0 ]] && python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if d["failed"]==0 and d["slow_failed"]==0 and d["ok"]>0 else 1)' "$work/load.json"
 }
 
 unit_prop() { in_box systemctl show -P "$2" "$1"; }
