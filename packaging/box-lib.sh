@@ -121,9 +121,10 @@ wait_for() { # seconds command...
     sleep 0.2
   done
 }
-# PIDs of every process running /usr/bin/ferrocorn (whatever its title).
+# PIDs of every process running /usr/bin/ferrocorn (whatever its title; a
+# service's mount namespace may make the path show with the box's host prefix).
 ferrocorn_pids() {
-  in_box sh -c 'for p in /proc/[0-9]*; do case $(readlink "$p/exe" 2>/dev/null) in /usr/bin/ferrocorn*) echo "${p#/proc/}" ;; esac; done'
+  in_box sh -c 'for p in /proc/[0-9]*; do case $(readlink "$p/exe" 2>/dev/null) in */usr/bin/ferrocorn*) echo "${p#/proc/}" ;; esac; done'
 }
 no_ferrocorn_process() { [ -z "$(ferrocorn_pids)" ]; }
 http_ok() { curl -fsS -m 10 -o /dev/null "$@"; }

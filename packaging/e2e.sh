@@ -52,7 +52,7 @@ check "install: /var/log/ferrocorn owned by ferrocorn" [ "$(in_box stat -c %U "/
 check "install: nothing enabled" [ "$(in_box systemctl is-enabled ferrocorn.service ferrocorn.socket 2>/dev/null | sort -u | tr '\n' ' ')" = "disabled " ]
 check "install: nothing running" no_ferrocorn_process
 check "install: man page, completions, example config" in_box test -s /usr/share/man/man1/ferrocorn.1.gz -a -s /usr/share/bash-completion/completions/ferrocorn -a -s /usr/share/zsh/vendor-completions/_ferrocorn -a -s /etc/ferrocorn/example.toml
-in_box ferrocorn --version
+log "   $(in_box ferrocorn --version)"
 
 # --- deploy an app the way the README says ---
 in_box mkdir -p /srv/demo
@@ -65,9 +65,10 @@ in_box chmod -R a+rX /srv/demo
 "$sbox" cp "$box" "$work/demo.toml" /etc/ferrocorn/demo.toml
 check "deploy: config checks" in_box runuser -u ferrocorn -- ferrocorn --config /etc/ferrocorn/demo.toml --check-config
 s=$SECONDS
-check "deploy: systemctl enable --now $unit" in_box systemctl enable --now "$unit"
+check "deploy: systemctl enable --now $unit" in_box systemctl enable --now --quiet "$unit"
 log "   started in $((SECONDS - s)) s"
 check "deploy: served over loopback by ferrocorn/$v1" [ "$(body)" = "ferrocorn/$v1" ]
+check "deploy: master and 2 workers running" [ "$(ferrocorn_pids | wc -l)" = 3 ]
 check "deploy: workers run as ferrocorn" [ "$(in_box ps -o user= --ppid "$(unit_prop "$unit" MainPID)" | sort -u)" = ferrocorn ]
 
 # --- reload under load ---
@@ -89,7 +90,7 @@ if in_box "${export_env[@]}" apt-get install -y -qq "/root/${deb2##*/}" >"$work/
 else
   fail "upgrade: apt-get install of $v2 failed"
 fi
-sed 's/^/    /' "$work/upgrade.log" >&2
+grep -v 'Reading database\|debconf' "$work/upgrade.log" | sed 's/^/    /' >&2
 sleep 2
 check "upgrade: no failed request under constant load" stop_load
 check "upgrade: the load saw ferrocorn/$v2 answer" grep -q "ferrocorn/$v2" "$work/load.json"
@@ -107,7 +108,7 @@ curl -sS -m 40 -o /dev/null -w '%{http_code}' "${url}slow?s=3" >"$work/slow.code
 slow=$!
 bg_pids+=("$slow")
 sleep 1
-check "remove: apt-get remove ferrocorn" in_box "${export_env[@]}" apt-get remove -y -qq ferrocorn
+check "remove: apt-get remove ferrocorn" in_box "${export_env[@]}" apt-get remove -y -qq ferrocorn >"$work/remove.log" 2>&1
 wait "$slow" || true
 check "remove: the in-flight request completed with 200 (got $(cat "$work/slow.code"))" [ "$(cat "$work/slow.code")" = 200 ]
 check "remove: no ferrocorn process left" no_ferrocorn_process
@@ -115,7 +116,7 @@ check "remove: unit inactive" [ "$(unit_prop "$unit" ActiveState)" = inactive ]
 check "remove: config kept until purge" in_box test -f /etc/ferrocorn/demo.toml
 
 # --- purge: nothing left ---
-check "purge: apt-get purge ferrocorn" in_box "${export_env[@]}" apt-get purge -y -qq ferrocorn
+check "purge: apt-get purge ferrocorn" in_box "${export_env[@]}" apt-get purge -y -qq ferrocorn >"$work/purge.log" 2>&1
 check "purge: user gone" bash -c "! $sbox exec $box getent passwd ferrocorn"
 check "purge: group gone" bash -c "! $sbox exec $box getent group ferrocorn"
 check "purge: no process" no_ferrocorn_process
