@@ -613,7 +613,7 @@ impl Arbiter {
                     }
                 }
                 // A few bytes on a fresh stream socket: never blocks.
-                let _ = nix::unistd::write(&*link, format!("READY {}\n", self.pid).as_bytes());
+                let _ = nix::unistd::write(link, format!("READY {}\n", self.pid).as_bytes());
                 info!("Upgrade: {n} workers serving; the previous master may be retired now");
             }
             None => {
@@ -668,15 +668,19 @@ impl Arbiter {
     /// is ready; if the new configuration cannot be loaded or its workers
     /// fail to boot, the old one simply carries on.
     fn reload(&mut self) {
-        if !matches!(self.phase, Phase::Running) {
+        // While booting too: the new generation replaces the booting one,
+        // and readiness is announced once it serves.
+        if !matches!(self.phase, Phase::Running | Phase::Booting) {
             warning!("Reload ignored while {}", self.phase);
             return;
         }
-        self.notify(&format!(
-            "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=Reloading the configuration",
-            sdnotify::monotonic_usec()
-        ));
-        if !self.start_reload() {
+        if self.announced {
+            self.notify(&format!(
+                "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=Reloading the configuration",
+                sdnotify::monotonic_usec()
+            ));
+        }
+        if !self.start_reload() && self.announced {
             // Nothing changed: the current generation keeps serving.
             self.notify_ready();
         }
@@ -781,7 +785,11 @@ impl Arbiter {
             self.previous = None;
             info!("Reload complete: {new} new workers serving");
             self.set_phase(Phase::Running);
-            self.notify_ready();
+            if self.announced {
+                self.notify_ready();
+            } else {
+                self.announce_ready();
+            }
         } else if Instant::now() >= deadline {
             self.abort_reload("the new workers did not become ready in time");
         }
@@ -818,11 +826,15 @@ impl Arbiter {
                 w.generation = self.generation;
             }
         }
-        self.set_phase(Phase::Running);
-        self.notify(&format!(
-            "READY=1\nSTATUS=Reload failed ({reason}); {}",
-            self.status_text()
-        ));
+        if self.announced {
+            self.set_phase(Phase::Running);
+            self.notify(&format!(
+                "READY=1\nSTATUS=Reload failed ({reason}); {}",
+                self.status_text()
+            ));
+        } else {
+            self.set_phase(Phase::Booting);
+        }
     }
 
     /// Begin a graceful (TERM) or quick (INT/QUIT) stop.
@@ -983,19 +995,13 @@ impl Arbiter {
             }
         };
         if let Some(s) = &self.successor {
-            let _ = match s.state {
-                SuccessorState::Booting => std::fmt::Write::write_fmt(
-                    &mut text,
-                    format_args!("; upgrade: new master {} booting", s.pid),
+            text.push_str(&match s.state {
+                SuccessorState::Booting => format!("; upgrade: new master {} booting", s.pid),
+                SuccessorState::Ready => format!(
+                    "; upgrade: new master {} ready, TERM {} to finish",
+                    s.pid, self.pid
                 ),
-                SuccessorState::Ready => std::fmt::Write::write_fmt(
-                    &mut text,
-                    format_args!(
-                        "; upgrade: new master {} ready, TERM {} to finish",
-                        s.pid, self.pid
-                    ),
-                ),
-            };
+            });
         }
         text
     }
@@ -1046,7 +1052,7 @@ impl Arbiter {
             info!("USR2 ignored: this master is itself an upgrade awaiting its predecessor's exit");
             return;
         }
-        if !matches!(self.phase, Phase::Running) {
+        if !matches!(self.phase, Phase::Running | Phase::Booting) {
             warning!("USR2 ignored while {}", self.phase);
             return;
         }

@@ -104,8 +104,19 @@ fn read_pid(path: &Path) -> Result<i32, UpgradeError> {
         })
 }
 
+/// The process exists and has not exited (a zombie waiting for its parent
+/// to reap it has exited).
 fn alive(pid: i32) -> bool {
-    kill(Pid::from_raw(pid), None).is_ok()
+    if kill(Pid::from_raw(pid), None).is_err() {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => false,
+    }
 }
 
 /// Run the upgrade; returns the line to print on success.
