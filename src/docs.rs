@@ -21,12 +21,12 @@ const UPGRADE_FLAGS: &[(&str, &str, &str)] = &[
     (
         "pidfile",
         "FILE",
-        "PID file of the running master (the file given to --pid).",
+        "PID file of the running master (the file given to --pid; -p and --pid are accepted too).",
     ),
     (
         "timeout",
         "SECS",
-        "How long to wait for the new master to serve before giving up.",
+        "How long to wait for each step, such as the new master serving, before giving up (default 90).",
     ),
 ];
 
