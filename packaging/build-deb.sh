@@ -35,7 +35,8 @@ src=$root
 if [[ -n ${FERROCORN_VERSION:-} ]]; then
   [[ $FERROCORN_VERSION =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || { echo "build-deb: FERROCORN_VERSION must be X.Y.Z" >&2; exit 1; }
   # A copy of the checkout (tracked and new files, not target/) relabelled.
-  # It shares target/ so only the ferrocorn crate itself is rebuilt.
+  # It builds in its own target directory, kept between runs, so that
+  # target/release/ferrocorn keeps matching the checkout.
   src=$out/src-$FERROCORN_VERSION
   rm -rf "$src"
   mkdir -p "$src"
@@ -52,7 +53,7 @@ if [[ -n ${FERROCORN_VERSION:-} ]]; then
     echo
     cat "$root/debian/changelog"
   } >"$src/debian/changelog"
-  export CARGO_TARGET_DIR=$root/target
+  export CARGO_TARGET_DIR=$out/target-relabelled
 fi
 
 cd "$src"

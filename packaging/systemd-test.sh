@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # packaging/systemd-test.sh: the unit files against real systemd 252, without
 # the package. In a fresh systemd-box (see box-lib.sh) with systemd/*.service
-# and *.socket and the release binary (target/release/ferrocorn, or
-# $FERROCORN_BIN) copied in, it checks that
+# and *.socket and the release binary (target/release/ferrocorn, built or
+# brought up to date first, or $FERROCORN_BIN) copied in, it checks that
 #   1. "systemctl start" returns, and the unit is active, only once workers serve;
 #   2. "systemctl reload" under load fails no request and replaces the workers;
 #   3. "ferrocorn upgrade" (USR2, then TERM to the old master) leaves MainPID on
 #      the new master, the unit active, and fails no request under load;
+#      and a failed upgrade (the app no longer imports) leaves the old master
+#      serving under the unit;
 #   4. "systemctl stop" lets an in-flight slow request finish with 200;
 #   5. socket activation: a connection to ferrocorn.socket (TCP) or
 #      ferrocorn@demo.socket (Unix) starts the service, which serves on the
@@ -17,10 +19,10 @@ set -euo pipefail
 # shellcheck source=packaging/box-lib.sh
 source "$(dirname "$0")/box-lib.sh"
 
-bin=${FERROCORN_BIN:-$root/target/release/ferrocorn}
-if [[ ! -x $bin ]]; then
-  log "building $bin"
-  (cd "$root" && cargo build --release --quiet)
+bin=${FERROCORN_BIN:-}
+if [[ -z $bin ]]; then
+  bin=$root/target/release/ferrocorn
+  (cd "$root" && cargo build --release --locked --quiet)
 fi
 version=$("$bin" --version | sed 's/.*version \([^)]*\)).*/\1/')
 port=$(free_port)
@@ -93,6 +95,23 @@ check "upgrade: unit active" [ "$(unit_prop "$unit" ActiveState)" = active ]
 before=$(workers_of "$unit")
 in_box systemctl reload "$unit" || true
 check "upgrade: reload reaches the new master (workers replaced)" wait_for 30 rotated
+
+# 3b. A failed upgrade (the app no longer imports) leaves the old master in
+# charge: non-zero exit, same MainPID, unit active, still serving.
+log "3b. ferrocorn upgrade with a broken app"
+main=$(unit_prop "$unit" MainPID)
+in_box mv /srv/demo/demo.py /srv/demo/demo.py.off
+start_load "$url"
+if in_box ferrocorn upgrade --pidfile "$pidfile" --timeout 60 2>"$work/upgrade-fail.err"; then
+  fail "failed upgrade: 'ferrocorn upgrade' exited 0 with a broken app"
+else
+  pass "failed upgrade: 'ferrocorn upgrade' exited non-zero: $(tail -n 1 "$work/upgrade-fail.err" 2>/dev/null)"
+fi
+check "failed upgrade: no failed request under load" stop_load
+in_box mv /srv/demo/demo.py.off /srv/demo/demo.py
+check "failed upgrade: same MainPID, unit active" [ "$(unit_prop "$unit" MainPID)/$(unit_prop "$unit" ActiveState)" = "$main/active" ]
+check "failed upgrade: pidfile unchanged" [ "$(in_box cat "$pidfile")" = "$main" ]
+check "failed upgrade: still serving" http_ok "$url"
 
 # 4. Graceful stop drains an in-flight request.
 log "4. systemctl stop with a slow request in flight"
