@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by packaging/systemd-test.sh and packaging/e2e.sh (sourced, not run).
 # A fresh systemd-box per run: a copy of a pristine base box (debootstrapped
 # once, then reused), booted, and powered off and deleted on exit.
@@ -124,6 +125,7 @@ wait_for() { # seconds command...
 # PIDs of every process running /usr/bin/ferrocorn (whatever its title; a
 # service's mount namespace may make the path show with the box's host prefix).
 ferrocorn_pids() {
+  # shellcheck disable=SC2016 # expanded by the box's shell
   in_box sh -c 'for p in /proc/[0-9]*; do case $(readlink "$p/exe" 2>/dev/null) in */usr/bin/ferrocorn*) echo "${p#/proc/}" ;; esac; done'
 }
 no_ferrocorn_process() { [ -z "$(ferrocorn_pids)" ]; }

@@ -40,8 +40,12 @@ if [[ -n ${FERROCORN_VERSION:-} ]]; then
   src=$out/src-$FERROCORN_VERSION
   rm -rf "$src"
   mkdir -p "$src"
-  (cd "$root" && git ls-files -z --cached --others --exclude-standard) |
-    (cd "$root" && xargs -0 cp --parents -t "$src" 2>/dev/null || true)
+  (
+    cd "$root"
+    git ls-files -z --cached --others --exclude-standard |
+      while IFS= read -r -d '' f; do if [[ -e $f ]]; then printf '%s\0' "$f"; fi; done |
+      xargs -0 cp --parents -t "$src"
+  )
   sed -i '0,/^version = ".*"/s//version = "'"$FERROCORN_VERSION"'"/' "$src/Cargo.toml"
   sed -i '/^name = "ferrocorn"$/{n;s/^version = ".*"/version = "'"$FERROCORN_VERSION"'"/}' "$src/Cargo.lock"
   {

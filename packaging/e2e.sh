@@ -52,6 +52,8 @@ check "install: /var/log/ferrocorn owned by ferrocorn" [ "$(in_box stat -c %U "/
 check "install: nothing enabled" [ "$(in_box systemctl is-enabled ferrocorn.service ferrocorn.socket 2>/dev/null | sort -u | tr '\n' ' ')" = "disabled " ]
 check "install: nothing running" no_ferrocorn_process
 check "install: man page, completions, example config" in_box test -s /usr/share/man/man1/ferrocorn.1.gz -a -s /usr/share/bash-completion/completions/ferrocorn -a -s /usr/share/zsh/vendor-completions/_ferrocorn -a -s /etc/ferrocorn/example.toml
+check "install: postinst configure is idempotent (run twice more)" \
+  in_box sh -c '/var/lib/dpkg/info/ferrocorn.postinst configure && /var/lib/dpkg/info/ferrocorn.postinst configure'
 log "   $(in_box ferrocorn --version)"
 
 # --- deploy an app the way the README says ---
@@ -122,6 +124,7 @@ check "purge: group gone" bash -c "! $sbox exec $box getent group ferrocorn"
 check "purge: no process" no_ferrocorn_process
 left=$(in_box sh -c 'find / -xdev -name "*ferrocorn*" ! -path "/root/ferrocorn_*.deb" 2>/dev/null; find /run -name "*ferrocorn*" 2>/dev/null' | sort -u | tr '\n' ' ')
 check "purge: no file left (found: ${left:-none})" [ -z "$left" ]
+check "purge: a second purge is a no-op" in_box dpkg --purge ferrocorn >/dev/null
 check "purge: dpkg forgot it" bash -c "! $sbox exec $box dpkg -s ferrocorn >/dev/null 2>&1"
 
 summary e2e
