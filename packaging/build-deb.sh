@@ -10,7 +10,8 @@
 #
 # Needs cargo (Rust) and CPython's headers; installs debhelper, dpkg-dev,
 # python3-dev and lintian with apt-get when they are missing (as root). The
-# last line printed is the path of the .deb.
+# binary links the distribution's libpython3.X, so build on the release you
+# install on. The last line printed is the path of the .deb.
 set -euo pipefail
 
 start=$SECONDS
@@ -21,7 +22,9 @@ mkdir -p "$out"
 missing=()
 command -v dh >/dev/null || missing+=(debhelper)
 command -v dpkg-shlibdeps >/dev/null || missing+=(dpkg-dev)
-[[ -e /usr/include/python3.11/Python.h ]] || missing+=(python3-dev libpython3.11-dev)
+# CPython's headers for the distribution's python3 (3.11 on Debian 12).
+python3 -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' 2>/dev/null ||
+  missing+=(python3-dev)
 [[ -n ${NO_LINTIAN:-} ]] || command -v lintian >/dev/null || missing+=(lintian)
 if ((${#missing[@]})); then
   [[ $(id -u) == 0 ]] || { echo "build-deb: install ${missing[*]} first" >&2; exit 1; }

@@ -43,6 +43,9 @@ deploy_demo "$port"
 in_box systemctl daemon-reload
 url=http://127.0.0.1:$port/
 
+check "units: systemd-analyze verify" in_box systemd-analyze verify --man=no ferrocorn.service ferrocorn.socket "$unit" ferrocorn@demo.socket
+log "   exposure: $(in_box systemd-analyze security --no-pager "$unit" 2>/dev/null | tail -n 1)"
+
 # 1. Start: Type=notify, READY=1 only once the workers serve (the demo app
 # takes 1.5 s to import, so a premature READY would show as a failed request).
 log "1. systemctl start $unit"
@@ -102,7 +105,7 @@ log "3b. ferrocorn upgrade with a broken app"
 main=$(unit_prop "$unit" MainPID)
 in_box mv /srv/demo/demo.py /srv/demo/demo.py.off
 start_load "$url"
-if in_box ferrocorn upgrade --pidfile "$pidfile" --timeout 60 2>"$work/upgrade-fail.err"; then
+if in_box ferrocorn upgrade --pidfile "$pidfile" --timeout 15 2>"$work/upgrade-fail.err"; then
   fail "failed upgrade: 'ferrocorn upgrade' exited 0 with a broken app"
 else
   pass "failed upgrade: 'ferrocorn upgrade' exited non-zero: $(tail -n 1 "$work/upgrade-fail.err" 2>/dev/null)"
