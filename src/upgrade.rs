@@ -29,6 +29,8 @@ pub enum UpgradeError {
     NotReady(u64, i32),
     #[error("master {0} exited during the upgrade")]
     MasterGone(i32),
+    #[error("the new master (pid {new}) exited before it was ready (see the error log); master {old} keeps serving")]
+    Failed { new: i32, old: i32 },
     #[error("master {old} did not exit within {secs}s after TERM; new master {new} is serving")]
     OldStays { old: i32, new: i32, secs: u64 },
 }
@@ -41,7 +43,8 @@ in FILE, wait until the new master serves (it writes FILE.2), then TERM
 the old master and wait until the new one owns FILE.
 
   --pidfile FILE     the master's --pid file (required)
-  --timeout SECONDS  how long to wait for each step (default 90)
+  --timeout SECONDS  how long to wait for each step (default 90); a new
+                     master that exits before it is ready fails at once
 ";
 
 struct Opts {
@@ -119,6 +122,45 @@ fn alive(pid: i32) -> bool {
     }
 }
 
+/// The successor `master` started: its child whose environment (as
+/// exec'd) carries the upgrade link and `LISTEN_PID` naming itself. A
+/// forked worker shares its master's environment, so it never matches.
+fn successor_of(master: i32) -> Option<i32> {
+    let dir = std::fs::read_dir("/proc").ok()?;
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<i32>().ok());
+        if ppid != Some(master) {
+            continue;
+        }
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let mut link = false;
+        let mut own = false;
+        for var in env.split(|&b| b == 0) {
+            link |= var.starts_with(crate::sys::UPGRADE_FD_ENV.as_bytes());
+            own |= var == format!("LISTEN_PID={pid}").as_bytes();
+        }
+        if link && own {
+            return Some(pid);
+        }
+    }
+    None
+}
+
 /// Run the upgrade; returns the line to print on success.
 pub fn run(args: &[OsString]) -> Result<Option<String>, UpgradeError> {
     let Some(opts) = parse(args)? else {
@@ -149,6 +191,7 @@ pub fn run(args: &[OsString]) -> Result<Option<String>, UpgradeError> {
         .map_err(|source| UpgradeError::Signal { pid: old, source })?;
     let secs = opts.timeout.as_secs();
     let until = Instant::now() + opts.timeout;
+    let mut seen = None;
     let new = loop {
         if let Ok(pid) = read_pid(&p2) {
             if pid != old && alive(pid) {
@@ -157,6 +200,17 @@ pub fn run(args: &[OsString]) -> Result<Option<String>, UpgradeError> {
         }
         if !alive(old) {
             return Err(UpgradeError::MasterGone(old));
+        }
+        match seen {
+            None => seen = successor_of(old),
+            Some(pid) if !alive(pid) => {
+                // It may have written <pidfile>.2 just before exiting.
+                if read_pid(&p2).is_ok_and(|p| p == pid) {
+                    continue;
+                }
+                return Err(UpgradeError::Failed { new: pid, old });
+            }
+            Some(_) => {}
         }
         if Instant::now() >= until {
             return Err(UpgradeError::NotReady(secs, old));
