@@ -580,6 +580,10 @@ fn build_command() -> clap::Command {
     use clap::{Arg, ArgAction};
     let mut cmd = clap::Command::new("ferrocorn")
         .about("A pre-fork HTTP server for Python WSGI apps, compatible with gunicorn")
+        .after_help(
+            "Zero-downtime binary upgrade of a running master: \
+             ferrocorn upgrade --pidfile FILE (see ferrocorn upgrade --help).",
+        )
         .disable_version_flag(true)
         .disable_help_flag(true)
         .no_binary_name(true)
