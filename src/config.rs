@@ -631,6 +631,16 @@ fn build_command() -> clap::Command {
     cmd
 }
 
+/// A setting in seconds as a `Duration`: negative or NaN is 0, and absurdly
+/// large values (which `Duration` cannot hold) are capped at ten years.
+pub fn seconds(v: f64) -> std::time::Duration {
+    const CAP: f64 = 10.0 * 365.0 * 86_400.0;
+    if v.is_nan() || v <= 0.0 {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::from_secs_f64(v.min(CAP))
+}
+
 /// The `--help` text.
 pub fn help_text() -> String {
     build_command().render_help().to_string()

@@ -259,6 +259,13 @@ pub fn inherited(
                         value: list.clone(),
                         reason: format!("'{part}' is not a file descriptor number"),
                     })?;
+            if out.iter().any(|l: &Listener| l.fd.as_raw_fd() == fd) {
+                return Err(ListenError::BadEnv {
+                    var: "GUNICORN_FD",
+                    value: list.clone(),
+                    reason: format!("fd {fd} is listed twice"),
+                });
+            }
             out.push(adopt(fd).map_err(|e| ListenError::BadEnv {
                 var: "GUNICORN_FD",
                 value: list.clone(),

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -94,6 +94,8 @@ struct Successor {
     /// Boot deadline: a successor not ready by then is stopped.
     deadline: Instant,
     started: Instant,
+    /// When it was told to quit for missing its deadline (SIGKILL follows).
+    quit_sent: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,19 +138,31 @@ fn take_inherited(pid: u32) -> Result<Inherited, MasterError> {
         env("WATCHDOG_PID").as_deref(),
         pid,
     );
+    let listeners = listeners::inherited(&env, pid)?;
     let predecessor = match env(sys::UPGRADE_FD_ENV) {
         Some(v) => {
-            let fd: i32 = v.trim().parse().map_err(|_| {
-                MasterError::UpgradeLink(v.clone(), std::io::Error::other("not a number"))
-            })?;
+            let bad = |why: &str| {
+                MasterError::UpgradeLink(v.clone(), std::io::Error::other(why.to_string()))
+            };
+            let fd: i32 = v.trim().parse().map_err(|_| bad("not a number"))?;
+            let taken = listeners
+                .as_ref()
+                .is_some_and(|(_, ls)| ls.iter().any(|l| l.fd().as_raw_fd() == fd));
+            if fd <= 2 || taken {
+                return Err(bad("that descriptor is stdio or a listener"));
+            }
             let owned = sys::adopt_fd(fd).map_err(|e| MasterError::UpgradeLink(v.clone(), e))?;
+            if !nix::sys::stat::fstat(&owned)
+                .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFSOCK)
+            {
+                return Err(bad("not a socket"));
+            }
             sys::set_cloexec(owned.as_fd(), true)
                 .map_err(|e| MasterError::UpgradeLink(v.clone(), e))?;
             Some(owned)
         }
         None => None,
     };
-    let listeners = listeners::inherited(&env, pid)?;
     for var in MASTER_ONLY_VARS.iter().chain(listeners::INHERIT_VARS) {
         // The master is still single-threaded.
         std::env::remove_var(var);
@@ -266,6 +280,8 @@ pub struct Arbiter {
     predecessor: Option<OwnedFd>,
     /// This master sent `READY=1` (or its ready message) already.
     announced: bool,
+    /// Stopping with a successor to hand the service to.
+    handing_over: bool,
 }
 
 fn resolve_identity(s: &Settings) -> Result<Identity, MasterError> {
@@ -313,7 +329,7 @@ fn write_pidfile(path: &Path, pid: u32) -> Result<(), MasterError> {
     };
     if let Ok(text) = std::fs::read_to_string(path) {
         if let Ok(old) = text.trim().parse::<i32>() {
-            if old > 0 && old as u32 != pid && kill(Pid::from_raw(old), None).is_ok() {
+            if old > 0 && old as u32 != pid && sys::process_running(old) {
                 return Err(err(format!("already running as pid {old}")));
             }
         }
@@ -465,6 +481,7 @@ impl Arbiter {
             successor: None,
             predecessor: inherited.predecessor,
             announced: false,
+            handing_over: false,
         };
         arbiter.retitle();
         Ok(arbiter)
@@ -583,7 +600,9 @@ impl Arbiter {
         if self.successor.is_some() {
             timeout = timeout.min(Duration::from_millis(250));
         }
-        if let Some((_, due)) = self.watchdog {
+        // An unpromoted successor does not ping (systemd would not accept
+        // it), so its due time must not shorten the wait either.
+        if let (Some((_, due)), None) = (self.watchdog, &self.predecessor) {
             timeout = timeout.min(due.saturating_duration_since(Instant::now()));
         }
         let Some(sigq) = &self.signals else {
@@ -666,10 +685,16 @@ impl Arbiter {
                 self.kill_workers(Signal::SIGUSR1);
             }
             Signal::SIGWINCH => {
-                if self.settings.daemon || self.successor.is_some() {
+                let heir_ready = self
+                    .successor
+                    .as_ref()
+                    .is_some_and(|s| s.state == SuccessorState::Ready);
+                if self.settings.daemon || heir_ready {
                     info!("graceful stop of workers");
                     self.settings.workers = 0;
                     self.manage_workers();
+                } else if self.successor.is_some() {
+                    info!("SIGWINCH ignored: the new master is not serving yet");
                 } else {
                     info!("SIGWINCH ignored. Not daemonized");
                 }
@@ -767,7 +792,7 @@ impl Arbiter {
             // TERM once the new generation is ready.
             w.retiring = true;
         }
-        let boot = Duration::from_secs_f64(if self.settings.timeout > 0.0 {
+        let boot = config::seconds(if self.settings.timeout > 0.0 {
             self.settings.timeout
         } else {
             30.0
@@ -856,7 +881,7 @@ impl Arbiter {
     /// Begin a graceful (TERM) or quick (INT/QUIT) stop.
     fn stop(&mut self, graceful: bool, code: i32) {
         let now = Instant::now();
-        let grace = Duration::from_secs_f64(self.settings.graceful_timeout);
+        let grace = config::seconds(self.settings.graceful_timeout);
         match self.phase {
             Phase::Quitting { .. } | Phase::Exiting { .. } => return,
             Phase::Draining { deadline } if !graceful => {
@@ -869,6 +894,7 @@ impl Arbiter {
             Phase::Booting | Phase::Running | Phase::Reloading { .. } => {}
         }
         self.exit_code = code;
+        self.handing_over = self.successor.is_some();
         if self.successor.is_some() {
             // The successor serves these sockets: never unlink their files.
             for l in &mut self.listeners {
@@ -898,7 +924,7 @@ impl Arbiter {
     /// The last steps of the master: hand the service to a ready successor
     /// (systemd learns the new main pid before this process is gone), or
     /// remove the pidfile.
-    fn exit(&mut self, code: i32) -> i32 {
+    fn exit(&mut self, mut code: i32) -> i32 {
         let heir = self
             .successor
             .as_ref()
@@ -929,13 +955,17 @@ impl Arbiter {
                 // sees us go; removing it here could race with that.
             }
             None => {
-                if self.successor.is_some() {
-                    // Still booting at our deadline, or never ready: it must
-                    // not outlive us half-started.
-                    if let Some(s) = &self.successor {
-                        let _ = kill(Pid::from_raw(s.pid), Signal::SIGTERM);
-                    }
-                    self.notify("STOPPING=1\nSTATUS=Stopping");
+                if let Some(s) = &self.successor {
+                    // Never ready: it must not outlive us half-started.
+                    let _ = kill(Pid::from_raw(s.pid), Signal::SIGTERM);
+                }
+                if self.handing_over {
+                    // We meant to hand over and nobody is left to take the
+                    // service: say so, and exit non-zero so that systemd's
+                    // Restart=on-failure brings it back.
+                    error!("Handover failed: the new master is gone; nothing serves after this master exits");
+                    self.notify("STOPPING=1\nSTATUS=Handover failed: the new master is gone");
+                    code = code.max(1);
                 }
                 if let Some(p) = self.own_pidfile() {
                     remove_pidfile(&p, self.pid);
@@ -1083,7 +1113,7 @@ impl Arbiter {
         if let Some(n) = &self.notifier {
             env.push(("NOTIFY_SOCKET".into(), n.name().into()));
         }
-        if let Some(w) = &self.watchdog_usec {
+        if let (Some(w), Some(_)) = (&self.watchdog_usec, self.watchdog) {
             env.push(("WATCHDOG_USEC".into(), w.into()));
         }
         let handoff = sys::Handoff {
@@ -1102,6 +1132,7 @@ impl Arbiter {
                 })
                 .collect(),
             link: theirs.as_fd(),
+            handled: MASTER_SIGNALS,
         };
         match sys::spawn_successor(handoff) {
             Ok(pid) => {
@@ -1110,15 +1141,22 @@ impl Arbiter {
                     "Upgrade: started new master (pid {pid}) from {}",
                     self.exe.display()
                 );
-                let boot = Duration::from_secs_f64(self.settings.timeout.max(30.0))
-                    + Duration::from_secs(30);
+                let boot =
+                    config::seconds(self.settings.timeout.max(30.0)) + Duration::from_secs(30);
                 self.successor = Some(Successor {
                     pid: pid.as_raw(),
                     link: ours,
                     state: SuccessorState::Booting,
                     deadline: Instant::now() + boot,
                     started: Instant::now(),
+                    quit_sent: None,
                 });
+                // The successor serves these sockets from now on: whatever
+                // this master does next (a reload that changes `bind`, its
+                // exit), it must not unlink their files.
+                for l in &mut self.listeners {
+                    l.disown();
+                }
                 self.status(true);
             }
             Err(e) => error!("Upgrade failed: cannot start the new master: {e}"),
@@ -1156,9 +1194,23 @@ impl Arbiter {
             self.status(true);
         } else if s.state == SuccessorState::Booting && Instant::now() >= s.deadline {
             let pid = s.pid;
-            s.deadline = Instant::now() + Duration::from_secs(3600);
-            error!("Upgrade failed: new master (pid {pid}) is not ready in time; stopping it, this master keeps serving");
-            let _ = kill(Pid::from_raw(pid), Signal::SIGQUIT);
+            let now = Instant::now();
+            // QUIT first; a successor that ignores it gets SIGKILL, so a
+            // retiring master waiting for the verdict cannot hang.
+            s.deadline = now + Duration::from_secs(5);
+            if s.quit_sent.is_none() {
+                s.quit_sent = Some(now);
+                let rest = if matches!(self.phase, Phase::Running) {
+                    ", this master keeps serving"
+                } else {
+                    ""
+                };
+                error!("Upgrade failed: new master (pid {pid}) is not ready in time; stopping it{rest}");
+                let _ = kill(Pid::from_raw(pid), Signal::SIGQUIT);
+            } else {
+                warning!("New master (pid {pid}) did not quit; killing it");
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
         }
     }
 
@@ -1227,7 +1279,14 @@ impl Arbiter {
             self.pid
         );
         if self.announced {
-            self.notify_ready();
+            if matches!(
+                self.phase,
+                Phase::Draining { .. } | Phase::Quitting { .. } | Phase::Exiting { .. }
+            ) {
+                self.notify("STOPPING=1\nSTATUS=Stopping");
+            } else {
+                self.notify_ready();
+            }
         }
         if self.watchdog.is_some() {
             self.watchdog = self.watchdog.map(|(every, _)| (every, Instant::now()));

@@ -122,7 +122,8 @@ pub fn watchdog_interval(usec: Option<&str>, wd_pid: Option<&str>, pid: u32) -> 
             return None;
         }
     }
-    Some(Duration::from_micros(usec / 2))
+    // Never a busy loop, whatever the value.
+    Some(Duration::from_micros(usec / 2).max(Duration::from_millis(10)))
 }
 
 /// `MONOTONIC_USEC=` for `RELOADING=1`: CLOCK_MONOTONIC in microseconds.

@@ -389,6 +389,21 @@ pub fn exit_now_when_busy(
     Ok(())
 }
 
+/// `pid` exists and has not exited: a zombie, waiting for its parent to
+/// reap it, has exited.
+pub fn process_running(pid: i32) -> bool {
+    if pid <= 0 || nix::sys::signal::kill(Pid::from_raw(pid), None).is_err() {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state letter follows the parenthesised command name.
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => false,
+    }
+}
+
 /// A connected pair of stream sockets (close-on-exec): the link between a
 /// master and the successor it starts on USR2.
 pub fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -416,6 +431,9 @@ pub struct Handoff<'a> {
     pub listeners: Vec<(BorrowedFd<'a>, String)>,
     /// The successor's end of the link to this master.
     pub link: BorrowedFd<'a>,
+    /// Signals this process handles: back to their default action in the
+    /// child before it execs.
+    pub handled: &'a [Signal],
 }
 
 /// Environment variable naming the successor's end of the link.
@@ -426,11 +444,28 @@ pub const UPGRADE_FD_ENV: &str = "FERROCORN_UPGRADE_FD";
 /// `LISTEN_FDNAMES`), and the link right after them. Returns its pid; a
 /// failed exec shows up as the child exiting with code 127.
 pub fn spawn_successor(h: Handoff<'_>) -> io::Result<Pid> {
+    use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
     use std::os::unix::process::CommandExt;
     let n = h.listeners.len() as i32;
-    match fork()? {
+    // Between fork and exec the child still has this master's handlers,
+    // which would swallow a signal meant for it into our queue: block
+    // everything across fork; the child resets the handlers, then unblocks.
+    let mut saved = SigSet::empty();
+    sigprocmask(
+        SigmaskHow::SIG_SETMASK,
+        Some(&SigSet::all()),
+        Some(&mut saved),
+    )?;
+    let forked = fork();
+    if !matches!(forked, Ok(Forked::Child)) {
+        let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&saved), None);
+    }
+    match forked? {
         Forked::Parent(pid) => Ok(pid),
         Forked::Child => {
+            for &sig in h.handled {
+                default_signal(sig);
+            }
             // In the child of the single-threaded master: plain Rust is
             // fine here (no other thread held a lock at fork).
             let first = 3;

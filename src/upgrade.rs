@@ -25,7 +25,7 @@ pub enum UpgradeError {
     Pending { pid: i32, path: PathBuf },
     #[error("cannot signal master {pid}: {source}")]
     Signal { pid: i32, source: nix::Error },
-    #[error("the new master did not report ready within {0}s (see the error log); master {1} keeps serving")]
+    #[error("the new master did not report ready within {0}s (see the error log: the master ignores USR2 during a reload or a pending upgrade); master {1} keeps serving")]
     NotReady(u64, i32),
     #[error("master {0} exited during the upgrade")]
     MasterGone(i32),
@@ -44,7 +44,8 @@ the old master and wait until the new one owns FILE.
 
   --pidfile FILE     the master's --pid file (required)
   --timeout SECONDS  how long to wait for each step (default 90); a new
-                     master that exits before it is ready fails at once
+                     master that starts and then exits before it is ready
+                     is reported as soon as it exits
 ";
 
 struct Opts {
@@ -79,7 +80,7 @@ fn parse(args: &[OsString]) -> Result<Option<Opts>, UpgradeError> {
                     .ok_or_else(|| {
                         UpgradeError::Usage(format!("invalid value '{v}' for --timeout"))
                     })?;
-                timeout = Duration::from_secs_f64(secs);
+                timeout = crate::config::seconds(secs);
             }
             other => {
                 return Err(UpgradeError::Usage(format!(
@@ -107,19 +108,8 @@ fn read_pid(path: &Path) -> Result<i32, UpgradeError> {
         })
 }
 
-/// The process exists and has not exited (a zombie waiting for its parent
-/// to reap it has exited).
 fn alive(pid: i32) -> bool {
-    if kill(Pid::from_raw(pid), None).is_err() {
-        return false;
-    }
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name.
-        Ok(stat) => !stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
-        Err(_) => false,
-    }
+    crate::sys::process_running(pid)
 }
 
 /// The successor `master` started: its child whose environment (as
@@ -203,13 +193,9 @@ pub fn run(args: &[OsString]) -> Result<Option<String>, UpgradeError> {
         }
         match seen {
             None => seen = successor_of(old),
-            Some(pid) if !alive(pid) => {
-                // It may have written <pidfile>.2 just before exiting.
-                if read_pid(&p2).is_ok_and(|p| p == pid) {
-                    continue;
-                }
-                return Err(UpgradeError::Failed { new: pid, old });
-            }
+            // Gone, whether or not it wrote <pidfile>.2 first: either way
+            // it is not serving.
+            Some(pid) if !alive(pid) => return Err(UpgradeError::Failed { new: pid, old }),
             Some(_) => {}
         }
         if Instant::now() >= until {

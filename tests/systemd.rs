@@ -281,3 +281,47 @@ fn bad_inherited_fd_is_a_one_line_error() {
     assert_eq!(out.code(), Some(1), "{}", out.stderr);
     assert!(out.stderr.contains("GUNICORN_FD"), "{}", out.stderr);
 }
+
+#[test]
+fn a_socket_listed_twice_is_refused() {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fd = l.as_raw_fd();
+    // SAFETY: clearing close-on-exec on our own listener so the child
+    // inherits it.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFD);
+        libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+    }
+    let dir = TempDir::new("dupfd");
+    let twice = format!("{fd},{fd}");
+    let out = run_cli(&["hello:app"], &[("GUNICORN_FD", &twice)], dir.path());
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("GUNICORN_FD") && out.stderr.contains("listed twice"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn huge_timeouts_do_not_crash_the_master() {
+    let mut s = Server::start(&[
+        "-w",
+        "1",
+        "--graceful-timeout",
+        "1e300",
+        "--timeout",
+        "1e300",
+        "hello:app",
+    ]);
+    s.signal(libc::SIGHUP);
+    assert!(
+        wait_until(T, || s.log().contains("Reload complete")),
+        "{}",
+        s.log()
+    );
+    s.signal(libc::SIGTERM);
+    let st = s.wait_exit(T).expect("master exits");
+    assert!(st.success(), "{st:?}; log:\n{}", s.log());
+    assert!(!s.log().contains("internal error"), "{}", s.log());
+}

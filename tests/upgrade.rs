@@ -376,3 +376,54 @@ fn unix_socket_survives_the_handover() {
     kill(new, libc::SIGTERM);
     assert!(wait_until(T, || !alive(new)));
 }
+
+#[test]
+fn reload_of_the_old_master_keeps_the_socket_the_successor_serves() {
+    let apps = TempDir::new("versioned-bind");
+    write_app(apps.path(), "v1", false);
+    let a = apps.join("a.sock");
+    let b = apps.join("b.sock");
+    let cfg = apps.join("cfg.toml");
+    std::fs::write(
+        &cfg,
+        format!("bind = [\"unix:{}\"]\nworkers = 1\n", a.display()),
+    )
+    .unwrap();
+    let pidfile = apps.join("m.pid");
+    let (c, p) = (cfg.display().to_string(), pidfile.display().to_string());
+    let mut s = Server::spawn_opts(
+        &[],
+        Some(apps.path()),
+        &["-c", &c, "-p", &p, "versioned:app"],
+        &[],
+        false,
+    );
+    s.wait_ready();
+    assert!(wait_until(T, || s
+        .log()
+        .contains("Ready: 1 workers serving")));
+    s.signal(libc::SIGUSR2);
+    assert!(wait_until(T, || read_pid(&pidfile2(&pidfile)).is_some()));
+    // The old master moves to another address; the one it handed over
+    // stays, because the successor serves it.
+    std::fs::write(
+        &cfg,
+        format!("bind = [\"unix:{}\"]\nworkers = 1\n", b.display()),
+    )
+    .unwrap();
+    s.signal(libc::SIGHUP);
+    assert!(
+        wait_until(T, || s.log().contains("Reload complete")),
+        "{}",
+        s.log()
+    );
+    assert!(b.exists());
+    assert!(a.exists(), "the old master unlinked the successor's socket");
+    s.signal(libc::SIGTERM);
+    assert!(s.wait_exit(T).is_some());
+    let r = Conn::connect_unix(&a).request("GET", "/", &[], b"");
+    assert_eq!(r.status, 200);
+    let new = read_pid(&pidfile).expect("promoted");
+    kill(new, libc::SIGTERM);
+    assert!(wait_until(T, || !alive(new)));
+}

@@ -223,13 +223,26 @@ impl Server {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Server {
+        Server::spawn_opts(prefix, apps, args, env, true)
+    }
+
+    /// `spawn_with`, choosing whether `-b 127.0.0.1:0` is added when ARGS
+    /// bind nothing (not when the bind comes from a config file).
+    pub fn spawn_opts(
+        prefix: &[&str],
+        apps: Option<&Path>,
+        args: &[&str],
+        env: &[(&str, &str)],
+        default_bind: bool,
+    ) -> Server {
         let dir = TempDir::new("server");
         let log_path = dir.join("server.log");
         let log = fs::File::create(&log_path).expect("create the server log");
         let out = log.try_clone().expect("dup the log file");
-        let binds = args
-            .iter()
-            .any(|a| *a == "-b" || *a == "--bind" || a.starts_with("--bind="));
+        let binds = !default_bind
+            || args
+                .iter()
+                .any(|a| *a == "-b" || *a == "--bind" || a.starts_with("--bind="));
         let mut cmd = match prefix.split_first() {
             None => ferrocorn_command(),
             Some((program, rest)) => {
