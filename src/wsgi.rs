@@ -396,6 +396,33 @@ pub struct Input {
     timeout: Duration,
 }
 
+/// Largest single read from the socket while streaming a body.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Read what the socket has for a request body into `dst`, waiting (GIL
+/// released) up to `timeout` when nothing has arrived. End of stream
+/// before the body is complete is an error.
+fn read_body(py: Python<'_>, fd: RawFd, timeout: Duration, dst: &mut [u8]) -> PyResult<usize> {
+    loop {
+        match nix::unistd::read(borrow_sock(fd), dst) {
+            Ok(0) => {
+                return Err(PyIOError::new_err(
+                    "client disconnected before sending the whole body",
+                ))
+            }
+            Ok(n) => return Ok(n),
+            Err(nix::errno::Errno::EAGAIN) => {
+                let ready = py.detach(|| sys::wait_fd(borrow_sock(fd), false, timeout));
+                if !matches!(ready, Ok(true)) {
+                    return Err(PyIOError::new_err("timed out reading the request body"));
+                }
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(PyIOError::new_err(format!("reading the request body: {e}"))),
+        }
+    }
+}
+
 impl Input {
     /// A body that is already complete in memory (possibly empty).
     pub fn buffered(body: Vec<u8>) -> Input {
@@ -498,39 +525,50 @@ impl Input {
                     "the request body is no longer available",
                 ));
             }
-            let mut chunk = [0u8; 64 * 1024];
-            let fd = self.fd;
-            let timeout = self.timeout;
-            let n = loop {
-                match nix::unistd::read(borrow_sock(fd), &mut chunk) {
-                    Ok(n) => break n,
-                    Err(nix::errno::Errno::EAGAIN) => {
-                        let ready = py.detach(|| sys::wait_fd(borrow_sock(fd), false, timeout));
-                        if !matches!(ready, Ok(true)) {
+            let (fd, timeout) = (self.fd, self.timeout);
+            // A Content-Length body with nothing pending to decode is read
+            // straight into the decoded buffer: no intermediate copies.
+            if self.raw.is_empty() {
+                if let Some(BodyRest::Length(left)) = &mut self.rest {
+                    let room = (*left).min(READ_CHUNK as u64) as usize;
+                    let start = self.buf.len();
+                    self.buf.resize(start + room, 0);
+                    match read_body(py, fd, timeout, &mut self.buf[start..]) {
+                        Ok(n) => {
+                            self.buf.truncate(start + n);
+                            *left -= n as u64;
+                            continue;
+                        }
+                        Err(e) => {
+                            self.buf.truncate(start);
                             self.failed = true;
-                            return Err(PyIOError::new_err("timed out reading the request body"));
+                            return Err(e);
                         }
                     }
-                    Err(nix::errno::Errno::EINTR) => {}
-                    Err(e) => {
-                        self.failed = true;
-                        return Err(PyIOError::new_err(format!("reading the request body: {e}")));
-                    }
                 }
-            };
-            if n == 0 {
-                self.failed = true;
-                return Err(PyIOError::new_err(
-                    "client disconnected before sending the whole body",
-                ));
             }
-            self.raw.extend_from_slice(&chunk[..n]);
+            let start = self.raw.len();
+            self.raw.resize(start + READ_CHUNK, 0);
+            match read_body(py, fd, timeout, &mut self.raw[start..]) {
+                Ok(n) => self.raw.truncate(start + n),
+                Err(e) => {
+                    self.raw.truncate(start);
+                    self.failed = true;
+                    return Err(e);
+                }
+            }
         }
     }
 
     fn take(&mut self, n: usize) -> Vec<u8> {
         let end = (self.pos + n).min(self.buf.len());
         let out = self.buf[self.pos..end].to_vec();
+        self.advance(end);
+        out
+    }
+
+    /// Consume the decoded bytes up to `end`.
+    fn advance(&mut self, end: usize) {
         self.pos = end;
         if self.pos == self.buf.len() {
             self.buf.clear();
@@ -539,7 +577,6 @@ impl Input {
             self.buf.drain(..self.pos);
             self.pos = 0;
         }
-        out
     }
 
     /// End of request: deactivate, and hand back the bytes that follow the
@@ -595,8 +632,10 @@ impl Input {
         let size = size_arg(size)?;
         self.fill(py, size)?;
         let n = size.unwrap_or(usize::MAX);
-        let data = self.take(n);
-        Ok(PyBytes::new(py, &data))
+        let end = (self.pos + n).min(self.buf.len());
+        let out = PyBytes::new(py, &self.buf[self.pos..end]);
+        self.advance(end);
+        Ok(out)
     }
 
     #[pyo3(signature = (size=None))]
