@@ -346,21 +346,9 @@ fn write_pidfile(path: &Path, pid: u32) -> Result<(), MasterError> {
     ));
     // 0644 whatever the umask (gunicorn's default umask is 0): only the
     // owner may change which process the pidfile names.
-    {
-        use std::io::Write as _;
-        use std::os::unix::fs::OpenOptionsExt as _;
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&tmp)
-            .map_err(|e| err(e.to_string()))?;
-        f.write_all(format!("{pid}\n").as_bytes())
-            .map_err(|e| err(e.to_string()))?;
-        let perms = std::os::unix::fs::PermissionsExt::from_mode(0o644);
-        std::fs::set_permissions(&tmp, perms).map_err(|e| err(e.to_string()))?;
-    }
+    std::fs::write(&tmp, format!("{pid}\n")).map_err(|e| err(e.to_string()))?;
+    let perms = std::os::unix::fs::PermissionsExt::from_mode(0o644);
+    std::fs::set_permissions(&tmp, perms).map_err(|e| err(e.to_string()))?;
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         err(e.to_string())

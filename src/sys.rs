@@ -134,11 +134,6 @@ impl SignalQueue {
         self.read.as_fd()
     }
 
-    /// Wait for a signal for at most `timeout`.
-    pub fn wait(&self, timeout: Duration) {
-        let _ = wait_fd(self.read.as_fd(), false, timeout);
-    }
-
     /// Every signal received since the last call, in installation order,
     /// repeated as often as it arrived.
     pub fn drain(&self) -> Vec<Signal> {

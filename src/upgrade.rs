@@ -13,6 +13,8 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use thiserror::Error;
 
+use crate::sys::process_running as alive;
+
 #[derive(Debug, Error)]
 pub enum UpgradeError {
     #[error("{0}\nusage: ferrocorn upgrade --pidfile FILE [--timeout SECONDS]")]
@@ -106,10 +108,6 @@ fn read_pid(path: &Path) -> Result<i32, UpgradeError> {
             path: path.to_path_buf(),
             reason: format!("'{}' is not a pid", text.trim()),
         })
-}
-
-fn alive(pid: i32) -> bool {
-    crate::sys::process_running(pid)
 }
 
 /// The successor `master` started: its child whose environment (as

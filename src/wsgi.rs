@@ -560,15 +560,11 @@ impl Input {
         }
     }
 
-    fn take(&mut self, n: usize) -> Vec<u8> {
+    /// The next `n` decoded bytes (fewer if fewer are there), as a Python
+    /// bytes object built straight from the buffer.
+    fn take<'py>(&mut self, py: Python<'py>, n: usize) -> Bound<'py, PyBytes> {
         let end = (self.pos + n).min(self.buf.len());
-        let out = self.buf[self.pos..end].to_vec();
-        self.advance(end);
-        out
-    }
-
-    /// Consume the decoded bytes up to `end`.
-    fn advance(&mut self, end: usize) {
+        let out = PyBytes::new(py, &self.buf[self.pos..end]);
         self.pos = end;
         if self.pos == self.buf.len() {
             self.buf.clear();
@@ -577,6 +573,7 @@ impl Input {
             self.buf.drain(..self.pos);
             self.pos = 0;
         }
+        out
     }
 
     /// End of request: deactivate, and hand back the bytes that follow the
@@ -631,11 +628,7 @@ impl Input {
     ) -> PyResult<Bound<'py, PyBytes>> {
         let size = size_arg(size)?;
         self.fill(py, size)?;
-        let n = size.unwrap_or(usize::MAX);
-        let end = (self.pos + n).min(self.buf.len());
-        let out = PyBytes::new(py, &self.buf[self.pos..end]);
-        self.advance(end);
-        Ok(out)
+        Ok(self.take(py, size.unwrap_or(usize::MAX)))
     }
 
     #[pyo3(signature = (size=None))]
@@ -653,19 +646,16 @@ impl Input {
                 .position(|&b| b == b'\n')
             {
                 let end = (scanned + i + 1).min(limit);
-                let data = self.take(end);
-                return Ok(PyBytes::new(py, &data));
+                return Ok(self.take(py, end));
             }
             scanned = avail.len();
             if scanned >= limit || self.body_done() && self.raw.is_empty() {
-                let data = self.take(limit.min(scanned));
-                return Ok(PyBytes::new(py, &data));
+                return Ok(self.take(py, limit.min(scanned)));
             }
             let want = scanned + 1;
             self.fill(py, Some(want))?;
             if self.buf.len() - self.pos < want {
-                let data = self.take(limit);
-                return Ok(PyBytes::new(py, &data));
+                return Ok(self.take(py, limit));
             }
         }
     }

@@ -247,8 +247,36 @@ fn systemd_socket_activation_uses_the_socket_as_is() {
             "{var} leaked to the app: {env_keys}"
         );
     }
+    // USR2 hands the activated socket on as it came, name included.
+    s.signal(libc::SIGUSR2);
+    assert!(
+        wait_until(T, || s.log().contains("is serving after")),
+        "{}",
+        s.log()
+    );
+    let log = s.log();
+    let new: i32 = log
+        .split("started new master (pid ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|p| p.parse().ok())
+        .expect("successor pid in the log");
+    let env = std::fs::read(format!("/proc/{new}/environ")).unwrap_or_default();
+    let env = String::from_utf8_lossy(&env);
+    assert!(
+        env.split('\0').any(|v| v == "LISTEN_FDNAMES=web"),
+        "successor environment: {env:?}"
+    );
+    assert!(
+        log.contains("Using 1 inherited socket(s) from the previous master"),
+        "{log}"
+    );
     s.signal(libc::SIGTERM);
     assert!(s.wait_exit(T).is_some());
+    let r = Conn::connect_unix(&sock).request("GET", "/", &[], b"");
+    assert_eq!(r.status, 200, "the successor serves the activated socket");
+    kill(new, libc::SIGTERM);
+    assert!(wait_until(T, || !alive(new)));
     assert!(
         sock.exists(),
         "the socket file belongs to systemd and must survive ferrocorn's exit"
