@@ -1,9 +1,10 @@
-//! The access log, with gunicorn's format atoms. Lines are buffered per
-//! worker and flushed at least once a second and on exit, so logging never
-//! becomes the bottleneck.
+//! The access log, with gunicorn's format atoms. Each line is written at
+//! the end of its request in one write(2), so a worker that dies (SIGKILL,
+//! WORKER TIMEOUT) has logged every request it answered, and lines of
+//! different workers never interleave mid-line.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::time::Duration;
 
 use crate::timefmt;
@@ -165,6 +166,12 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 impl Format {
     pub fn render(&self, r: &Record<'_>) -> String {
         let mut out = String::with_capacity(160);
+        self.render_into(r, &mut out);
+        out
+    }
+
+    /// Append the line for `r` (with its newline) to `out`.
+    pub fn render_into(&self, r: &Record<'_>, out: &mut String) {
         let or_dash = |s: Option<&str>| s.filter(|s| !s.is_empty()).unwrap_or("-").to_string();
         let proto = if r.minor_version == 0 {
             "HTTP/1.0"
@@ -192,14 +199,9 @@ impl Format {
                 Atom::Path => out.push_str(r.path),
                 Atom::Query => out.push_str(r.query),
                 Atom::Protocol => out.push_str(proto),
-                Atom::BytesClf => {
-                    if r.body_bytes == 0 {
-                        out.push('-')
-                    } else {
-                        out.push_str(&r.body_bytes.to_string())
-                    }
-                }
-                Atom::Bytes => out.push_str(&r.body_bytes.to_string()),
+                // gunicorn writes the count for both, 0 included (an empty
+                // body, HEAD, 304), never CLF's "-".
+                Atom::BytesClf | Atom::Bytes => out.push_str(&r.body_bytes.to_string()),
                 Atom::Referer => out.push_str(&or_dash(header(r.req_headers, "referer"))),
                 Atom::Agent => out.push_str(&or_dash(header(r.req_headers, "user-agent"))),
                 Atom::Secs => out.push_str(&r.duration.as_secs().to_string()),
@@ -213,7 +215,6 @@ impl Format {
             }
         }
         out.push('\n');
-        out
     }
 }
 
@@ -227,7 +228,8 @@ pub struct AccessLog {
     path: String,
     sink: Sink,
     format: Format,
-    buf: Vec<u8>,
+    /// The line being written (kept to reuse its allocation).
+    line: String,
 }
 
 impl AccessLog {
@@ -236,7 +238,7 @@ impl AccessLog {
             path: path.to_string(),
             sink: Self::open_sink(path)?,
             format,
-            buf: Vec::with_capacity(64 * 1024),
+            line: String::with_capacity(256),
         })
     }
 
@@ -248,33 +250,38 @@ impl AccessLog {
         })
     }
 
+    /// Write one line now.
     pub fn log(&mut self, r: &Record<'_>) {
-        self.buf.extend_from_slice(self.format.render(r).as_bytes());
-        if self.buf.len() >= 60 * 1024 {
-            self.flush();
-        }
-    }
-
-    pub fn flush(&mut self) {
-        if self.buf.is_empty() {
-            return;
-        }
-        let _ = match &mut self.sink {
-            Sink::Stdout => {
-                let mut out = io::stdout().lock();
-                out.write_all(&self.buf).and_then(|_| out.flush())
-            }
-            Sink::File(f) => f.write_all(&self.buf),
+        self.line.clear();
+        self.format.render_into(r, &mut self.line);
+        let _ = match &self.sink {
+            // Straight to descriptor 1, past Rust's stdout buffer: the line
+            // must be out before anything else can happen to the worker.
+            Sink::Stdout => write_fd(std::os::fd::AsFd::as_fd(&io::stdout()), &self.line),
+            Sink::File(f) => write_fd(std::os::fd::AsFd::as_fd(f), &self.line),
         };
-        self.buf.clear();
     }
 
-    /// USR1: flush to the old file, then continue in a fresh one.
+    /// USR1: continue in a fresh file at the same path.
     pub fn reopen(&mut self) -> io::Result<()> {
-        self.flush();
         self.sink = Self::open_sink(&self.path)?;
         Ok(())
     }
+}
+
+/// Write `text` with as few write(2) calls as the kernel allows (one, for
+/// a line to a file or a pipe).
+fn write_fd(fd: std::os::fd::BorrowedFd<'_>, text: &str) -> io::Result<()> {
+    let mut rest = text.as_bytes();
+    while !rest.is_empty() {
+        match nix::unistd::write(fd, rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => rest = &rest[n..],
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -86,6 +86,20 @@ pub fn wait_fd(fd: BorrowedFd<'_>, writable: bool, timeout: Duration) -> io::Res
     }
 }
 
+/// Set or clear O_NONBLOCK on `fd` (on its open file description, so every
+/// duplicate of it too).
+pub fn set_blocking(fd: BorrowedFd<'_>, blocking: bool) -> io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    let flags = if blocking {
+        flags - OFlag::O_NONBLOCK
+    } else {
+        flags | OFlag::O_NONBLOCK
+    };
+    fcntl(fd, FcntlArg::F_SETFL(flags))?;
+    Ok(())
+}
+
 /// Signals turned into a queue: the handler only counts the signal and
 /// writes one byte to a self-pipe; the process's one loop drains the queue
 /// and dispatches (principle 2: signals only enqueue).

@@ -32,7 +32,9 @@ use crate::http::{self, BodyKind, ChunkedDecoder, HttpError, Limits, RequestHead
 use crate::listeners::{Kind, Listener};
 use crate::sys::{self, Scoreboard, Signal, SignalQueue};
 use crate::timefmt::DateCache;
-use crate::wsgi::{self, BodyRest, FileWrapper, Input, Peer, Responder, ServerInfo, Wsgi};
+use crate::wsgi::{
+    self, BodyRest, ConnSocket, FileWrapper, Input, Peer, Responder, ServerInfo, Wsgi,
+};
 use crate::{debug, error, info, warning};
 
 /// Bodies up to this size are read completely before the app runs.
@@ -53,10 +55,15 @@ const LINGER: Duration = Duration::from_secs(2);
 /// Buffers of idle connections larger than this are released, so a burst
 /// of large requests does not leave every connection holding its peak.
 const KEEP_BUFFER: usize = 64 * 1024;
-/// Connections accepted per wake-up. Accepting a whole burst would queue
-/// it behind one busy worker while its siblings idle; the rest are taken
-/// on the next turn of the loop, or by another worker.
+/// Connections a gthread worker accepts per wake-up. Accepting a whole
+/// burst would queue it behind one busy worker while its siblings idle;
+/// the rest are taken on the next turn of the loop, or by another worker.
 const ACCEPT_BATCH: usize = 16;
+/// A sync worker runs one request at a time, so it takes one connection
+/// per turn of its loop (as gunicorn's sync worker does): a burst of new
+/// connections spreads over the workers instead of queueing behind the
+/// app in the first one to wake up.
+const SYNC_ACCEPT_BATCH: usize = 1;
 /// An unread request body up to this size is read and discarded so the
 /// connection can be reused.
 const DRAIN_LIMIT: u64 = 1 << 20;
@@ -159,6 +166,8 @@ struct Conn {
     since: Instant,
     /// A request was served on this connection before.
     reused: bool,
+    /// The app took the connection over: close our descriptor, nothing else.
+    dead: bool,
 }
 
 impl Conn {
@@ -222,7 +231,6 @@ pub struct Worker<'a> {
     /// Recycle once RSS exceeds this many bytes (0: never).
     max_rss: u64,
     next_rss_check: Instant,
-    access: Option<AccessLog>,
 }
 
 /// Set while the app runs, so INT/QUIT end the worker at once.
@@ -233,7 +241,8 @@ struct Shared {
     wsgi: Wsgi,
     /// Indexed like the worker's listeners (which a graceful stop drops).
     servers: Vec<ServerInfo>,
-    log_access: bool,
+    /// Written by whichever thread finishes a request.
+    access: Option<Mutex<AccessLog>>,
 }
 
 /// A request ready for the app.
@@ -245,26 +254,16 @@ struct Job {
     listener: usize,
     responder: Responder,
     streamed: bool,
-}
-
-/// What the loop needs for the access log.
-struct LogData {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body_bytes: u64,
-    duration: Duration,
+    /// Bytes read past the request head (a pipelined request, or what a
+    /// client sends right after an upgrade request).
+    early: Vec<u8>,
 }
 
 /// A finished request, handed back to the loop.
 struct Done {
     idx: usize,
-    head: RequestHead,
-    peer: Peer,
-    streamed: bool,
-    /// (output not yet written, keep-alive, client gone, bytes after the
-    /// body), or why the app could not run.
+    /// What became of the response, or why the app could not run.
     outcome: Result<Outcome, String>,
-    log: Option<LogData>,
 }
 
 #[derive(Default)]
@@ -413,7 +412,8 @@ fn thread_main(
 }
 
 /// Run the app for one request (with the GIL held) and collect its
-/// response: what was not written yet comes back in the outcome.
+/// response: what was not written yet comes back in the outcome. The
+/// access-log line is written here, as soon as the response is complete.
 fn run_job(py: Python<'_>, shared: &Shared, job: Job) -> Done {
     let Job {
         idx,
@@ -423,53 +423,129 @@ fn run_job(py: Python<'_>, shared: &Shared, job: Job) -> Done {
         listener,
         responder,
         streamed,
+        early,
     } = job;
     let started = Instant::now();
     let no_server = ServerInfo::default();
     let server = shared.servers.get(listener).unwrap_or(&no_server);
     let wsgi = &shared.wsgi;
-    let mut log = None;
+    let fd = responder.fd();
     let outcome = (|| -> PyResult<Outcome> {
         let input = Bound::new(py, input)?;
         let responder = Bound::new(py, responder)?;
-        let result = wsgi
-            .environ(py, &head, &peer, server, input.clone())
-            .and_then(|environ| wsgi.app.bind(py).call1((environ, &responder)));
-        let res = match result {
-            Ok(iterable) => write_iterable(py, &responder, &iterable),
-            Err(e) => Err(e),
+        let family = match peer {
+            Peer::Unix => libc::AF_UNIX,
+            Peer::Tcp(a) if a.is_ipv6() => libc::AF_INET6,
+            Peer::Tcp(_) => libc::AF_INET,
         };
-        if let Err(e) = res {
-            error!(
-                "Error handling request {}\n{}",
-                head.target,
-                wsgi::format_exception(py, &e).trim_end()
-            );
-            responder
-                .borrow_mut()
-                .error_response("500 Internal Server Error", "Internal Server Error\n");
+        let socket = Bound::new(
+            py,
+            ConnSocket::new(responder.clone().unbind(), fd, early, family),
+        )?;
+        match wsgi.path_info(&head.path) {
+            Ok(path_info) => {
+                let result = wsgi
+                    .environ(
+                        py,
+                        &head,
+                        path_info,
+                        &peer,
+                        server,
+                        input.clone(),
+                        &responder,
+                        socket.clone(),
+                    )
+                    .and_then(|environ| wsgi.app.bind(py).call1((environ, &responder)));
+                let res = match result {
+                    Ok(iterable) => write_iterable(py, &responder, &iterable),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = res {
+                    if responder.borrow().taken {
+                        // flask-sock ends a taken-over request by raising
+                        // StopIteration, as gunicorn expects.
+                        debug!(
+                            "Request {} ended after taking over the connection: {e}",
+                            head.target
+                        );
+                    } else {
+                        error!(
+                            "Error handling request {}\n{}",
+                            head.target,
+                            wsgi::format_exception(py, &e).trim_end()
+                        );
+                        responder
+                            .borrow_mut()
+                            .error_response("500 Internal Server Error", "Internal Server Error\n");
+                    }
+                }
+            }
+            Err(problem) => {
+                warning!("Invalid request from ip={}: {problem}", remote_ip(&peer));
+                let body = format!("{problem}\n");
+                responder
+                    .borrow_mut()
+                    .error_response("500 Internal Server Error", &body);
+            }
         }
+        let (taken, early) = socket.borrow_mut().release();
         let mut r = responder.borrow_mut();
         r.deactivate();
-        let leftover = input.borrow_mut().finish(py, DRAIN_LIMIT);
-        if shared.log_access {
-            log = Some(LogData {
-                status: r.status_code,
-                headers: r.headers().to_vec(),
-                body_bytes: r.body_bytes,
-                duration: started.elapsed(),
-            });
+        let leftover = if taken {
+            input.borrow_mut().abandon();
+            None
+        } else {
+            input
+                .borrow_mut()
+                .finish(py, DRAIN_LIMIT)
+                .map(|rest| if streamed { rest } else { early })
+        };
+        if let Some(access) = &shared.access {
+            log_access(access, &head, &peer, &r, started.elapsed());
         }
-        Ok((std::mem::take(&mut r.out), r.keep_alive, r.broken, leftover))
+        Ok(Outcome {
+            out: std::mem::take(&mut r.out),
+            keep_alive: r.keep_alive,
+            broken: r.broken,
+            taken,
+            leftover,
+        })
     })();
     Done {
         idx,
-        head,
-        peer,
-        streamed,
         outcome: outcome.map_err(|e| e.to_string()),
-        log,
     }
+}
+
+fn remote_ip(peer: &Peer) -> String {
+    match peer {
+        Peer::Tcp(a) => a.ip().to_string(),
+        Peer::Unix => String::new(),
+    }
+}
+
+/// Write the access-log line of a finished request.
+fn log_access(
+    access: &Mutex<AccessLog>,
+    head: &RequestHead,
+    peer: &Peer,
+    r: &Responder,
+    duration: Duration,
+) {
+    let remote = remote_ip(peer);
+    lock(access).log(&Record {
+        remote: &remote,
+        method: &head.method,
+        target: &head.target,
+        path: &head.path,
+        query: &head.query,
+        minor_version: head.minor_version,
+        req_headers: &head.headers,
+        status: r.status_code,
+        resp_headers: r.headers(),
+        body_bytes: r.body_bytes,
+        duration,
+    });
 }
 
 /// What the master hands a freshly forked worker.
@@ -559,9 +635,6 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
     };
     worker.scoreboard.set_ready(worker.slot);
     let code = worker.serve();
-    if let Some(log) = &mut worker.access {
-        log.flush();
-    }
     Python::attach(|py| {
         // Let the app's atexit handlers run and its print() output out.
         let _ = py.run(
@@ -603,7 +676,11 @@ impl<'a> Worker<'a> {
                 ListenSock::Unix(s) => poll.registry().register(s, token, Interest::READABLE)?,
             }
             let (name, port) = l.server_name_port();
-            servers.push(ServerInfo { name, port });
+            servers.push(ServerInfo {
+                name,
+                port,
+                unix: l.kind == Kind::Unix,
+            });
             wl.push(WorkerListener { sock });
         }
         let access = match &settings.accesslog {
@@ -628,7 +705,7 @@ impl<'a> Worker<'a> {
         let shared = Arc::new(Shared {
             wsgi,
             servers,
-            log_access: access.is_some(),
+            access: access.map(Mutex::new),
         });
         let pool = if threaded {
             let waker = Arc::new(Waker::new(poll.registry(), WAKER_TOKEN)?);
@@ -677,7 +754,6 @@ impl<'a> Worker<'a> {
             },
             max_rss: settings.max_worker_memory * 1024 * 1024,
             next_rss_check: Instant::now(),
-            access,
         })
     }
 
@@ -733,8 +809,8 @@ impl<'a> Worker<'a> {
                         if let Err(e) = crate::log::reopen() {
                             warning!("Cannot reopen log files: {e}");
                         }
-                        if let Some(log) = &mut self.access {
-                            if let Err(e) = log.reopen() {
+                        if let Some(log) = &self.shared.access {
+                            if let Err(e) = lock(log).reopen() {
                                 warning!("Cannot reopen the access log: {e}");
                             }
                         }
@@ -763,9 +839,6 @@ impl<'a> Worker<'a> {
             if now >= next_sweep {
                 next_sweep = now + Duration::from_secs(1);
                 self.sweep(now);
-                if let Some(log) = &mut self.access {
-                    log.flush();
-                }
                 if nix::unistd::getppid() != self.master {
                     info!("Parent changed, shutting down: {}", std::process::id());
                     return 0;
@@ -799,7 +872,12 @@ impl<'a> Worker<'a> {
         if self.stopping {
             return;
         }
-        for _ in 0..ACCEPT_BATCH {
+        let batch = if self.pool.is_some() {
+            ACCEPT_BATCH
+        } else {
+            SYNC_ACCEPT_BATCH
+        };
+        for _ in 0..batch {
             if self.live >= self.max_conns && !self.evict_one() {
                 self.accept_paused = true;
                 return;
@@ -882,6 +960,7 @@ impl<'a> Worker<'a> {
             parser: http::HeadParser::new(),
             since: Instant::now(),
             reused: false,
+            dead: false,
         });
         self.live += 1;
         // The request may already be waiting (edge-triggered: read now).
@@ -977,6 +1056,9 @@ impl<'a> Worker<'a> {
             // request comes back.
             return Next::Keep;
         }
+        if conn.dead {
+            return Next::Close;
+        }
         if (writable || conn.pending_write() > 0) && !Self::flush(conn, self.stall_timeout) {
             return Next::Close;
         }
@@ -1002,6 +1084,9 @@ impl<'a> Worker<'a> {
             self.again.push(idx);
         }
         loop {
+            if conn.dead {
+                return Next::Close;
+            }
             if conn.close_after_write {
                 if conn.pending_write() > 0 {
                     return Next::Keep;
@@ -1187,7 +1272,12 @@ impl<'a> Worker<'a> {
         streamed: bool,
     ) {
         self.requests += 1;
-        let keep_alive = head.keep_alive && !self.stopping && !self.keepalive.is_zero();
+        // After an upgrade request (WebSocket, h2c) or a CONNECT, what the
+        // client sends next is not another HTTP/1.1 request: whatever the
+        // app answers (a 101 it then takes over, or a refusal), the
+        // connection ends with the response.
+        let upgrade = head.method == "CONNECT" || head.header("upgrade").is_some();
+        let keep_alive = head.keep_alive && !upgrade && !self.stopping && !self.keepalive.is_zero();
         let is_head = head.method == "HEAD";
         // Output still queued from a pipelined predecessor goes first.
         let pending = if conn.wpos == 0 {
@@ -1215,6 +1305,7 @@ impl<'a> Worker<'a> {
             listener: conn.listener,
             responder,
             streamed,
+            early: std::mem::take(&mut conn.rbuf),
         };
         if let Some(pool) = &mut self.pool {
             // The connection (and so its descriptor, which the thread
@@ -1262,54 +1353,28 @@ impl<'a> Worker<'a> {
     /// Queue what is left of a finished request's response and decide
     /// what happens to the connection.
     fn finish(&mut self, conn: &mut Conn, done: Done) {
-        let Done {
-            head,
-            peer,
-            streamed,
-            outcome,
-            log,
-            ..
-        } = done;
-        if let (Some(access), Some(l)) = (&mut self.access, log) {
-            let remote = match &peer {
-                Peer::Tcp(a) => a.ip().to_string(),
-                Peer::Unix => String::new(),
-            };
-            access.log(&Record {
-                remote: &remote,
-                method: &head.method,
-                target: &head.target,
-                path: &head.path,
-                query: &head.query,
-                minor_version: head.minor_version,
-                req_headers: &head.headers,
-                status: l.status,
-                resp_headers: &l.headers,
-                body_bytes: l.body_bytes,
-                duration: l.duration,
-            });
-        }
         conn.reused = true;
         conn.since = Instant::now();
-        match outcome {
-            Ok((out, keep, broken, leftover)) => {
-                conn.wbuf = out;
-                if broken {
+        match done.outcome {
+            Ok(o) if o.taken => {
+                // The app owns the connection now (through its own
+                // duplicate of the descriptor): let go without a byte.
+                conn.dead = true;
+                return;
+            }
+            Ok(o) => {
+                conn.wbuf = o.out;
+                if o.broken {
                     conn.wbuf.clear();
                     conn.eof = true;
                     conn.close_after_write = true;
                     return;
                 }
-                let reusable = match leftover {
-                    Some(rest) => {
-                        if streamed {
-                            conn.rbuf = rest;
-                        }
-                        true
-                    }
-                    None => false,
-                };
-                if !keep || !reusable {
+                match o.leftover {
+                    Some(rest) => conn.rbuf = rest,
+                    None => conn.close_after_write = true,
+                }
+                if !o.keep_alive {
                     conn.close_after_write = true;
                 }
             }
@@ -1373,17 +1438,29 @@ fn send_iterable(
             let total = single.then_some(data.len() as u64);
             let mut r = responder.borrow_mut();
             r.send_body(py, data, total)?;
-            if r.broken {
+            if r.broken || r.taken {
                 return Ok(());
             }
         }
     } else {
-        for item in iterable.try_iter()? {
+        // Any other iterable may take its time between blocks (a generator
+        // streaming events, a CSV export): each block goes out before the
+        // next is asked for (PEP 3333), and a client that left is noticed
+        // by the write that fails. The first block alone may leave up to
+        // SPILL_MAX for the loop to write, since most such iterables
+        // (Django's and Werkzeug's responses) hold just the one; from the
+        // second block on the stream waits for the client, GIL released.
+        for (n, item) in iterable.try_iter()?.enumerate() {
             let item = item?;
             let b = item.cast::<PyBytes>().map_err(|_| not_bytes(&item))?;
             let mut r = responder.borrow_mut();
             r.send_body(py, b.as_bytes(), None)?;
-            if r.broken {
+            if n == 0 {
+                r.flush(py);
+            } else {
+                r.flush_all(py);
+            }
+            if r.broken || r.taken {
                 return Ok(());
             }
         }
@@ -1422,8 +1499,19 @@ fn send_file(py: Python<'_>, responder: &Bound<'_, Responder>, fw: &FileWrapper)
     Ok(true)
 }
 
-/// A finished request: (output, keep-alive, client gone, bytes after the body).
-type Outcome = (Vec<u8>, bool, bool, Option<Vec<u8>>);
+/// What became of a finished request's response and connection.
+struct Outcome {
+    /// Output the loop still has to write.
+    out: Vec<u8>,
+    keep_alive: bool,
+    /// The client went away.
+    broken: bool,
+    /// The app took the connection over (`gunicorn.socket`).
+    taken: bool,
+    /// The bytes after the body (a streamed body's tail, or the `early`
+    /// bytes handed back), or None when the connection cannot be reused.
+    leftover: Option<Vec<u8>>,
+}
 
 /// A random number in 0..=max (for --max-requests-jitter).
 fn jitter(max: u64) -> u64 {

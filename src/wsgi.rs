@@ -1,40 +1,38 @@
-//! The Python side of a worker: interpreter setup, loading the app, the
-//! WSGI environ, `start_response`/`write`, `wsgi.input`, `wsgi.errors` and
-//! `wsgi.file_wrapper` (PEP 3333).
+//! The Python side of a worker (PEP 3333): interpreter setup, loading the
+//! app, the WSGI environ, `wsgi.errors` and `wsgi.file_wrapper`; and, in
+//! the submodules, `wsgi.input` ([`input`]), `start_response`/`write`
+//! ([`response`]), `gunicorn.socket` ([`socket`]) and the socket I/O they
+//! share ([`sockio`]).
 //!
 //! Everything here runs after fork, in a worker. Objects that Python can
 //! call back into hold the connection's raw descriptor only while the
 //! request is active; the worker deactivates them when the request ends.
 
+mod input;
+mod response;
+mod socket;
+mod sockio;
+
+pub use input::{BodyRest, Input};
+pub use response::{Responder, SPILL_MAX};
+pub use socket::ConnSocket;
+
 use std::collections::HashMap;
 use std::ffi::CString;
-use std::io;
-use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use pyo3::exceptions::{PyIOError, PyStopIteration, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyStopIteration, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 use thiserror::Error;
 
-use crate::http::{ChunkedDecoder, RequestHead};
-use crate::sys;
+use crate::http::RequestHead;
 
 /// How long a blocking socket wait inside a request may stall before the
 /// client is considered gone, unless the worker sets another
 /// (`--body-timeout`).
 pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
-/// Flush the response buffer to the socket once it holds this much.
-const FLUSH_AT: usize = 256 * 1024;
-/// Body chunks at least this large are written straight from Python's bytes.
-const DIRECT_WRITE_AT: usize = 64 * 1024;
-/// Unwritten output up to this size is handed back to the worker's event
-/// loop when the client does not read fast enough, instead of waiting for
-/// it here: a slow reader then holds a connection slot, not the worker
-/// (sync) or a thread (gthread). Larger responses wait here, bounded by the
-/// I/O timeout per stall.
-pub const SPILL_MAX: usize = 1 << 20;
 
 /// gunicorn's worker exit codes, which the master acts on.
 pub const WORKER_BOOT_ERROR: i32 = 3;
@@ -285,887 +283,6 @@ impl FileWrapper {
 }
 
 // ---------------------------------------------------------------------------
-// Socket helpers for objects that Python calls back into.
-
-/// `fd` as a borrowed descriptor.
-///
-/// SAFETY contract for callers: only called while the owning request is
-/// active, and the worker keeps the connection (and so the descriptor) open
-/// for at least as long as the request is active.
-fn borrow_sock<'a>(fd: RawFd) -> BorrowedFd<'a> {
-    // SAFETY: see the contract above; `active` is checked by every caller.
-    unsafe { BorrowedFd::borrow_raw(fd) }
-}
-
-fn send_some(fd: RawFd, data: &[u8]) -> io::Result<usize> {
-    let sock = borrow_sock(fd);
-    nix::sys::socket::send(
-        std::os::fd::AsRawFd::as_raw_fd(&sock),
-        data,
-        nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
-    )
-    .map_err(io::Error::from)
-}
-
-/// Write all of `data`, waiting (with the GIL released) while the socket
-/// is full. Large writes release the GIL for the copy too, so other
-/// threads of a gthread worker run meanwhile.
-fn send_all(py: Python<'_>, fd: RawFd, data: &[u8], timeout: Duration) -> io::Result<()> {
-    if data.len() >= DIRECT_WRITE_AT {
-        return py.detach(|| send_all_detached(fd, data, timeout));
-    }
-    send_all_attached(py, fd, data, timeout)
-}
-
-/// Write what the socket takes now, without waiting. Returns the count.
-fn send_now(fd: RawFd, data: &[u8]) -> io::Result<usize> {
-    let mut sent = 0;
-    while sent < data.len() {
-        match send_some(fd, &data[sent..]) {
-            Ok(0) => break,
-            Ok(n) => sent += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(sent)
-}
-
-fn send_all_detached(fd: RawFd, mut data: &[u8], timeout: Duration) -> io::Result<()> {
-    while !data.is_empty() {
-        match send_some(fd, data) {
-            Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if !sys::wait_fd(borrow_sock(fd), true, timeout)? {
-                    return Err(io::Error::new(io::ErrorKind::TimedOut, "send timed out"));
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-fn send_all_attached(
-    py: Python<'_>,
-    fd: RawFd,
-    mut data: &[u8],
-    timeout: Duration,
-) -> io::Result<()> {
-    while !data.is_empty() {
-        match send_some(fd, data) {
-            Ok(n) => data = &data[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let ready = py.detach(|| sys::wait_fd(borrow_sock(fd), true, timeout))?;
-                if !ready {
-                    return Err(io::Error::new(io::ErrorKind::TimedOut, "send timed out"));
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-// ---------------------------------------------------------------------------
-// wsgi.input
-
-/// Where the rest of a streamed request body comes from.
-pub enum BodyRest {
-    Length(u64),
-    Chunked(ChunkedDecoder),
-}
-
-/// `wsgi.input`: the request body, buffered by the event loop when it is
-/// small, streamed from the socket (GIL released while waiting) when not.
-#[pyclass(module = "ferrocorn", name = "Input")]
-pub struct Input {
-    buf: Vec<u8>,
-    pos: usize,
-    /// Raw, undecoded bytes read from the socket after the head.
-    raw: Vec<u8>,
-    rest: Option<BodyRest>,
-    fd: RawFd,
-    active: bool,
-    /// The client went away or sent a malformed chunk.
-    failed: bool,
-    /// Longest wait for more body bytes.
-    timeout: Duration,
-}
-
-/// Largest single read from the socket while streaming a body.
-const READ_CHUNK: usize = 64 * 1024;
-
-/// Read what the socket has for a request body into `dst`, waiting (GIL
-/// released) up to `timeout` when nothing has arrived. End of stream
-/// before the body is complete is an error.
-fn read_body(py: Python<'_>, fd: RawFd, timeout: Duration, dst: &mut [u8]) -> PyResult<usize> {
-    loop {
-        match nix::unistd::read(borrow_sock(fd), dst) {
-            Ok(0) => {
-                return Err(PyIOError::new_err(
-                    "client disconnected before sending the whole body",
-                ))
-            }
-            Ok(n) => return Ok(n),
-            Err(nix::errno::Errno::EAGAIN) => {
-                let ready = py.detach(|| sys::wait_fd(borrow_sock(fd), false, timeout));
-                if !matches!(ready, Ok(true)) {
-                    return Err(PyIOError::new_err("timed out reading the request body"));
-                }
-            }
-            Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(PyIOError::new_err(format!("reading the request body: {e}"))),
-        }
-    }
-}
-
-impl Input {
-    /// A body that is already complete in memory (possibly empty).
-    pub fn buffered(body: Vec<u8>) -> Input {
-        Input {
-            buf: body,
-            pos: 0,
-            raw: Vec::new(),
-            rest: None,
-            fd: -1,
-            active: false,
-            failed: false,
-            timeout: IO_TIMEOUT,
-        }
-    }
-
-    /// A body of which `decoded` has arrived; the rest is read from `fd`,
-    /// starting with the undecoded bytes in `raw`.
-    /// Each wait for more bytes may last up to `timeout`.
-    pub fn streaming(
-        decoded: Vec<u8>,
-        raw: Vec<u8>,
-        rest: BodyRest,
-        fd: RawFd,
-        timeout: Duration,
-    ) -> Input {
-        Input {
-            buf: decoded,
-            pos: 0,
-            raw,
-            rest: Some(rest),
-            fd,
-            active: true,
-            failed: false,
-            timeout,
-        }
-    }
-
-    fn body_done(&self) -> bool {
-        match &self.rest {
-            None => true,
-            Some(BodyRest::Length(n)) => *n == 0,
-            Some(BodyRest::Chunked(d)) => d.is_finished(),
-        }
-    }
-
-    /// Decode what `raw` holds into `buf`. Returns whether progress was made.
-    fn decode_raw(&mut self) -> PyResult<bool> {
-        let Some(rest) = self.rest.as_mut() else {
-            return Ok(false);
-        };
-        match rest {
-            BodyRest::Length(n) => {
-                let take = (*n).min(self.raw.len() as u64) as usize;
-                if take == 0 {
-                    return Ok(false);
-                }
-                self.buf.extend_from_slice(&self.raw[..take]);
-                self.raw.drain(..take);
-                *n -= take as u64;
-                Ok(true)
-            }
-            BodyRest::Chunked(d) => {
-                if self.raw.is_empty() || d.is_finished() {
-                    return Ok(false);
-                }
-                let before = self.buf.len();
-                match d.decode(&self.raw, &mut self.buf) {
-                    Ok((used, _)) => {
-                        self.raw.drain(..used);
-                        Ok(used > 0 || self.buf.len() > before)
-                    }
-                    Err(e) => {
-                        self.failed = true;
-                        Err(PyIOError::new_err(format!(
-                            "invalid chunked request body: {}",
-                            e.detail
-                        )))
-                    }
-                }
-            }
-        }
-    }
-
-    /// Make at least `want` decoded bytes available (or all, if `want` is
-    /// None), reading from the socket as needed.
-    fn fill(&mut self, py: Python<'_>, want: Option<usize>) -> PyResult<()> {
-        loop {
-            let have = self.buf.len() - self.pos;
-            if want.is_some_and(|w| have >= w) || self.body_done() {
-                return Ok(());
-            }
-            if self.decode_raw()? {
-                continue;
-            }
-            if self.body_done() {
-                return Ok(());
-            }
-            if !self.active || self.failed {
-                return Err(PyIOError::new_err(
-                    "the request body is no longer available",
-                ));
-            }
-            let (fd, timeout) = (self.fd, self.timeout);
-            // A Content-Length body with nothing pending to decode is read
-            // straight into the decoded buffer: no intermediate copies.
-            if self.raw.is_empty() {
-                if let Some(BodyRest::Length(left)) = &mut self.rest {
-                    let room = (*left).min(READ_CHUNK as u64) as usize;
-                    let start = self.buf.len();
-                    self.buf.resize(start + room, 0);
-                    match read_body(py, fd, timeout, &mut self.buf[start..]) {
-                        Ok(n) => {
-                            self.buf.truncate(start + n);
-                            *left -= n as u64;
-                            continue;
-                        }
-                        Err(e) => {
-                            self.buf.truncate(start);
-                            self.failed = true;
-                            return Err(e);
-                        }
-                    }
-                }
-            }
-            let start = self.raw.len();
-            self.raw.resize(start + READ_CHUNK, 0);
-            match read_body(py, fd, timeout, &mut self.raw[start..]) {
-                Ok(n) => self.raw.truncate(start + n),
-                Err(e) => {
-                    self.raw.truncate(start);
-                    self.failed = true;
-                    return Err(e);
-                }
-            }
-        }
-    }
-
-    /// The next `n` decoded bytes (fewer if fewer are there), as a Python
-    /// bytes object built straight from the buffer.
-    fn take<'py>(&mut self, py: Python<'py>, n: usize) -> Bound<'py, PyBytes> {
-        let end = (self.pos + n).min(self.buf.len());
-        let out = PyBytes::new(py, &self.buf[self.pos..end]);
-        self.pos = end;
-        if self.pos == self.buf.len() {
-            self.buf.clear();
-            self.pos = 0;
-        } else if self.pos > 1 << 20 {
-            self.buf.drain(..self.pos);
-            self.pos = 0;
-        }
-        out
-    }
-
-    /// End of request: deactivate, and hand back the bytes that follow the
-    /// body (a pipelined request) if the body was read completely, reading
-    /// and discarding an unread rest of at most `drain_limit` bytes.
-    /// `None` means the connection cannot be reused.
-    pub fn finish(&mut self, py: Python<'_>, drain_limit: u64) -> Option<Vec<u8>> {
-        if self.rest.is_some() && !self.failed && !self.body_done() {
-            let small = match &self.rest {
-                Some(BodyRest::Length(n)) => *n <= drain_limit,
-                _ => true,
-            };
-            if small {
-                let mut drained = 0u64;
-                while !self.body_done() && drained <= drain_limit {
-                    let before = self.buf.len();
-                    if self.fill(py, Some(self.buf.len() - self.pos + 1)).is_err() {
-                        break;
-                    }
-                    drained += (self.buf.len() - before) as u64;
-                    self.buf.clear();
-                    self.pos = 0;
-                }
-            }
-        }
-        self.active = false;
-        if self.failed || !self.body_done() {
-            return None;
-        }
-        Some(std::mem::take(&mut self.raw))
-    }
-}
-
-fn size_arg(size: Option<&Bound<'_, PyAny>>) -> PyResult<Option<usize>> {
-    match size {
-        None => Ok(None),
-        Some(s) if s.is_none() => Ok(None),
-        Some(s) => {
-            let n: i64 = s.extract()?;
-            Ok(if n < 0 { None } else { Some(n as usize) })
-        }
-    }
-}
-
-#[pymethods]
-impl Input {
-    #[pyo3(signature = (size=None))]
-    fn read<'py>(
-        &mut self,
-        py: Python<'py>,
-        size: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyBytes>> {
-        let size = size_arg(size)?;
-        self.fill(py, size)?;
-        Ok(self.take(py, size.unwrap_or(usize::MAX)))
-    }
-
-    #[pyo3(signature = (size=None))]
-    fn readline<'py>(
-        &mut self,
-        py: Python<'py>,
-        size: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyBytes>> {
-        let limit = size_arg(size)?.unwrap_or(usize::MAX);
-        let mut scanned = 0;
-        loop {
-            let avail = &self.buf[self.pos..];
-            if let Some(i) = avail[scanned.min(avail.len())..]
-                .iter()
-                .position(|&b| b == b'\n')
-            {
-                let end = (scanned + i + 1).min(limit);
-                return Ok(self.take(py, end));
-            }
-            scanned = avail.len();
-            if scanned >= limit || self.body_done() && self.raw.is_empty() {
-                return Ok(self.take(py, limit.min(scanned)));
-            }
-            let want = scanned + 1;
-            self.fill(py, Some(want))?;
-            if self.buf.len() - self.pos < want {
-                return Ok(self.take(py, limit));
-            }
-        }
-    }
-
-    #[pyo3(signature = (hint=None))]
-    fn readlines<'py>(
-        &mut self,
-        py: Python<'py>,
-        hint: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyList>> {
-        let hint = size_arg(hint)?.filter(|h| *h > 0);
-        let out = PyList::empty(py);
-        let mut total = 0;
-        loop {
-            let line = self.readline(py, None)?;
-            let n = line.as_bytes().len();
-            if n == 0 {
-                break;
-            }
-            out.append(line)?;
-            total += n;
-            if hint.is_some_and(|h| total >= h) {
-                break;
-            }
-        }
-        Ok(out)
-    }
-
-    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
-        slf
-    }
-
-    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
-        let line = self.readline(py, None)?;
-        if line.as_bytes().is_empty() {
-            Err(PyStopIteration::new_err(()))
-        } else {
-            Ok(line)
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// start_response and the response writer
-
-fn is_hop_by_hop(lname: &str) -> bool {
-    matches!(
-        lname,
-        "connection"
-            | "keep-alive"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "trailers"
-            | "transfer-encoding"
-            | "upgrade"
-    )
-}
-
-/// Per-request response state. It is the `start_response` callable the app
-/// receives; its `write` method is PEP 3333's write().
-#[pyclass(module = "ferrocorn", name = "StartResponse")]
-pub struct Responder {
-    fd: RawFd,
-    active: bool,
-    minor: u8,
-    is_head: bool,
-    status: Option<String>,
-    headers: Vec<(String, String)>,
-    pub head_sent: bool,
-    chunked: bool,
-    /// Bytes still allowed by the app's Content-Length.
-    remaining: Option<u64>,
-    no_body: bool,
-    pub keep_alive: bool,
-    pub out: Vec<u8>,
-    /// The client is gone; stop producing output.
-    pub broken: bool,
-    pub status_code: u16,
-    pub body_bytes: u64,
-    date: String,
-    /// Longest wait for the client to accept more output.
-    timeout: Duration,
-}
-
-impl Responder {
-    pub fn new(
-        fd: RawFd,
-        minor: u8,
-        is_head: bool,
-        keep_alive: bool,
-        date: &str,
-        out: Vec<u8>,
-        timeout: Duration,
-    ) -> Responder {
-        Responder {
-            fd,
-            active: true,
-            minor,
-            is_head,
-            status: None,
-            headers: Vec::new(),
-            head_sent: false,
-            chunked: false,
-            remaining: None,
-            no_body: false,
-            keep_alive,
-            out,
-            broken: false,
-            status_code: 0,
-            body_bytes: 0,
-            date: date.to_string(),
-            timeout,
-        }
-    }
-
-    pub fn deactivate(&mut self) {
-        self.active = false;
-    }
-
-    /// The headers the app passed to start_response.
-    pub fn headers(&self) -> &[(String, String)] {
-        &self.headers
-    }
-
-    /// Serialize the status line and headers. `total` is the body length
-    /// when it is known before the first byte (a one-item list, a file).
-    fn send_head(&mut self, total: Option<u64>) -> PyResult<()> {
-        let status = self.status.clone().ok_or_else(|| {
-            PyValueError::new_err("the app returned a body before calling start_response()")
-        })?;
-        self.status_code = status.get(..3).and_then(|c| c.parse().ok()).unwrap_or(500);
-        self.no_body = self.status_code < 200 || self.status_code == 204 || self.status_code == 304;
-        let mut head = Vec::with_capacity(256);
-        head.extend_from_slice(if self.minor == 0 {
-            b"HTTP/1.0 "
-        } else {
-            b"HTTP/1.1 "
-        });
-        head.extend_from_slice(status.as_bytes());
-        head.extend_from_slice(b"\r\n");
-        let mut has_server = false;
-        let mut has_date = false;
-        let mut content_length = None;
-        for (name, value) in &self.headers {
-            let lname = name.to_ascii_lowercase();
-            if is_hop_by_hop(&lname) {
-                if lname == "connection" && value.to_ascii_lowercase().contains("close") {
-                    self.keep_alive = false;
-                }
-                continue;
-            }
-            match lname.as_str() {
-                "content-length" => match value.trim().parse::<u64>() {
-                    Ok(n) => content_length = Some(n),
-                    Err(_) => {
-                        return Err(PyValueError::new_err(format!(
-                            "invalid Content-Length header: {value:?}"
-                        )))
-                    }
-                },
-                "server" => has_server = true,
-                "date" => has_date = true,
-                _ => {}
-            }
-            head.extend_from_slice(name.as_bytes());
-            head.extend_from_slice(b": ");
-            head.extend_from_slice(value.as_bytes());
-            head.extend_from_slice(b"\r\n");
-        }
-        if !has_server {
-            head.extend_from_slice(b"Server: ferrocorn\r\n");
-        }
-        if !has_date {
-            head.extend_from_slice(b"Date: ");
-            head.extend_from_slice(self.date.as_bytes());
-            head.extend_from_slice(b"\r\n");
-        }
-        if self.no_body {
-            self.remaining = Some(0);
-        } else if let Some(n) = content_length {
-            self.remaining = Some(n);
-        } else if let Some(n) = total {
-            head.extend_from_slice(format!("Content-Length: {n}\r\n").as_bytes());
-            self.remaining = Some(n);
-        } else if self.is_head {
-            self.remaining = Some(0);
-        } else if self.minor >= 1 {
-            head.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
-            self.chunked = true;
-        } else {
-            self.keep_alive = false;
-        }
-        if !self.keep_alive {
-            head.extend_from_slice(b"Connection: close\r\n");
-        } else if self.minor == 0 {
-            head.extend_from_slice(b"Connection: keep-alive\r\n");
-        }
-        head.extend_from_slice(b"\r\n");
-        self.out.extend_from_slice(&head);
-        self.head_sent = true;
-        Ok(())
-    }
-
-    /// Write what the socket takes now; if more than SPILL_MAX is left,
-    /// write that too, waiting with the GIL released. What stays in `out`
-    /// goes to the worker's loop with the rest of the response.
-    pub fn flush(&mut self, py: Python<'_>) {
-        if self.out.is_empty() || self.broken {
-            return;
-        }
-        if !self.active {
-            self.broken = true;
-            return;
-        }
-        match send_now(self.fd, &self.out) {
-            Ok(n) => {
-                self.out.drain(..n);
-            }
-            Err(_) => {
-                self.broken = true;
-                self.out.clear();
-                return;
-            }
-        }
-        if self.out.len() <= SPILL_MAX {
-            return;
-        }
-        if send_all(py, self.fd, &self.out, self.timeout).is_err() {
-            self.broken = true;
-        }
-        self.out.clear();
-    }
-
-    /// Write everything buffered, waiting (GIL released) as long as needed.
-    fn flush_all(&mut self, py: Python<'_>) {
-        self.flush(py);
-        if self.out.is_empty() || self.broken {
-            return;
-        }
-        if send_all(py, self.fd, &self.out, self.timeout).is_err() {
-            self.broken = true;
-        }
-        self.out.clear();
-    }
-
-    /// Add one body chunk. `total` as for `send_head`.
-    pub fn send_body(&mut self, py: Python<'_>, data: &[u8], total: Option<u64>) -> PyResult<()> {
-        if !self.head_sent {
-            self.send_head(total)?;
-        }
-        if self.broken || self.is_head || self.no_body || data.is_empty() {
-            return Ok(());
-        }
-        let data = match &mut self.remaining {
-            Some(rem) => {
-                let n = (*rem).min(data.len() as u64) as usize;
-                *rem -= n as u64;
-                &data[..n]
-            }
-            None => data,
-        };
-        if data.is_empty() {
-            return Ok(());
-        }
-        self.body_bytes += data.len() as u64;
-        if self.chunked {
-            self.out
-                .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-        }
-        if data.len() >= DIRECT_WRITE_AT {
-            self.flush(py);
-            let mut rest = data;
-            if !self.broken && self.out.is_empty() {
-                match send_now(self.fd, rest) {
-                    Ok(n) => rest = &rest[n..],
-                    Err(_) => self.broken = true,
-                }
-            }
-            if self.broken || rest.is_empty() {
-                // Sent (or the client is gone).
-            } else if self.out.len() + rest.len() <= SPILL_MAX {
-                self.out.extend_from_slice(rest);
-            } else {
-                if !self.out.is_empty() {
-                    if send_all(py, self.fd, &self.out, self.timeout).is_err() {
-                        self.broken = true;
-                    }
-                    self.out.clear();
-                }
-                if !self.broken && send_all(py, self.fd, rest, self.timeout).is_err() {
-                    self.broken = true;
-                }
-            }
-        } else {
-            self.out.extend_from_slice(data);
-        }
-        if self.chunked {
-            self.out.extend_from_slice(b"\r\n");
-        }
-        if self.out.len() >= FLUSH_AT {
-            self.flush(py);
-        }
-        Ok(())
-    }
-
-    /// The app finished producing the body.
-    pub fn finish(&mut self, py: Python<'_>) -> PyResult<()> {
-        if !self.head_sent {
-            self.send_body(py, b"", Some(0))?;
-        }
-        if self.chunked {
-            self.out.extend_from_slice(b"0\r\n\r\n");
-        }
-        if !self.is_head && !self.no_body && matches!(self.remaining, Some(n) if n > 0) {
-            // Fewer bytes than the app's Content-Length: the framing is
-            // broken, so the connection cannot carry another request.
-            self.keep_alive = false;
-        }
-        Ok(())
-    }
-
-    /// Send a file with sendfile(2): `fd` positioned at `offset`, `size`
-    /// bytes to its end.
-    pub fn send_file(
-        &mut self,
-        py: Python<'_>,
-        file: BorrowedFd<'_>,
-        offset: i64,
-        size: u64,
-    ) -> PyResult<()> {
-        if !self.head_sent {
-            self.send_head(Some(size))?;
-        }
-        let mut count = match self.remaining {
-            Some(rem) => rem.min(size),
-            None => size,
-        };
-        if self.is_head || self.no_body || count == 0 {
-            return Ok(());
-        }
-        if self.chunked {
-            self.out
-                .extend_from_slice(format!("{count:x}\r\n").as_bytes());
-        }
-        // Everything before the file must be on the wire first.
-        self.flush_all(py);
-        let mut off = offset as libc::off_t;
-        let sent_total = count;
-        while count > 0 && !self.broken {
-            let sock = borrow_sock(self.fd);
-            match nix::sys::sendfile::sendfile(
-                sock,
-                file,
-                Some(&mut off),
-                count.min(1 << 30) as usize,
-            ) {
-                Ok(0) => break, // the file shrank
-                Ok(n) => count -= n as u64,
-                Err(nix::errno::Errno::EAGAIN) => {
-                    let (fd, timeout) = (self.fd, self.timeout);
-                    let ready = py.detach(|| sys::wait_fd(borrow_sock(fd), true, timeout));
-                    if !matches!(ready, Ok(true)) {
-                        self.broken = true;
-                    }
-                }
-                Err(nix::errno::Errno::EINTR) => {}
-                Err(_) => self.broken = true,
-            }
-        }
-        let sent = sent_total - count;
-        self.body_bytes += sent;
-        if let Some(rem) = &mut self.remaining {
-            *rem -= sent;
-        }
-        if self.chunked {
-            self.out.extend_from_slice(b"\r\n");
-        }
-        Ok(())
-    }
-
-    /// Start a 500 (or other) error response if nothing was sent yet.
-    pub fn error_response(&mut self, status: &str, body: &str) -> bool {
-        if self.head_sent {
-            self.keep_alive = false;
-            return false;
-        }
-        self.out.clear();
-        self.status = Some(status.to_string());
-        self.headers = vec![
-            ("Content-Type".into(), "text/plain; charset=utf-8".into()),
-            ("Content-Length".into(), body.len().to_string()),
-        ];
-        self.keep_alive = false;
-        self.chunked = false;
-        if self.send_head(None).is_err() {
-            return false;
-        }
-        if !self.is_head {
-            self.out.extend_from_slice(body.as_bytes());
-            self.body_bytes = body.len() as u64;
-        }
-        true
-    }
-}
-
-fn check_header_text(what: &str, s: &str) -> PyResult<()> {
-    if s.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-        return Err(PyValueError::new_err(format!(
-            "invalid {what} {s:?}: control characters are not allowed"
-        )));
-    }
-    Ok(())
-}
-
-#[pymethods]
-impl Responder {
-    #[pyo3(signature = (status, headers, exc_info=None))]
-    fn __call__<'py>(
-        slf: &Bound<'py, Self>,
-        status: &Bound<'py, PyAny>,
-        headers: &Bound<'py, PyAny>,
-        exc_info: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
-        {
-            let mut this = slf.borrow_mut();
-            let exc_info = exc_info.filter(|e| !e.is_none());
-            if let Some(info) = exc_info {
-                if this.head_sent {
-                    // PEP 3333: re-raise the original exception.
-                    let info = info.cast::<PyTuple>()?;
-                    let value = info.get_item(1)?;
-                    return Err(PyErr::from_value(value));
-                }
-            } else if this.status.is_some() {
-                return Err(PyValueError::new_err(
-                    "start_response() called a second time without exc_info",
-                ));
-            }
-            let status: String = status
-                .cast::<PyString>()
-                .map_err(|_| PyTypeError::new_err("status must be a str like '200 OK'"))?
-                .to_str()?
-                .to_string();
-            let b = status.as_bytes();
-            if b.len() < 4 || !b[..3].iter().all(u8::is_ascii_digit) || b[3] != b' ' {
-                return Err(PyValueError::new_err(format!(
-                    "invalid status {status:?}: expected '200 OK' form"
-                )));
-            }
-            check_header_text("status", &status)?;
-            let list = headers.cast::<PyList>().map_err(|_| {
-                PyTypeError::new_err("headers must be a list of (name, value) tuples")
-            })?;
-            let mut parsed = Vec::with_capacity(list.len());
-            for item in list.iter() {
-                let tuple = item.cast::<PyTuple>().map_err(|_| {
-                    PyTypeError::new_err("each header must be a (name, value) tuple")
-                })?;
-                if tuple.len() != 2 {
-                    return Err(PyTypeError::new_err(
-                        "each header must be a (name, value) tuple",
-                    ));
-                }
-                let name: String = tuple
-                    .get_item(0)?
-                    .cast::<PyString>()
-                    .map_err(|_| PyTypeError::new_err("header names must be str"))?
-                    .to_str()?
-                    .to_string();
-                let value: String = tuple
-                    .get_item(1)?
-                    .cast::<PyString>()
-                    .map_err(|_| {
-                        PyTypeError::new_err(format!("the value of header {name:?} must be str"))
-                    })?
-                    .to_str()?
-                    .to_string();
-                if name.is_empty() || name.bytes().any(|c| c <= b' ' || c == b':' || c >= 0x7f) {
-                    return Err(PyValueError::new_err(format!(
-                        "invalid header name {name:?}"
-                    )));
-                }
-                check_header_text("header value", &value)?;
-                parsed.push((name, value));
-            }
-            this.status = Some(status);
-            this.headers = parsed;
-        }
-        slf.getattr(pyo3::intern!(py, "write"))
-    }
-
-    fn write(&mut self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
-        let bytes = data
-            .cast::<PyBytes>()
-            .map_err(|_| PyTypeError::new_err("write() argument must be bytes"))?;
-        if !self.active {
-            return Err(PyIOError::new_err(
-                "write() called after the response finished",
-            ));
-        }
-        self.send_body(py, bytes.as_bytes(), None)?;
-        self.flush(py);
-        Ok(())
-    }
-}
-
-// ---------------------------------------------------------------------------
 // The environ
 
 macro_rules! keys {
@@ -1200,6 +317,8 @@ keys! {
     wsgi_run_once = "wsgi.run_once",
     wsgi_input_terminated = "wsgi.input_terminated",
     wsgi_file_wrapper = "wsgi.file_wrapper",
+    wsgi_early_hints = "wsgi.early_hints",
+    gunicorn_socket = "gunicorn.socket",
 }
 
 /// Where a request came from, for REMOTE_ADDR and forwarded-header trust.
@@ -1239,6 +358,8 @@ pub struct Wsgi {
 pub struct ServerInfo {
     pub name: String,
     pub port: String,
+    /// A unix socket (name: its path; port: empty).
+    pub unix: bool,
 }
 
 impl Wsgi {
@@ -1315,14 +436,38 @@ impl Wsgi {
         }
     }
 
-    /// Build the environ for one request.
+    /// The request path after SCRIPT_NAME (from the environment), still
+    /// percent-encoded; or, for a path outside that prefix, the message
+    /// of the 500 that answers it (a deployment problem, as in gunicorn).
+    /// The prefix matches whole segments only: with `SCRIPT_NAME=/app`,
+    /// `/app` and `/app/x` are inside, `/apple` is not (gunicorn would
+    /// serve it with `PATH_INFO` `le`).
+    pub fn path_info<'h>(&self, raw_path: &'h str) -> Result<&'h str, String> {
+        if self.script_name.is_empty() {
+            return Ok(raw_path);
+        }
+        match raw_path.strip_prefix(&self.script_name) {
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => Ok(rest),
+            _ => Err(format!(
+                "Request path '{raw_path}' does not start with SCRIPT_NAME '{}'",
+                self.script_name
+            )),
+        }
+    }
+
+    /// Build the environ for one request; `path_info` is what
+    /// [`Wsgi::path_info`] returned for it.
+    #[allow(clippy::too_many_arguments)]
     pub fn environ<'py>(
         &self,
         py: Python<'py>,
         head: &RequestHead,
+        path_info: &str,
         peer: &Peer,
         server: &ServerInfo,
         input: Bound<'py, Input>,
+        responder: &Bound<'py, Responder>,
+        socket: Bound<'py, ConnSocket>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let env = PyDict::new(py);
         let k = &self.keys;
@@ -1332,17 +477,12 @@ impl Wsgi {
         };
         env.set_item(k.request_method.bind(py), method)?;
         // PATH_INFO: percent-decoded bytes, as latin-1.
-        let decoded = percent_decode(&head.path);
-        let mut path: String = decoded.iter().map(|&b| b as char).collect();
-        if !self.script_name.is_empty() {
-            if let Some(rest) = path.strip_prefix(&self.script_name) {
-                if rest.is_empty() || rest.starts_with('/') {
-                    path = rest.to_string();
-                }
-            }
-            env.set_item(k.script_name.bind(py), PyString::new(py, &self.script_name))?;
-        } else {
+        let decoded = percent_decode(path_info);
+        let path: String = decoded.iter().map(|&b| b as char).collect();
+        if self.script_name.is_empty() {
             env.set_item(k.script_name.bind(py), self.empty.bind(py))?;
+        } else {
+            env.set_item(k.script_name.bind(py), PyString::new(py, &self.script_name))?;
         }
         env.set_item(k.path_info.bind(py), PyString::new(py, &path))?;
         env.set_item(k.query_string.bind(py), PyString::new(py, &head.query))?;
@@ -1387,9 +527,11 @@ impl Wsgi {
         }
         let k = &self.keys;
         let default_port = if secure { "443" } else { "80" };
+        // As gunicorn: the address the request arrived on for TCP; on a
+        // unix socket, which has no port, the Host header when there is one.
         let (sname, sport) = match host {
-            Some(h) => split_host(h, default_port),
-            None => (server.name.clone(), server.port.clone()),
+            Some(h) if server.unix => split_host(h, default_port),
+            _ => (server.name.clone(), server.port.clone()),
         };
         env.set_item(k.server_name.bind(py), PyString::new(py, &sname))?;
         env.set_item(k.server_port.bind(py), PyString::new(py, &sport))?;
@@ -1424,6 +566,11 @@ impl Wsgi {
         env.set_item(k.wsgi_run_once.bind(py), false)?;
         env.set_item(k.wsgi_input_terminated.bind(py), true)?;
         env.set_item(k.wsgi_file_wrapper.bind(py), self.file_wrapper.bind(py))?;
+        env.set_item(
+            k.wsgi_early_hints.bind(py),
+            responder.getattr(pyo3::intern!(py, "early_hints"))?,
+        )?;
+        env.set_item(k.gunicorn_socket.bind(py), socket)?;
         Ok(env)
     }
 }

@@ -1,0 +1,345 @@
+//! `wsgi.input`: the request body, buffered by the event loop when it is
+//! small, streamed from the socket (GIL released while waiting) when not.
+
+use std::os::fd::RawFd;
+use std::time::Duration;
+
+use pyo3::exceptions::{PyIOError, PyStopIteration};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+
+use super::sockio::borrow_sock;
+use super::IO_TIMEOUT;
+use crate::http::ChunkedDecoder;
+use crate::sys;
+
+/// Where the rest of a streamed request body comes from.
+pub enum BodyRest {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+}
+
+/// `wsgi.input`: the request body, buffered by the event loop when it is
+/// small, streamed from the socket (GIL released while waiting) when not.
+#[pyclass(module = "ferrocorn", name = "Input")]
+pub struct Input {
+    buf: Vec<u8>,
+    pos: usize,
+    /// Raw, undecoded bytes read from the socket after the head.
+    raw: Vec<u8>,
+    rest: Option<BodyRest>,
+    fd: RawFd,
+    active: bool,
+    /// The client went away or sent a malformed chunk.
+    failed: bool,
+    /// Longest wait for more body bytes.
+    timeout: Duration,
+}
+
+/// Largest single read from the socket while streaming a body.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Read what the socket has for a request body into `dst`, waiting (GIL
+/// released) up to `timeout` when nothing has arrived. End of stream
+/// before the body is complete is an error.
+fn read_body(py: Python<'_>, fd: RawFd, timeout: Duration, dst: &mut [u8]) -> PyResult<usize> {
+    loop {
+        match nix::unistd::read(borrow_sock(fd), dst) {
+            Ok(0) => {
+                return Err(PyIOError::new_err(
+                    "client disconnected before sending the whole body",
+                ))
+            }
+            Ok(n) => return Ok(n),
+            Err(nix::errno::Errno::EAGAIN) => {
+                let ready = py.detach(|| sys::wait_fd(borrow_sock(fd), false, timeout));
+                if !matches!(ready, Ok(true)) {
+                    return Err(PyIOError::new_err("timed out reading the request body"));
+                }
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(PyIOError::new_err(format!("reading the request body: {e}"))),
+        }
+    }
+}
+
+impl Input {
+    /// A body that is already complete in memory (possibly empty).
+    pub fn buffered(body: Vec<u8>) -> Input {
+        Input {
+            buf: body,
+            pos: 0,
+            raw: Vec::new(),
+            rest: None,
+            fd: -1,
+            active: false,
+            failed: false,
+            timeout: IO_TIMEOUT,
+        }
+    }
+
+    /// A body of which `decoded` has arrived; the rest is read from `fd`,
+    /// starting with the undecoded bytes in `raw`.
+    /// Each wait for more bytes may last up to `timeout`.
+    pub fn streaming(
+        decoded: Vec<u8>,
+        raw: Vec<u8>,
+        rest: BodyRest,
+        fd: RawFd,
+        timeout: Duration,
+    ) -> Input {
+        Input {
+            buf: decoded,
+            pos: 0,
+            raw,
+            rest: Some(rest),
+            fd,
+            active: true,
+            failed: false,
+            timeout,
+        }
+    }
+
+    fn body_done(&self) -> bool {
+        match &self.rest {
+            None => true,
+            Some(BodyRest::Length(n)) => *n == 0,
+            Some(BodyRest::Chunked(d)) => d.is_finished(),
+        }
+    }
+
+    /// Decode what `raw` holds into `buf`. Returns whether progress was made.
+    fn decode_raw(&mut self) -> PyResult<bool> {
+        let Some(rest) = self.rest.as_mut() else {
+            return Ok(false);
+        };
+        match rest {
+            BodyRest::Length(n) => {
+                let take = (*n).min(self.raw.len() as u64) as usize;
+                if take == 0 {
+                    return Ok(false);
+                }
+                self.buf.extend_from_slice(&self.raw[..take]);
+                self.raw.drain(..take);
+                *n -= take as u64;
+                Ok(true)
+            }
+            BodyRest::Chunked(d) => {
+                if self.raw.is_empty() || d.is_finished() {
+                    return Ok(false);
+                }
+                let before = self.buf.len();
+                match d.decode(&self.raw, &mut self.buf) {
+                    Ok((used, _)) => {
+                        self.raw.drain(..used);
+                        Ok(used > 0 || self.buf.len() > before)
+                    }
+                    Err(e) => {
+                        self.failed = true;
+                        Err(PyIOError::new_err(format!(
+                            "invalid chunked request body: {}",
+                            e.detail
+                        )))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Make at least `want` decoded bytes available (or all, if `want` is
+    /// None), reading from the socket as needed.
+    fn fill(&mut self, py: Python<'_>, want: Option<usize>) -> PyResult<()> {
+        loop {
+            let have = self.buf.len() - self.pos;
+            if want.is_some_and(|w| have >= w) || self.body_done() {
+                return Ok(());
+            }
+            if self.decode_raw()? {
+                continue;
+            }
+            if self.body_done() {
+                return Ok(());
+            }
+            if !self.active || self.failed {
+                return Err(PyIOError::new_err(
+                    "the request body is no longer available",
+                ));
+            }
+            let (fd, timeout) = (self.fd, self.timeout);
+            // A Content-Length body with nothing pending to decode is read
+            // straight into the decoded buffer: no intermediate copies.
+            if self.raw.is_empty() {
+                if let Some(BodyRest::Length(left)) = &mut self.rest {
+                    let room = (*left).min(READ_CHUNK as u64) as usize;
+                    let start = self.buf.len();
+                    self.buf.resize(start + room, 0);
+                    match read_body(py, fd, timeout, &mut self.buf[start..]) {
+                        Ok(n) => {
+                            self.buf.truncate(start + n);
+                            *left -= n as u64;
+                            continue;
+                        }
+                        Err(e) => {
+                            self.buf.truncate(start);
+                            self.failed = true;
+                            return Err(e);
+                        }
+                    }
+                }
+            }
+            let start = self.raw.len();
+            self.raw.resize(start + READ_CHUNK, 0);
+            match read_body(py, fd, timeout, &mut self.raw[start..]) {
+                Ok(n) => self.raw.truncate(start + n),
+                Err(e) => {
+                    self.raw.truncate(start);
+                    self.failed = true;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// The next `n` decoded bytes (fewer if fewer are there), as a Python
+    /// bytes object built straight from the buffer.
+    fn take<'py>(&mut self, py: Python<'py>, n: usize) -> Bound<'py, PyBytes> {
+        let end = (self.pos + n).min(self.buf.len());
+        let out = PyBytes::new(py, &self.buf[self.pos..end]);
+        self.pos = end;
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        } else if self.pos > 1 << 20 {
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+        }
+        out
+    }
+
+    /// End of a request whose connection the app took over: the body, if
+    /// any is left, is the app's to read from its socket now.
+    pub fn abandon(&mut self) {
+        self.active = false;
+    }
+
+    /// End of request: deactivate, and hand back the bytes that follow the
+    /// body (a pipelined request) if the body was read completely, reading
+    /// and discarding an unread rest of at most `drain_limit` bytes.
+    /// `None` means the connection cannot be reused.
+    pub fn finish(&mut self, py: Python<'_>, drain_limit: u64) -> Option<Vec<u8>> {
+        if self.rest.is_some() && !self.failed && !self.body_done() {
+            let small = match &self.rest {
+                Some(BodyRest::Length(n)) => *n <= drain_limit,
+                _ => true,
+            };
+            if small {
+                let mut drained = 0u64;
+                while !self.body_done() && drained <= drain_limit {
+                    let before = self.buf.len();
+                    if self.fill(py, Some(self.buf.len() - self.pos + 1)).is_err() {
+                        break;
+                    }
+                    drained += (self.buf.len() - before) as u64;
+                    self.buf.clear();
+                    self.pos = 0;
+                }
+            }
+        }
+        self.active = false;
+        if self.failed || !self.body_done() {
+            return None;
+        }
+        Some(std::mem::take(&mut self.raw))
+    }
+}
+
+fn size_arg(size: Option<&Bound<'_, PyAny>>) -> PyResult<Option<usize>> {
+    match size {
+        None => Ok(None),
+        Some(s) if s.is_none() => Ok(None),
+        Some(s) => {
+            let n: i64 = s.extract()?;
+            Ok(if n < 0 { None } else { Some(n as usize) })
+        }
+    }
+}
+
+#[pymethods]
+impl Input {
+    #[pyo3(signature = (size=None))]
+    fn read<'py>(
+        &mut self,
+        py: Python<'py>,
+        size: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let size = size_arg(size)?;
+        self.fill(py, size)?;
+        Ok(self.take(py, size.unwrap_or(usize::MAX)))
+    }
+
+    #[pyo3(signature = (size=None))]
+    fn readline<'py>(
+        &mut self,
+        py: Python<'py>,
+        size: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let limit = size_arg(size)?.unwrap_or(usize::MAX);
+        let mut scanned = 0;
+        loop {
+            let avail = &self.buf[self.pos..];
+            if let Some(i) = avail[scanned.min(avail.len())..]
+                .iter()
+                .position(|&b| b == b'\n')
+            {
+                let end = (scanned + i + 1).min(limit);
+                return Ok(self.take(py, end));
+            }
+            scanned = avail.len();
+            if scanned >= limit || self.body_done() && self.raw.is_empty() {
+                return Ok(self.take(py, limit.min(scanned)));
+            }
+            let want = scanned + 1;
+            self.fill(py, Some(want))?;
+            if self.buf.len() - self.pos < want {
+                return Ok(self.take(py, limit));
+            }
+        }
+    }
+
+    #[pyo3(signature = (hint=None))]
+    fn readlines<'py>(
+        &mut self,
+        py: Python<'py>,
+        hint: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let hint = size_arg(hint)?.filter(|h| *h > 0);
+        let out = PyList::empty(py);
+        let mut total = 0;
+        loop {
+            let line = self.readline(py, None)?;
+            let n = line.as_bytes().len();
+            if n == 0 {
+                break;
+            }
+            out.append(line)?;
+            total += n;
+            if hint.is_some_and(|h| total >= h) {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let line = self.readline(py, None)?;
+        if line.as_bytes().is_empty() {
+            Err(PyStopIteration::new_err(()))
+        } else {
+            Ok(line)
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! Socket I/O for the objects Python calls back into during a request
+//! (`wsgi.input`, `start_response`/`write`, `gunicorn.socket`): writes and
+//! reads on the connection's descriptor that wait with the GIL released.
+
+use std::io;
+use std::os::fd::{BorrowedFd, RawFd};
+use std::time::Duration;
+
+use pyo3::prelude::*;
+
+use crate::sys;
+
+/// Writes at least this large release the GIL for the copy too.
+pub(crate) const DIRECT_WRITE_AT: usize = 64 * 1024;
+
+/// `fd` as a borrowed descriptor.
+///
+/// SAFETY contract for callers: only called while the owning request is
+/// active, and the worker keeps the connection (and so the descriptor) open
+/// for at least as long as the request is active.
+pub(crate) fn borrow_sock<'a>(fd: RawFd) -> BorrowedFd<'a> {
+    // SAFETY: see the contract above; `active` is checked by every caller.
+    unsafe { BorrowedFd::borrow_raw(fd) }
+}
+
+pub(crate) fn send_some(fd: RawFd, data: &[u8]) -> io::Result<usize> {
+    let sock = borrow_sock(fd);
+    nix::sys::socket::send(
+        std::os::fd::AsRawFd::as_raw_fd(&sock),
+        data,
+        nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+    )
+    .map_err(io::Error::from)
+}
+
+/// Write all of `data`, waiting (with the GIL released) while the socket
+/// is full. Large writes release the GIL for the copy too, so other
+/// threads of a gthread worker run meanwhile.
+pub(crate) fn send_all(
+    py: Python<'_>,
+    fd: RawFd,
+    data: &[u8],
+    timeout: Duration,
+) -> io::Result<()> {
+    if data.len() >= DIRECT_WRITE_AT {
+        return py.detach(|| send_all_detached(fd, data, timeout));
+    }
+    send_all_attached(py, fd, data, timeout)
+}
+
+/// Write what the socket takes now, without waiting. Returns the count.
+pub(crate) fn send_now(fd: RawFd, data: &[u8]) -> io::Result<usize> {
+    let mut sent = 0;
+    while sent < data.len() {
+        match send_some(fd, &data[sent..]) {
+            Ok(0) => break,
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(sent)
+}
+
+pub(crate) fn send_all_detached(fd: RawFd, mut data: &[u8], timeout: Duration) -> io::Result<()> {
+    while !data.is_empty() {
+        match send_some(fd, data) {
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if !sys::wait_fd(borrow_sock(fd), true, timeout)? {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "send timed out"));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn send_all_attached(
+    py: Python<'_>,
+    fd: RawFd,
+    mut data: &[u8],
+    timeout: Duration,
+) -> io::Result<()> {
+    while !data.is_empty() {
+        match send_some(fd, data) {
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let ready = py.detach(|| sys::wait_fd(borrow_sock(fd), true, timeout))?;
+                if !ready {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "send timed out"));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
