@@ -29,8 +29,10 @@ pub struct ConnSocket {
     responder: Py<Responder>,
     /// The connection's descriptor, valid while the request is active.
     fd: RawFd,
-    /// Ours once the app took the connection over.
+    /// Ours once the app took the connection over (until it closes it).
     owned: Option<OwnedFd>,
+    /// The app took the connection over (even if it closed it since).
+    taken: bool,
     closed: bool,
     /// Bytes already read past the request head.
     early: Vec<u8>,
@@ -47,6 +49,7 @@ impl ConnSocket {
             responder,
             fd,
             owned: None,
+            taken: false,
             closed: false,
             early,
             timeout: None,
@@ -57,7 +60,7 @@ impl ConnSocket {
     /// At the end of the request: whether the app took the connection
     /// over, and if not, the bytes past the head it did not consume.
     pub fn release(&mut self) -> (bool, Vec<u8>) {
-        (self.owned.is_some(), std::mem::take(&mut self.early))
+        (self.taken, std::mem::take(&mut self.early))
     }
 
     /// The descriptor to use, taking the connection over on first use.
@@ -78,6 +81,7 @@ impl ConnSocket {
         sys::set_blocking(dup.as_fd(), true).map_err(|e| PyOSError::new_err(e.to_string()))?;
         let raw = dup.as_raw_fd();
         self.owned = Some(dup);
+        self.taken = true;
         Ok(raw)
     }
 
