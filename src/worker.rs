@@ -59,11 +59,24 @@ const KEEP_BUFFER: usize = 64 * 1024;
 /// burst would queue it behind one busy worker while its siblings idle;
 /// the rest are taken on the next turn of the loop, or by another worker.
 const ACCEPT_BATCH: usize = 16;
-/// A sync worker runs one request at a time, so it takes one connection
-/// per turn of its loop (as gunicorn's sync worker does): a burst of new
-/// connections spreads over the workers instead of queueing behind the
-/// app in the first one to wake up.
-const SYNC_ACCEPT_BATCH: usize = 1;
+/// A sync worker runs one request at a time, so it takes a new connection
+/// only once the one it accepted last has started its first request (or
+/// sent nothing for this long), as gunicorn's sync worker accepts, serves,
+/// then accepts again: a burst of new connections (keep-alive clients
+/// starting up) spreads over the workers by how fast each serves, instead
+/// of piling up in the first one to wake while their requests are still
+/// on the way.
+const FRESH_WAIT: Duration = Duration::from_millis(20);
+/// A busy sync worker takes up to this many waiting connections after
+/// each request it serves: every worker then takes new connections in
+/// proportion to the pace it serves at, and a crowd of keep-alive clients
+/// starting together is in within a few turns rather than queueing in
+/// the backlog behind those already connected.
+const SYNC_ACCEPT_PER_REQUEST: usize = 8;
+/// A sync worker polls for new events after serving this many requests,
+/// so that requests are served first come, first served (a turn through
+/// every ready connection would let some wait two turns).
+const SYNC_TURN: u64 = 4;
 /// An unread request body up to this size is read and discarded so the
 /// connection can be reused.
 const DRAIN_LIMIT: u64 = 1 << 20;
@@ -127,6 +140,9 @@ enum ListenSock {
 
 struct WorkerListener {
     sock: ListenSock,
+    /// Connections may be waiting: the last accept found one, or the
+    /// listener signalled since the last accept came back empty.
+    ready: bool,
 }
 
 /// Where a connection is in its request/response cycle.
@@ -168,6 +184,8 @@ struct Conn {
     reused: bool,
     /// The app took the connection over: close our descriptor, nothing else.
     dead: bool,
+    /// In the worker's `ready` queue.
+    queued: bool,
 }
 
 impl Conn {
@@ -205,6 +223,11 @@ pub struct Worker<'a> {
     live: usize,
     /// Connections with work that no new event will announce.
     again: Vec<usize>,
+    /// Connections with events not yet handled, oldest first, each once
+    /// (`Conn::queued`). A sync worker serves at most SYNC_TURN requests
+    /// from it before it polls again, so requests are served in the order
+    /// they became ready, new connections' included.
+    ready: VecDeque<usize>,
     shared: Arc<Shared>,
     /// The gthread worker's threads (None: sync, the app runs here).
     pool: Option<Pool>,
@@ -220,6 +243,11 @@ pub struct Worker<'a> {
     accept_paused: bool,
     /// The last accept batch was full: try again on the next turn.
     accept_more: bool,
+    /// sync: the connection accepted last, and when, until its first
+    /// request starts (see FRESH_WAIT).
+    fresh: Option<(usize, Instant)>,
+    /// sync: accepting waits for `fresh`.
+    accept_held: bool,
     /// Read buffer shared by every connection of this worker.
     scratch: Box<[u8]>,
     master: nix::unistd::Pid,
@@ -681,7 +709,7 @@ impl<'a> Worker<'a> {
                 port,
                 unix: l.kind == Kind::Unix,
             });
-            wl.push(WorkerListener { sock });
+            wl.push(WorkerListener { sock, ready: true });
         }
         let access = match &settings.accesslog {
             Some(path) => {
@@ -726,6 +754,7 @@ impl<'a> Worker<'a> {
             free: Vec::new(),
             live: 0,
             again: Vec::new(),
+            ready: VecDeque::new(),
             shared,
             pool,
             head_timeout: crate::config::seconds(settings.header_timeout),
@@ -742,6 +771,8 @@ impl<'a> Worker<'a> {
             stopping: false,
             accept_paused: false,
             accept_more: false,
+            fresh: None,
+            accept_held: false,
             scratch: vec![0u8; 64 * 1024].into_boxed_slice(),
             master: args.master,
             requests: 0,
@@ -770,11 +801,16 @@ impl<'a> Worker<'a> {
         let mut events = Events::with_capacity(256);
         let mut next_sweep = Instant::now() + Duration::from_secs(1);
         loop {
-            let timeout = if self.again.is_empty() && !self.accept_more {
+            let mut timeout = if self.again.is_empty() && self.ready.is_empty() && !self.accept_more
+            {
                 Duration::from_secs(1)
             } else {
                 Duration::ZERO
             };
+            if let Some((_, at)) = self.fresh {
+                let left = FRESH_WAIT.saturating_sub(at.elapsed()) + Duration::from_millis(1);
+                timeout = timeout.min(left);
+            }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     error!("epoll failed: {e}");
@@ -784,22 +820,40 @@ impl<'a> Worker<'a> {
             for ev in events.iter() {
                 match ev.token() {
                     SIGNAL_TOKEN | WAKER_TOKEN => {}
-                    Token(t) if t >= CONN_BASE => self.on_conn_event(
-                        t - CONN_BASE,
-                        ev.is_readable() || ev.is_read_closed() || ev.is_error(),
-                        ev.is_writable(),
-                    ),
-                    Token(t) => self.accept(t - LISTENER_BASE),
+                    Token(t) if t >= CONN_BASE => self.enqueue(t - CONN_BASE),
+                    Token(t) => {
+                        if let Some(l) = self.listeners.get_mut(t - LISTENER_BASE) {
+                            l.ready = true;
+                        }
+                        self.accept(t - LISTENER_BASE, true);
+                    }
                 }
+            }
+            if self
+                .fresh
+                .is_some_and(|(idx, at)| at.elapsed() >= FRESH_WAIT || self.conns[idx].is_none())
+            {
+                self.release_fresh();
             }
             if std::mem::take(&mut self.accept_more) {
                 for i in 0..self.listeners.len() {
-                    self.accept(i);
+                    self.accept(i, true);
                 }
             }
             self.collect_done();
             for idx in std::mem::take(&mut self.again) {
+                self.enqueue(idx);
+            }
+            let served = self.requests;
+            while let Some(idx) = self.ready.pop_front() {
+                if let Some(c) = self.conns.get_mut(idx).and_then(Option::as_mut) {
+                    c.queued = false;
+                }
+                // Edge-triggered: driving reads and writes whatever can be.
                 self.on_conn_event(idx, true, true);
+                if self.pool.is_none() && self.requests - served >= SYNC_TURN {
+                    break;
+                }
             }
             for sig in self.signals.drain() {
                 match sig {
@@ -821,7 +875,7 @@ impl<'a> Worker<'a> {
             if self.accept_paused && !self.stopping && self.live < self.max_conns {
                 self.accept_paused = false;
                 for i in 0..self.listeners.len() {
-                    self.accept(i);
+                    self.accept(i, true);
                 }
             }
             // A gthread thread stuck in the app must still trip the
@@ -868,15 +922,43 @@ impl<'a> Worker<'a> {
         // the sweep closes the rest.
     }
 
-    fn accept(&mut self, li: usize) {
+    /// sync: the connection accepted last has started its first request,
+    /// closed, or waited FRESH_WAIT: accept again.
+    fn release_fresh(&mut self) {
+        self.fresh = None;
+        if std::mem::take(&mut self.accept_held) {
+            self.accept_more = true;
+        }
+    }
+
+    /// sync, after each request: take a few waiting connections, if any
+    /// (see SYNC_ACCEPT_PER_REQUEST).
+    fn accept_after_request(&mut self) {
+        let before = self.live;
+        for i in 0..self.listeners.len() {
+            while self.listeners[i].ready && self.live - before < SYNC_ACCEPT_PER_REQUEST {
+                let had = self.live;
+                self.accept(i, false);
+                if self.live == had {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Accept from listener `li`: a batch (gthread), or one connection
+    /// (sync; with `hold`, only once the last one accepted has started its
+    /// first request, see FRESH_WAIT).
+    fn accept(&mut self, li: usize, hold: bool) {
         if self.stopping {
             return;
         }
-        let batch = if self.pool.is_some() {
-            ACCEPT_BATCH
-        } else {
-            SYNC_ACCEPT_BATCH
-        };
+        let sync = self.pool.is_none();
+        if sync && hold && self.fresh.is_some() {
+            self.accept_held = true;
+            return;
+        }
+        let batch = if sync { 1 } else { ACCEPT_BATCH };
         for _ in 0..batch {
             if self.live >= self.max_conns && !self.evict_one() {
                 self.accept_paused = true;
@@ -892,8 +974,20 @@ impl<'a> Worker<'a> {
                 }),
                 ListenSock::Unix(s) => s.accept().map(|(st, _)| (Stream::Unix(st), Peer::Unix)),
             };
+            if let Some(l) = self.listeners.get_mut(li) {
+                l.ready = accepted.is_ok();
+            }
             match accepted {
-                Ok((stream, peer)) => self.add_conn(stream, peer, li),
+                Ok((stream, peer)) => {
+                    let idx = self.add_conn(stream, peer, li);
+                    if sync {
+                        if let Some(idx) = idx {
+                            self.fresh = Some((idx, Instant::now()));
+                            self.accept_held = true;
+                            return;
+                        }
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -932,7 +1026,8 @@ impl<'a> Worker<'a> {
         }
     }
 
-    fn add_conn(&mut self, mut stream: Stream, peer: Peer, listener: usize) {
+    /// Returns the new connection's index (None if it could not be added).
+    fn add_conn(&mut self, mut stream: Stream, peer: Peer, listener: usize) -> Option<usize> {
         let idx = self.free.pop().unwrap_or_else(|| {
             self.conns.push(None);
             self.conns.len() - 1
@@ -944,7 +1039,7 @@ impl<'a> Worker<'a> {
         ) {
             warning!("Cannot register a connection: {e}");
             self.free.push(idx);
-            return;
+            return None;
         }
         self.conns[idx] = Some(Conn {
             stream,
@@ -961,13 +1056,18 @@ impl<'a> Worker<'a> {
             since: Instant::now(),
             reused: false,
             dead: false,
+            queued: false,
         });
         self.live += 1;
         // The request may already be waiting (edge-triggered: read now).
         self.again.push(idx);
+        Some(idx)
     }
 
     fn close(&mut self, idx: usize) {
+        if self.fresh.is_some_and(|(f, _)| f == idx) {
+            self.release_fresh();
+        }
         if let Some(mut c) = self.conns.get_mut(idx).and_then(Option::take) {
             let _ = self.poll.registry().deregister(c.stream.source());
             self.free.push(idx);
@@ -996,6 +1096,16 @@ impl<'a> Worker<'a> {
             }
             debug!("Closing a connection that timed out");
             self.close(idx);
+        }
+    }
+
+    /// Queue connection `idx` to be driven (once, however many events).
+    fn enqueue(&mut self, idx: usize) {
+        if let Some(c) = self.conns.get_mut(idx).and_then(Option::as_mut) {
+            if !c.queued {
+                c.queued = true;
+                self.ready.push_back(idx);
+            }
         }
     }
 
@@ -1272,6 +1382,9 @@ impl<'a> Worker<'a> {
         streamed: bool,
     ) {
         self.requests += 1;
+        if self.fresh.is_some_and(|(f, _)| f == idx) {
+            self.release_fresh();
+        }
         // After an upgrade request (WebSocket, h2c) or a CONNECT, what the
         // client sends next is not another HTTP/1.1 request: whatever the
         // app answers (a 101 it then takes over, or a refusal), the
@@ -1324,6 +1437,7 @@ impl<'a> Worker<'a> {
         });
         self.after_request();
         self.finish(conn, done);
+        self.accept_after_request();
     }
 
     /// Take back the requests the gthread threads finished.
