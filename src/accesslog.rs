@@ -7,6 +7,8 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::time::Duration;
 
+use thiserror::Error;
+
 use crate::timefmt;
 
 /// gunicorn's default `access_log_format`.
@@ -223,6 +225,24 @@ enum Sink {
     File(File),
 }
 
+#[derive(Debug, Error)]
+pub enum AccessLogError {
+    #[error("cannot open the access log {path}: {source}")]
+    Open { path: String, source: io::Error },
+}
+
+/// Open the access log once (append, creating it) and close it again: the
+/// master's check before forking, so that a path the workers could not
+/// open stops ferrocorn at once, naming the path.
+pub fn check(path: &str) -> Result<(), AccessLogError> {
+    AccessLog::open_sink(path)
+        .map(drop)
+        .map_err(|source| AccessLogError::Open {
+            path: path.to_string(),
+            source,
+        })
+}
+
 /// A worker's access log.
 pub struct AccessLog {
     path: String,
@@ -234,9 +254,19 @@ pub struct AccessLog {
 
 impl AccessLog {
     pub fn open(path: &str, format: Format) -> io::Result<AccessLog> {
+        let sink = Self::open_sink(path).map_err(|source| {
+            let kind = source.kind();
+            io::Error::new(
+                kind,
+                AccessLogError::Open {
+                    path: path.to_string(),
+                    source,
+                },
+            )
+        })?;
         Ok(AccessLog {
             path: path.to_string(),
-            sink: Self::open_sink(path)?,
+            sink,
             format,
             line: String::with_capacity(256),
         })

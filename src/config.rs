@@ -416,7 +416,7 @@ settings! {
         help "Change to this directory before loading the app.";
     pythonpath: Option<String> = None;
         section "Server Mechanics", flags ["pythonpath"], meta "STRING", default_doc "none",
-        help "Comma-separated directories to prepend to sys.path.";
+        help "Comma-separated directories to prepend to sys.path (relative ones from chdir).";
     virtualenv: Option<String> = env_default(env, "VIRTUAL_ENV");
         section "Server Mechanics", flags ["virtualenv"], meta "DIR", default_doc "$VIRTUAL_ENV",
         help "Virtualenv whose site-packages the app imports from.";
@@ -453,13 +453,13 @@ settings! {
         help "Name shown in process titles.";
     errorlog: String = "-".to_string();
         section "Logging", flags ["error-logfile", "log-file"], meta "FILE", default_doc "- (stderr)",
-        help "Error log file; '-' is stderr.";
+        help "Error log file; '-' is stderr. A relative path is relative to chdir.";
     loglevel: String = "info".to_string();
         section "Logging", flags ["log-level"], meta "LEVEL", default_doc "info",
         help "Error log level: debug, info, warning, error or critical.";
     accesslog: Option<String> = None;
         section "Logging", flags ["access-logfile"], meta "FILE", default_doc "none",
-        help "Access log file; '-' is stdout.";
+        help "Access log file; '-' is stdout. A relative path is relative to chdir.";
     access_log_format: String = crate::accesslog::DEFAULT_FORMAT.to_string();
         section "Logging", flags ["access-logformat"], meta "STRING", default_doc "gunicorn's common log format",
         help "Access log line format, with gunicorn's %(atom)s placeholders.";

@@ -123,6 +123,18 @@ pub fn after_fork() {
     }
 }
 
+/// A log file path made absolute against the current directory (gunicorn
+/// resolves them once too, so a later chdir by the app changes nothing);
+/// `-` stays as it is.
+pub fn resolve_path(path: &str) -> String {
+    if path == "-" {
+        return path.to_string();
+    }
+    std::path::absolute(path)
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| path.to_string())
+}
+
 /// Set the level and the destination (`-` is stderr).
 pub fn init(path: &str, level: Level) -> std::io::Result<()> {
     LEVEL.store(level as u8, Ordering::Relaxed);

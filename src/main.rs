@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use ferrocorn::config::{self, Action, Settings};
 use ferrocorn::log::{self, Level};
 use ferrocorn::master::Arbiter;
-use ferrocorn::{error, wsgi};
+use ferrocorn::{accesslog, error, wsgi};
 
 /// Exit code for usage and configuration errors.
 const USAGE: u8 = 2;
@@ -15,19 +15,49 @@ fn fail(msg: impl std::fmt::Display, code: u8) -> ExitCode {
     ExitCode::from(code)
 }
 
-/// Process-wide preparation shared by serving and --check-config: the
-/// error log, the working directory, and the app's environment variables.
-fn prepare(s: &mut Settings) -> Result<(), String> {
-    let level = Level::parse(&s.loglevel).unwrap_or(Level::Info);
-    log::init(&s.errorlog, level)
-        .map_err(|e| format!("cannot open error log {}: {e}", s.errorlog))?;
-    if s.syslog {
-        log::init_syslog(
-            &s.syslog_addr,
-            s.syslog_prefix.as_deref(),
-            &s.syslog_facility,
-        )?;
+/// The current directory as gunicorn names it: `$PWD` when that is this
+/// directory (so a symlinked path stays as the user typed it), else the
+/// resolved path.
+fn current_dir_named() -> std::path::PathBuf {
+    let real = std::env::current_dir().unwrap_or_else(|_| "/".into());
+    match std::env::var_os("PWD") {
+        Some(pwd) if same_dir(pwd.as_ref(), &real) => pwd.into(),
+        _ => real,
     }
+}
+
+/// Both paths name the same existing directory.
+fn same_dir(a: &std::path::Path, b: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// `dir` joined to `base` with `.` and `..` folded away without looking
+/// at the file system (what Python's `os.path.normpath` does).
+fn join_normalized(base: &std::path::Path, dir: &str) -> std::path::PathBuf {
+    use std::path::Component;
+    let mut out = std::path::PathBuf::new();
+    for c in base.join(dir).components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Process-wide preparation shared by serving and --check-config: the
+/// working directory, the log files, and the app's environment variables.
+/// Returns what the interpreters of this start share.
+fn prepare(s: &mut Settings) -> Result<wsgi::PyBase, String> {
+    // Where ferrocorn was launched: second on sys.path, like gunicorn.
+    let launch_dir = current_dir_named();
     // A relative --virtualenv means relative to where ferrocorn started,
     // not to --chdir.
     if let Some(venv) = &s.virtualenv {
@@ -35,8 +65,37 @@ fn prepare(s: &mut Settings) -> Result<(), String> {
             s.virtualenv = Some(abs.display().to_string());
         }
     }
-    if let Some(dir) = &s.chdir {
-        std::env::set_current_dir(dir).map_err(|e| format!("--chdir {dir}: {e}"))?;
+    let chdir = match &s.chdir {
+        Some(dir) => {
+            std::env::set_current_dir(dir).map_err(|e| format!("--chdir {dir}: {e}"))?;
+            // As gunicorn names it, when that still is where we are.
+            let named = join_normalized(&launch_dir, dir);
+            let real = std::env::current_dir().unwrap_or_else(|_| named.clone());
+            if same_dir(&named, &real) {
+                named
+            } else {
+                real
+            }
+        }
+        None => launch_dir.clone(),
+    };
+    // Like gunicorn, relative log paths are relative to --chdir; both are
+    // opened (the access log only to check it) before any worker starts,
+    // so a path that cannot be written stops ferrocorn here, named.
+    s.errorlog = log::resolve_path(&s.errorlog);
+    let level = Level::parse(&s.loglevel).unwrap_or(Level::Info);
+    log::init(&s.errorlog, level)
+        .map_err(|e| format!("cannot open the error log {}: {e}", s.errorlog))?;
+    if s.syslog {
+        log::init_syslog(
+            &s.syslog_addr,
+            s.syslog_prefix.as_deref(),
+            &s.syslog_facility,
+        )?;
+    }
+    if let Some(path) = &mut s.accesslog {
+        *path = log::resolve_path(path);
+        accesslog::check(path).map_err(|e| e.to_string())?;
     }
     for kv in &s.raw_env {
         if let Some((k, v)) = kv.split_once('=') {
@@ -44,7 +103,12 @@ fn prepare(s: &mut Settings) -> Result<(), String> {
             std::env::set_var(k, v);
         }
     }
-    Ok(())
+    Ok(wsgi::PyBase {
+        chdir: chdir.display().to_string(),
+        launch_dir: launch_dir.display().to_string(),
+        // One seed per master start (kept across HUP).
+        hash_seed: wsgi::new_hash_seed(),
+    })
 }
 
 fn main() -> ExitCode {
@@ -98,14 +162,12 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Action::CheckConfig(mut s) => {
-            if let Err(e) = prepare(&mut s) {
-                return fail(e, 1);
-            }
-            let cwd = std::env::current_dir()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default();
+            let base = match prepare(&mut s) {
+                Ok(base) => base,
+                Err(e) => return fail(e, 1),
+            };
             let setup = wsgi::PySetup {
-                cwd,
+                base: &base,
                 pythonpath: s.pythonpath.as_deref().unwrap_or(""),
                 virtualenv: s.virtualenv.as_deref(),
                 app: s.app(),
@@ -129,10 +191,11 @@ fn main() -> ExitCode {
             }
             let start_dir = std::env::current_dir().unwrap_or_else(|_| "/".into());
             let exe = ferrocorn::master::started_from(argv0.as_deref(), &start_dir);
-            if let Err(e) = prepare(&mut s) {
-                return fail(e, 1);
-            }
-            let arbiter = match Arbiter::new(*s, args, start_dir, exe) {
+            let base = match prepare(&mut s) {
+                Ok(base) => base,
+                Err(e) => return fail(e, 1),
+            };
+            let arbiter = match Arbiter::new(*s, args, start_dir, exe, base) {
                 Ok(a) => a,
                 Err(e) => {
                     error!("{e}");

@@ -260,6 +260,9 @@ pub struct Arbiter {
     identity: Identity,
     pidfile: Option<PathBuf>,
     preloaded: Option<Py<PyAny>>,
+    /// What every interpreter of this master start shares (sys.path
+    /// directories, the hash seed); kept across HUP.
+    python: wsgi::PyBase,
     pid: u32,
     /// The binary USR2 re-executes.
     exe: PathBuf,
@@ -319,6 +322,19 @@ fn resolve_identity(s: &Settings) -> Result<Identity, MasterError> {
         }),
     };
     Ok(Identity { uid, gid })
+}
+
+/// Like gunicorn, give the log files to the workers' user and group, so
+/// that they can reopen them (USR1). Failures are ignored: the path may be
+/// /dev/null or a file the user owns already.
+fn chown_log_files(s: &Settings, id: Identity) {
+    if id.uid.is_none() && id.gid.is_none() {
+        return;
+    }
+    let files = [Some(s.errorlog.as_str()), s.accesslog.as_deref()];
+    for path in files.into_iter().flatten().filter(|p| *p != "-") {
+        let _ = nix::unistd::chown(path, id.uid, id.gid);
+    }
 }
 
 /// Refuse a pidfile naming a live process; write ours atomically.
@@ -383,8 +399,10 @@ impl Arbiter {
         args: Vec<OsString>,
         start_dir: PathBuf,
         exe: PathBuf,
+        python: wsgi::PyBase,
     ) -> Result<Arbiter, MasterError> {
         let identity = resolve_identity(&settings)?;
+        chown_log_files(&settings, identity);
         let umask = config::parse_umask(&settings.umask).unwrap_or(0);
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(
             umask as libc::mode_t,
@@ -420,9 +438,7 @@ impl Arbiter {
         let scoreboard = Scoreboard::new(MAX_SLOTS).map_err(MasterError::Scoreboard)?;
         let preloaded = if settings.preload_app {
             let setup = wsgi::PySetup {
-                cwd: std::env::current_dir()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default(),
+                base: &python,
                 pythonpath: settings.pythonpath.as_deref().unwrap_or(""),
                 virtualenv: settings.virtualenv.as_deref(),
                 app: settings.app(),
@@ -459,6 +475,7 @@ impl Arbiter {
             identity,
             pidfile,
             preloaded,
+            python,
             pid,
             exe,
             notifier: inherited.notifier,
@@ -741,11 +758,23 @@ impl Arbiter {
                 return false;
             }
         };
+        // Relative log paths are relative to --chdir (where the master is),
+        // as at start; the access log is checked before any worker forks.
+        let mut fresh = fresh;
+        fresh.errorlog = crate::log::resolve_path(&fresh.errorlog);
+        if let Some(path) = &mut fresh.accesslog {
+            *path = crate::log::resolve_path(path);
+            if let Err(e) = crate::accesslog::check(path) {
+                error!("Reload failed, keeping the current configuration: {e}");
+                return false;
+            }
+        }
         if let Some(level) = crate::log::Level::parse(&fresh.loglevel) {
             if let Err(e) = crate::log::init(&fresh.errorlog, level) {
                 error!("Reload: cannot open the error log {}: {e}", fresh.errorlog);
             }
         }
+        chown_log_files(&fresh, self.identity);
         for kv in &fresh.raw_env {
             if let Some((k, v)) = kv.split_once('=') {
                 // Still single-threaded.
@@ -1513,6 +1542,7 @@ impl Arbiter {
             scoreboard: &self.scoreboard,
             slot,
             preloaded: self.preloaded.take(),
+            python: &self.python,
         };
         let code = crate::worker::run(ctx);
         std::process::exit(code);

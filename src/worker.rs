@@ -585,6 +585,8 @@ pub struct WorkerArgs<'a> {
     pub slot: usize,
     /// The app, when the master imported it (`--preload`).
     pub preloaded: Option<Py<PyAny>>,
+    /// What the master's interpreters share (sys.path, hash seed).
+    pub python: &'a wsgi::PyBase,
 }
 
 /// Entry point of a freshly forked worker. Returns the process exit code.
@@ -635,17 +637,12 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
 
     let app = match args.preloaded.take() {
         Some(app) => Ok(app),
-        None => {
-            let cwd = std::env::current_dir()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|_| ".".into());
-            wsgi::load_app(&wsgi::PySetup {
-                cwd,
-                pythonpath: settings.pythonpath.as_deref().unwrap_or(""),
-                virtualenv: settings.virtualenv.as_deref(),
-                app: settings.app(),
-            })
-        }
+        None => wsgi::load_app(&wsgi::PySetup {
+            base: args.python,
+            pythonpath: settings.pythonpath.as_deref().unwrap_or(""),
+            virtualenv: settings.virtualenv.as_deref(),
+            app: settings.app(),
+        }),
     };
     let app = match app {
         Ok(app) => app,

@@ -48,6 +48,7 @@ const SCRUBBED_ENV: &[&str] = &[
     "LISTEN_FDNAMES",
     "GUNICORN_FD",
     "FERROCORN_UPGRADE_FD",
+    "PYTHONHASHSEED",
 ];
 
 pub fn repo_dir() -> PathBuf {
@@ -235,6 +236,19 @@ impl Server {
         env: &[(&str, &str)],
         default_bind: bool,
     ) -> Server {
+        Server::spawn_in(None, prefix, apps, args, env, default_bind)
+    }
+
+    /// `spawn_opts`, launched from `cwd` (default: the server's own
+    /// temporary directory, which holds its log).
+    pub fn spawn_in(
+        cwd: Option<&Path>,
+        prefix: &[&str],
+        apps: Option<&Path>,
+        args: &[&str],
+        env: &[(&str, &str)],
+        default_bind: bool,
+    ) -> Server {
         let dir = TempDir::new("server");
         let log_path = dir.join("server.log");
         let log = fs::File::create(&log_path).expect("create the server log");
@@ -262,7 +276,7 @@ impl Server {
         cmd.arg("--chdir")
             .arg(&apps)
             .args(args)
-            .current_dir(dir.path())
+            .current_dir(cwd.unwrap_or(dir.path()))
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(log))
