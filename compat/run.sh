@@ -103,7 +103,7 @@ if [[ "$server" == ferrocorn ]]; then
   if [[ -n "${FERROCORN_BIN:-}" ]]; then
     [[ -x "$FERROCORN_BIN" ]] || die "FERROCORN_BIN=$FERROCORN_BIN is not an executable file"
   else
-    FERROCORN_BIN="$REPO_ROOT/target/release/ferrocorn"
+    FERROCORN_BIN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/ferrocorn"
     if [[ ! -x "$FERROCORN_BIN" ]] ||
       [[ -n "$(cd "$REPO_ROOT" && find src Cargo.toml Cargo.lock -newer "$FERROCORN_BIN" -print -quit)" ]]; then
       log "building $FERROCORN_BIN (cargo build --release)"

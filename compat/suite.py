@@ -11,6 +11,7 @@ status is 1 if any case failed.
 Every socket and request has a timeout, the whole run has a time limit, and
 each server runs in its own process group, which is killed on the way out.
 """
+
 import argparse
 import hashlib
 import importlib.metadata
@@ -26,7 +27,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import requests
 
@@ -120,10 +121,13 @@ class _Reader:
     def _fill(self):
         """Read more into the buffer; False at end of stream."""
         remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError("response not complete within the time limit")
-        self.sock.settimeout(remaining)
-        data = self.sock.recv(65536)
+        try:
+            if remaining <= 0:
+                raise TimeoutError
+            self.sock.settimeout(remaining)
+            data = self.sock.recv(65536)
+        except TimeoutError:
+            raise TimeoutError("response not complete within the time limit") from None
         self.buf += data
         return bool(data)
 
@@ -370,7 +374,9 @@ def django_csrf_reject(ctx):
         check(page.status_code == 200, f"GET /admin/login/ gave {page.status_code}")
         form = {"username": ADMIN_USER, "password": ctx.admin_password}
         post = http.post(login_url, data=form, allow_redirects=False, timeout=HTTP_TIMEOUT)
-        check(post.status_code == 403, f"login POST without a CSRF token gave {post.status_code}, expected 403")
+        check(
+            post.status_code == 403, f"login POST without a CSRF token gave {post.status_code}, expected 403"
+        )
         check("CSRF verification failed" in post.text, "403 page does not name the CSRF failure")
         index = http.get(f"{ctx.base}/admin/", allow_redirects=False, timeout=HTTP_TIMEOUT)
         check(index.status_code == 302, f"GET /admin/ gave {index.status_code}: logged in after all?")
@@ -463,12 +469,17 @@ def django_whitenoise_static(ctx):
             check(cond.status_code == 304, f"{name} gave {cond.status_code}, expected 304")
             check(cond.content == b"", f"304 with a {len(cond.content)}-byte body")
 
-        part = http.get(url, headers={"Range": "bytes=0-99", "Accept-Encoding": "identity"}, timeout=HTTP_TIMEOUT)
+        part = http.get(
+            url, headers={"Range": "bytes=0-99", "Accept-Encoding": "identity"}, timeout=HTTP_TIMEOUT
+        )
         check(part.status_code == 206, f"Range gave {part.status_code}, expected 206")
         check(part.content == data[:100], f"Range body: {len(part.content)} bytes, not the first 100")
         content_range = part.headers.get("Content-Range")
         check(content_range == f"bytes 0-99/{len(data)}", f"Content-Range {content_range!r}")
-        check(part.headers.get("Content-Length") == "100", f"Content-Length {part.headers.get('Content-Length')}")
+        check(
+            part.headers.get("Content-Length") == "100",
+            f"Content-Length {part.headers.get('Content-Length')}",
+        )
 
 
 @case("django")
@@ -697,7 +708,10 @@ def run_app(app, cases, args, state, admin_password, setup_error, results):
 
 
 def abort(signum, frame):
-    reason = "time limit reached" if signum == signal.SIGALRM else f"signal {signum}"
+    if signum == signal.SIGALRM:
+        reason = f"suite time limit ({SUITE_TIME_LIMIT} s) reached"
+    else:
+        reason = f"suite stopped by {signal.Signals(signum).name}"
     raise SuiteAborted(reason)
 
 
@@ -707,7 +721,10 @@ def parse_args():
     parser.add_argument(
         "--ferrocorn-bin",
         type=Path,
-        default=Path(os.environ.get("FERROCORN_BIN", REPO_ROOT / "target/release/ferrocorn")),
+        default=Path(
+            os.environ.get("FERROCORN_BIN")
+            or Path(os.environ.get("CARGO_TARGET_DIR", REPO_ROOT / "target")) / "release" / "ferrocorn"
+        ),
         help="ferrocorn binary (default: $FERROCORN_BIN or target/release/ferrocorn)",
     )
     parser.add_argument("--list", action="store_true", help="list the cases and exit")
@@ -738,6 +755,7 @@ def main():
     signal.signal(signal.SIGALRM, abort)
     signal.signal(signal.SIGTERM, abort)
     signal.signal(signal.SIGHUP, abort)
+    signal.signal(signal.SIGINT, abort)
     signal.alarm(SUITE_TIME_LIMIT)
     results = Results()
     started = time.monotonic()

@@ -2,6 +2,7 @@
 
 Files it serves come from $COMPAT_STATE_DIR/files, written by compat/suite.py.
 """
+
 import os
 import time
 from pathlib import Path

@@ -1,4 +1,5 @@
 """A plain Werkzeug app: digests the request body, however it was framed."""
+
 import hashlib
 import json
 

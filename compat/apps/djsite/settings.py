@@ -5,6 +5,7 @@ upload spool, files to download) lives in $COMPAT_STATE_DIR, a temporary
 directory that compat/suite.py creates and fills with `migrate`,
 `createsuperuser` and `collectstatic` before starting the server.
 """
+
 import os
 from pathlib import Path
 

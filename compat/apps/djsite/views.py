@@ -1,4 +1,5 @@
 """Views whose responses the suite checks byte for byte and by timing."""
+
 import hashlib
 import time
 

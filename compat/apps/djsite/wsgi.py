@@ -1,4 +1,5 @@
 """WSGI entry point: `ferrocorn djsite.wsgi` (attr defaults to `application`)."""
+
 import os
 
 from django.core.wsgi import get_wsgi_application
