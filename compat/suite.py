@@ -25,9 +25,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import requests
 
@@ -59,6 +59,10 @@ class CaseFailed(Exception):
 
 class ServerError(Exception):
     """The server under test did not start or serve."""
+
+
+class SetupError(Exception):
+    """Preparing the apps' state (manage.py) failed."""
 
 
 class SuiteAborted(BaseException):
@@ -285,7 +289,10 @@ class Server:
             print(f"# server did not stop within {STOP_TIMEOUT} s of SIGTERM; killing it", flush=True)
         # Anything left in the group (the master, or workers it left behind).
         signal_group(pgid, signal.SIGKILL)
-        self.proc.wait(5)
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            print(f"# server pid {pgid} not gone 5 s after SIGKILL", flush=True)
         self.proc = None
         deadline = time.monotonic() + 5
         while signal_group(pgid, 0):
@@ -498,7 +505,10 @@ def django_sse(ctx):
     event = response.body.split(b"\n\n", 1)[0]
     check(event == b"id: 0\nevent: tick\ndata: tick 0", f"first event {event!r}")
     arrived = response.time_of_byte(len(event) + 2)
-    check(arrived < FIRST_BYTE_LIMIT, f"first event after {arrived:.2f} s, expected < {FIRST_BYTE_LIMIT} s")
+    check(
+        arrived < FIRST_BYTE_LIMIT,
+        f"first event after {arrived:.2f} s, expected < {FIRST_BYTE_LIMIT} s: events held back",
+    )
 
 
 @case("flask")
@@ -604,10 +614,10 @@ def manage(state, *args, extra_env=None):
             timeout=SETUP_TIMEOUT,
         )
     except subprocess.TimeoutExpired:
-        raise ServerError(f"manage.py {args[0]} took over {SETUP_TIMEOUT} s") from None
+        raise SetupError(f"manage.py {args[0]} took over {SETUP_TIMEOUT} s") from None
     if done.returncode != 0:
-        tail = (done.stdout + done.stderr).strip().splitlines()[-5:]
-        raise ServerError(f"manage.py {args[0]} failed: {' | '.join(tail)}")
+        output = (done.stdout + done.stderr).strip().splitlines() or ["no output"]
+        raise SetupError(f"manage.py {args[0]} exited with status {done.returncode}: {output[-1]}")
 
 
 def prepare_files(state):
@@ -772,7 +782,7 @@ def main():
                 if app == "django":
                     try:
                         prepare_django(state, admin_password)
-                    except ServerError as exc:
+                    except SetupError as exc:
                         setup_error = str(exc)
                 run_app(app, cases, args, state, admin_password, setup_error, results)
     except SuiteAborted as exc:
