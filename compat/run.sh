@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Real-apps compatibility suite: pinned Django, Flask, Werkzeug and whitenoise
+# from PyPI, served by ferrocorn (or by gunicorn, for reference) and checked
+# the way a user of those apps would. See compat/README.md.
+#
+#   compat/run.sh [--server ferrocorn|gunicorn] [CASE...]
+#
+# CASE selects cases whose name contains it (compat/run.sh --list lists them).
+# Environment:
+#   FERROCORN_BIN  the ferrocorn binary to test; by default
+#                  target/release/ferrocorn, built when missing or older
+#                  than the sources
+#
+# The venv (compat/.venv, made with /usr/bin/python3, the interpreter
+# ferrocorn embeds) is reused while requirements.txt and that Python stay the
+# same, and rebuilt otherwise. If the package index cannot be reached, the
+# suite is skipped with one line and exit status 0.
+set -euo pipefail
+
+COMPAT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$COMPAT_DIR/.." && pwd)"
+SYS_PY=/usr/bin/python3
+VENV="$COMPAT_DIR/.venv"
+
+log() { printf 'compat: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+
+server=ferrocorn
+suite_args=()
+while (($#)); do
+  case "$1" in
+    --server) server="${2:-}"; shift $(($# > 1 ? 2 : 1)) ;;
+    --server=*) server="${1#*=}"; shift ;;
+    -h|--help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
+    *) suite_args+=("$1"); shift ;;
+  esac
+done
+case "$server" in
+  ferrocorn|gunicorn) ;;
+  *) log "--server must be ferrocorn or gunicorn"; exit 2 ;;
+esac
+
+# Signs in pip's output that the index was not reached at all (as opposed to
+# a pin it does not have, which pip answers with the versions it does have).
+NETWORK_ERRORS='Failed to establish a new connection|Temporary failure in name resolution|Name or service not known|Network is unreachable|No route to host|Connection refused|ConnectTimeoutError|ReadTimeoutError|Read timed out|Cannot connect to proxy|ProxyError|SSLError|connection broken by|Could not fetch URL'
+
+network_reason() {  # network_reason PIP_LOG: the most telling part of the error
+  local re
+  for re in 'Cannot connect to proxy' \
+    "Failed to establish a new connection: [^'\")]*" \
+    "\[Errno -?[0-9]+\] [^'\")]*" \
+    "(Read timed out|ConnectTimeoutError|ReadTimeoutError|SSLError)[^'\")]*"; do
+    grep -oE -m 1 "$re" "$1" | head -n 1 && return
+  done
+  grep -E -m 1 "$NETWORK_ERRORS" "$1" | cut -c 1-160
+}
+
+pip_install() {  # pip_install REQUIREMENTS_FILE
+  local out status=0
+  out="$(mktemp)"
+  "$VENV/bin/python" -m pip install --disable-pip-version-check --no-input -q \
+    --timeout 20 --retries 2 -r "$1" >"$out" 2>&1 || status=$?
+  if ((status == 0)); then
+    rm -f "$out"
+    return 0
+  fi
+  if grep -qE "$NETWORK_ERRORS" "$out"; then
+    echo "compat: SKIPPED: PyPI unreachable ($(network_reason "$out"))"
+    rm -f "$out"
+    exit 0
+  fi
+  cat "$out" >&2
+  rm -f "$out"
+  die "pip install -r ${1#"$REPO_ROOT/"} failed"
+}
+
+stamp_of() {  # stamp_of FILE: what the installed set depends on
+  { "$SYS_PY" -VV; cat "$1"; } | sha256sum | cut -d' ' -f1
+}
+
+started=$SECONDS
+want="$(stamp_of "$COMPAT_DIR/requirements.txt")"
+if [[ -x "$VENV/bin/python" && "$(cat "$VENV/.compat-stamp" 2>/dev/null)" == "$want" ]]; then
+  log "reusing $VENV"
+else
+  log "creating $VENV with $SYS_PY"
+  rm -rf "$VENV"
+  "$SYS_PY" -m venv "$VENV" || die "$SYS_PY -m venv failed (is python3-venv installed?)"
+  pip_install "$COMPAT_DIR/requirements.txt"
+  echo "$want" >"$VENV/.compat-stamp"
+fi
+if [[ "$server" == gunicorn ]]; then
+  want="$(stamp_of "$COMPAT_DIR/requirements-gunicorn.txt")"
+  if [[ "$(cat "$VENV/.compat-gunicorn-stamp" 2>/dev/null)" != "$want" ]]; then
+    log "installing gunicorn into $VENV"
+    pip_install "$COMPAT_DIR/requirements-gunicorn.txt"
+    echo "$want" >"$VENV/.compat-gunicorn-stamp"
+  fi
+fi
+log "venv ready in $((SECONDS - started)) s"
+
+if [[ "$server" == ferrocorn ]]; then
+  if [[ -n "${FERROCORN_BIN:-}" ]]; then
+    [[ -x "$FERROCORN_BIN" ]] || die "FERROCORN_BIN=$FERROCORN_BIN is not an executable file"
+  else
+    FERROCORN_BIN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/release/ferrocorn"
+    if [[ ! -x "$FERROCORN_BIN" ]] ||
+      [[ -n "$(cd "$REPO_ROOT" && find src Cargo.toml Cargo.lock -newer "$FERROCORN_BIN" -print -quit)" ]]; then
+      log "building $FERROCORN_BIN (cargo build --release)"
+      (cd "$REPO_ROOT" && cargo build --release --locked)
+    fi
+  fi
+  suite_args=(--ferrocorn-bin "$FERROCORN_BIN" "${suite_args[@]}")
+fi
+
+"$VENV/bin/python" "$COMPAT_DIR/suite.py" --server "$server" "${suite_args[@]}"
