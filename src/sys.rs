@@ -246,6 +246,15 @@ impl Scoreboard {
         unsafe { &*self.base.as_ptr().add(slot * SLOT_WORDS + w) }
     }
 
+    /// The heartbeat word of `slot`, for a request that reports its own
+    /// progress (see `wsgi::Progress`).
+    pub fn beat_cell(&self, slot: usize) -> &'static std::sync::atomic::AtomicU64 {
+        assert!(slot < self.slots, "scoreboard slot out of range");
+        // SAFETY: as in `word`; the mapping is never unmapped, so the
+        // reference is valid for the rest of the process.
+        unsafe { &*self.base.as_ptr().add(slot * SLOT_WORDS + BEAT) }
+    }
+
     /// Reset a slot for a worker about to be forked.
     pub fn reset(&self, slot: usize) {
         self.word(slot, BEAT)

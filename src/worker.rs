@@ -33,7 +33,7 @@ use crate::listeners::{Kind, Listener};
 use crate::sys::{self, Scoreboard, Signal, SignalQueue};
 use crate::timefmt::DateCache;
 use crate::wsgi::{
-    self, BodyRest, ConnSocket, FileWrapper, Input, Peer, Responder, ServerInfo, Wsgi,
+    self, BodyRest, ConnSocket, FileWrapper, Input, Peer, Progress, Responder, ServerInfo, Wsgi,
 };
 use crate::{debug, error, info, warning};
 
@@ -339,7 +339,12 @@ impl Pool {
             std::thread::Builder::new()
                 .name(format!("ferrocorn-{i}"))
                 .stack_size(THREAD_STACK)
-                .spawn(move || thread_main(i, &queue, &done, &busy, &shared, &wake))?;
+                .spawn(move || {
+                    // A request streaming to (or from) its client is not
+                    // stuck: its progress re-dates this thread's stamp.
+                    wsgi::set_progress(Some(Progress::Thread(busy.clone(), i)));
+                    thread_main(i, &queue, &done, &busy, &shared, &wake)
+                })?;
         }
         Ok(pool)
     }
@@ -498,7 +503,8 @@ fn run_job(py: Python<'_>, shared: &Shared, job: Job) -> Done {
                         );
                     } else {
                         error!(
-                            "Error handling request {}\n{}",
+                            "Error handling request {} {}\n{}",
+                            head.method,
                             head.target,
                             wsgi::format_exception(py, &e).trim_end()
                         );
@@ -509,7 +515,10 @@ fn run_job(py: Python<'_>, shared: &Shared, job: Job) -> Done {
                 }
             }
             Err(problem) => {
-                warning!("Invalid request from ip={}: {problem}", remote_ip(&peer));
+                warning!(
+                    "Invalid request from ip={}: Configuration problem: {problem}",
+                    remote_ip(&peer)
+                );
                 let body = format!("{problem}\n");
                 responder
                     .borrow_mut()
@@ -659,6 +668,13 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
         }
     };
     worker.scoreboard.set_ready(worker.slot);
+    if worker.pool.is_none() {
+        // A sync worker streaming a response keeps beating while bytes
+        // reach the client (gunicorn's would time out mid-stream).
+        wsgi::set_progress(Some(Progress::Beat(
+            worker.scoreboard.beat_cell(worker.slot),
+        )));
+    }
     let code = worker.serve();
     Python::attach(|py| {
         // Let the app's atexit handlers run and its print() output out.

@@ -16,6 +16,7 @@ mod sockio;
 pub use input::{BodyRest, Input};
 pub use response::{Responder, SPILL_MAX};
 pub use socket::ConnSocket;
+pub use sockio::{set_progress, Progress};
 
 use std::collections::HashMap;
 use std::ffi::CString;

@@ -177,6 +177,35 @@ fn a_client_leaving_an_endless_stream_is_noticed_and_close_is_called() {
     }
 }
 
+#[test]
+fn a_stream_outlasting_the_timeout_is_not_a_stuck_worker() {
+    // Bytes reaching the client are progress: an event stream longer than
+    // --timeout keeps its worker (gunicorn's sync worker would be killed
+    // mid-stream); a request that sends nothing still trips the timeout
+    // (tests/arbiter.rs, tests/gthread.rs).
+    for args in [
+        &["-w", "1"][..],
+        &["-w", "1", "-k", "gthread", "--threads", "2"][..],
+    ] {
+        let mut all = args.to_vec();
+        all.extend(["--timeout", "2", "fidelity:app"]);
+        let s = Server::start(&all);
+        let reads = timed_reads(
+            s.port,
+            b"GET /sse?gap=0.3 HTTP/1.1\r\nHost: t\r\n\r\n",
+            usize::MAX,
+            Duration::from_millis(4500),
+        );
+        let last = arrival_of(&reads, b"data: 14\n\n", 1);
+        assert!(
+            last.is_some(),
+            "{args:?}: the stream stopped: {}",
+            String::from_utf8_lossy(&joined(&reads))
+        );
+        assert!(!s.log().contains("WORKER TIMEOUT"), "{args:?}: {}", s.log());
+    }
+}
+
 // ---------------------------------------------------------------------------
 // 3. HEAD gets no invented Content-Length
 

@@ -50,7 +50,10 @@ fn read_body(py: Python<'_>, fd: RawFd, timeout: Duration, dst: &mut [u8]) -> Py
                     "client disconnected before sending the whole body",
                 ))
             }
-            Ok(n) => return Ok(n),
+            Ok(n) => {
+                super::sockio::note_progress();
+                return Ok(n);
+            }
             Err(nix::errno::Errno::EAGAIN) => {
                 let ready = py.detach(|| sys::wait_fd(borrow_sock(fd), false, timeout));
                 if !matches!(ready, Ok(true)) {

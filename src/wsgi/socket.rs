@@ -21,6 +21,7 @@ use pyo3::prelude::*;
 use pyo3::types::{IntoPyDict, PyByteArray, PyBytes};
 
 use super::response::Responder;
+use super::sockio::note_progress;
 use crate::sys;
 
 /// The connection of one request, as a socket object.
@@ -121,6 +122,7 @@ impl ConnSocket {
             })
             .map_err(PyErr::from)?;
         buf.truncate(n);
+        note_progress();
         Ok(buf)
     }
 
@@ -143,6 +145,7 @@ impl ConnSocket {
                 return Err(e.into());
             }
             sent += r as usize;
+            note_progress();
             if !all {
                 break;
             }

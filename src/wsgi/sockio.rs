@@ -10,6 +10,40 @@ use pyo3::prelude::*;
 
 use crate::sys;
 
+/// Where a thread running a request reports that the request is making
+/// progress (bytes reached the client, or came from it on a taken-over
+/// connection), so that a long stream is not mistaken for a stuck worker:
+/// a sync worker's heartbeat, or a gthread thread's "busy since" stamp.
+pub enum Progress {
+    Beat(&'static std::sync::atomic::AtomicU64),
+    Thread(std::sync::Arc<Vec<std::sync::atomic::AtomicU64>>, usize),
+}
+
+thread_local! {
+    static PROGRESS: std::cell::RefCell<Option<Progress>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Set (or clear) where this thread reports request progress.
+pub fn set_progress(p: Option<Progress>) {
+    PROGRESS.with(|c| *c.borrow_mut() = p);
+}
+
+/// The request running on this thread made progress: date its heartbeat now.
+pub(crate) fn note_progress() {
+    PROGRESS.with(|c| {
+        let now = sys::monotonic_ms().max(1);
+        match &*c.borrow() {
+            Some(Progress::Beat(b)) => b.store(now, std::sync::atomic::Ordering::Relaxed),
+            Some(Progress::Thread(cells, i)) => {
+                if let Some(cell) = cells.get(*i) {
+                    cell.store(now, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            None => {}
+        }
+    });
+}
+
 /// Writes at least this large release the GIL for the copy too.
 pub(crate) const DIRECT_WRITE_AT: usize = 64 * 1024;
 
@@ -25,12 +59,16 @@ pub(crate) fn borrow_sock<'a>(fd: RawFd) -> BorrowedFd<'a> {
 
 pub(crate) fn send_some(fd: RawFd, data: &[u8]) -> io::Result<usize> {
     let sock = borrow_sock(fd);
-    nix::sys::socket::send(
+    let n = nix::sys::socket::send(
         std::os::fd::AsRawFd::as_raw_fd(&sock),
         data,
         nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
     )
-    .map_err(io::Error::from)
+    .map_err(io::Error::from)?;
+    if n > 0 {
+        note_progress();
+    }
+    Ok(n)
 }
 
 /// Write all of `data`, waiting (with the GIL released) while the socket
