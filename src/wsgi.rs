@@ -8,12 +8,14 @@
 //! call back into hold the connection's raw descriptor only while the
 //! request is active; the worker deactivates them when the request ends.
 
+mod call;
 mod input;
 mod response;
 mod socket;
 mod sockio;
 
-pub use input::{BodyRest, Input};
+pub use call::WsgiApp;
+pub use input::Input;
 pub use response::{Responder, SPILL_MAX};
 pub use socket::ConnSocket;
 pub use sockio::{set_progress, Progress};

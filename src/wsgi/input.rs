@@ -10,14 +10,8 @@ use pyo3::types::{PyBytes, PyList};
 
 use super::sockio::borrow_sock;
 use super::IO_TIMEOUT;
-use crate::http::ChunkedDecoder;
+use crate::http::{Body, BodyRest};
 use crate::sys;
-
-/// Where the rest of a streamed request body comes from.
-pub enum BodyRest {
-    Length(u64),
-    Chunked(ChunkedDecoder),
-}
 
 /// `wsgi.input`: the request body, buffered by the event loop when it is
 /// small, streamed from the socket (GIL released while waiting) when not.
@@ -67,48 +61,40 @@ fn read_body(py: Python<'_>, fd: RawFd, timeout: Duration, dst: &mut [u8]) -> Py
 }
 
 impl Input {
-    /// A body that is already complete in memory (possibly empty).
-    pub fn buffered(body: Vec<u8>) -> Input {
-        Input {
-            buf: body,
-            pos: 0,
-            raw: Vec::new(),
-            rest: None,
-            fd: -1,
-            active: false,
-            failed: false,
-            timeout: IO_TIMEOUT,
-        }
-    }
-
-    /// A body of which `decoded` has arrived; the rest is read from `fd`,
-    /// starting with the undecoded bytes in `raw`.
-    /// Each wait for more bytes may last up to `timeout`.
-    pub fn streaming(
-        decoded: Vec<u8>,
-        raw: Vec<u8>,
-        rest: BodyRest,
-        fd: RawFd,
-        timeout: Duration,
-    ) -> Input {
-        Input {
-            buf: decoded,
-            pos: 0,
-            raw,
-            rest: Some(rest),
-            fd,
-            active: true,
-            failed: false,
-            timeout,
+    /// `wsgi.input` for the body the protocol handed over.
+    pub fn new(body: Body) -> Input {
+        match body {
+            Body::Buffered(buf) => Input {
+                buf,
+                pos: 0,
+                raw: Vec::new(),
+                rest: None,
+                fd: -1,
+                active: false,
+                failed: false,
+                timeout: IO_TIMEOUT,
+            },
+            Body::Streaming {
+                decoded,
+                raw,
+                rest,
+                fd,
+                timeout,
+            } => Input {
+                buf: decoded,
+                pos: 0,
+                raw,
+                rest: Some(rest),
+                fd,
+                active: true,
+                failed: false,
+                timeout,
+            },
         }
     }
 
     fn body_done(&self) -> bool {
-        match &self.rest {
-            None => true,
-            Some(BodyRest::Length(n)) => *n == 0,
-            Some(BodyRest::Chunked(d)) => d.is_finished(),
-        }
+        self.rest.as_ref().is_none_or(BodyRest::is_done)
     }
 
     /// Decode what `raw` holds into `buf`. Returns whether progress was made.

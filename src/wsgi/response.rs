@@ -19,6 +19,7 @@ use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use super::sockio::{borrow_sock, send_all, send_now, DIRECT_WRITE_AT};
 use crate::sys;
+use crate::worker::executor::Reply;
 
 /// Flush the response buffer to the socket once it holds this much.
 const FLUSH_AT: usize = 256 * 1024;
@@ -74,15 +75,17 @@ pub struct Responder {
 }
 
 impl Responder {
-    pub fn new(
-        fd: RawFd,
-        minor: u8,
-        is_head: bool,
-        keep_alive: bool,
-        date: &str,
-        out: Vec<u8>,
-        timeout: Duration,
-    ) -> Responder {
+    /// The writer for a request, as the engine asked for it.
+    pub fn new(reply: Reply) -> Responder {
+        let Reply {
+            fd,
+            minor,
+            is_head,
+            keep_alive,
+            date,
+            pending: out,
+            timeout,
+        } = reply;
         Responder {
             fd,
             active: true,
@@ -100,7 +103,7 @@ impl Responder {
             taken: false,
             status_code: 0,
             body_bytes: 0,
-            date: date.to_string(),
+            date,
             timeout,
         }
     }

@@ -1,0 +1,112 @@
+//! How a worker takes new connections: a batch per wake-up for gthread;
+//! for sync, pacing by the requests it serves, so that connections spread
+//! over the workers by how fast each serves (see the constants).
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use super::conn::{ListenSock, Stream};
+use super::engine::Worker;
+use crate::warning;
+use crate::wsgi::Peer;
+
+/// Connections a gthread worker accepts per wake-up. Accepting a whole
+/// burst would queue it behind one busy worker while its siblings idle;
+/// the rest are taken on the next turn of the loop, or by another worker.
+const ACCEPT_BATCH: usize = 16;
+/// A sync worker runs one request at a time, so it takes a new connection
+/// only once the one it accepted last has started its first request (or
+/// sent nothing for this long), as gunicorn's sync worker accepts, serves,
+/// then accepts again: a burst of new connections (keep-alive clients
+/// starting up) spreads over the workers by how fast each serves, instead
+/// of piling up in the first one to wake while their requests are still
+/// on the way.
+pub(super) const FRESH_WAIT: Duration = Duration::from_millis(20);
+/// A busy sync worker takes up to this many waiting connections after
+/// each request it serves: every worker then takes new connections in
+/// proportion to the pace it serves at, and a crowd of keep-alive clients
+/// starting together is in within a few turns rather than queueing in
+/// the backlog behind those already connected.
+const SYNC_ACCEPT_PER_REQUEST: usize = 8;
+
+impl Worker<'_> {
+    /// sync: the connection accepted last has started its first request,
+    /// closed, or waited FRESH_WAIT: accept again.
+    pub(super) fn release_fresh(&mut self) {
+        self.fresh = None;
+        if std::mem::take(&mut self.accept_held) {
+            self.accept_more = true;
+        }
+    }
+
+    /// sync, after each request: take a few waiting connections, if any
+    /// (see SYNC_ACCEPT_PER_REQUEST).
+    pub(super) fn accept_after_request(&mut self) {
+        let before = self.live;
+        for i in 0..self.listeners.len() {
+            while self.listeners[i].ready && self.live - before < SYNC_ACCEPT_PER_REQUEST {
+                let had = self.live;
+                self.accept(i, false);
+                if self.live == had {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Accept from listener `li`: a batch (gthread), or one connection
+    /// (sync; with `hold`, only once the last one accepted has started its
+    /// first request, see FRESH_WAIT).
+    pub(super) fn accept(&mut self, li: usize, hold: bool) {
+        if self.stopping {
+            return;
+        }
+        let sync = !self.exec.concurrent();
+        if sync && hold && self.fresh.is_some() {
+            self.accept_held = true;
+            return;
+        }
+        let batch = if sync { 1 } else { ACCEPT_BATCH };
+        for _ in 0..batch {
+            if self.live >= self.max_conns && !self.evict_one() {
+                self.accept_paused = true;
+                return;
+            }
+            let Some(l) = self.listeners.get(li) else {
+                return;
+            };
+            let accepted = match &l.sock {
+                ListenSock::Tcp(s) => s.accept().map(|(st, addr)| {
+                    let _ = st.set_nodelay(true);
+                    (Stream::Tcp(st), Peer::Tcp(addr))
+                }),
+                ListenSock::Unix(s) => s.accept().map(|(st, _)| (Stream::Unix(st), Peer::Unix)),
+            };
+            if let Some(l) = self.listeners.get_mut(li) {
+                l.ready = accepted.is_ok();
+            }
+            match accepted {
+                Ok((stream, peer)) => {
+                    let idx = self.add_conn(stream, peer, li);
+                    if sync {
+                        if let Some(idx) = idx {
+                            self.fresh = Some((idx, Instant::now()));
+                            self.accept_held = true;
+                            return;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE and friends: back off until a connection closes.
+                    warning!("accept() failed: {e}");
+                    self.accept_paused = true;
+                    return;
+                }
+            }
+        }
+        // The batch is used up and more may be waiting.
+        self.accept_more = true;
+    }
+}

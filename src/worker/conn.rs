@@ -1,0 +1,204 @@
+//! One client connection as the worker's loop holds it: the socket (TCP
+//! or unix; TLS will be another variant), its buffers, where it is in its
+//! request/response cycle, and its deadlines. Reading and writing here
+//! never blocks; the protocol driver (`h1`) decides what the bytes mean.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+
+use crate::http::{self, BodyRest, RequestHead};
+use crate::wsgi::Peer;
+
+/// Stop reading from a connection whose unprocessed input exceeds this.
+pub(super) const READ_CAP: usize = super::h1::BUFFER_BODY + 64 * 1024;
+/// At the connection limit, a connection sitting idle or on an incomplete
+/// head for at least this long may be closed to admit a new one.
+const EVICT_AFTER: Duration = Duration::from_millis(500);
+/// Buffers of idle connections larger than this are released, so a burst
+/// of large requests does not leave every connection holding its peak.
+pub(super) const KEEP_BUFFER: usize = 64 * 1024;
+
+pub(super) enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    pub(super) fn raw(&self) -> RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        }
+    }
+    pub(super) fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            Stream::Tcp(s) => s,
+            Stream::Unix(s) => s,
+        }
+    }
+    pub(super) fn shutdown_write(&self) {
+        let _ = match self {
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+        };
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+pub(super) enum ListenSock {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+pub(super) struct WorkerListener {
+    pub(super) sock: ListenSock,
+    /// Connections may be waiting: the last accept found one, or the
+    /// listener signalled since the last accept came back empty.
+    pub(super) ready: bool,
+}
+
+/// Where a connection is in its request/response cycle.
+pub(super) enum State {
+    /// Waiting for (the rest of) a request head.
+    Head,
+    /// Reading a body that will be handed to the app in one piece.
+    Body {
+        head: Box<RequestHead>,
+        body: Vec<u8>,
+        rest: BodyRest,
+    },
+    /// Response sent with `Connection: close`; draining input until EOF.
+    Lingering,
+    /// A gthread thread is running the request and owns the socket's I/O
+    /// until it hands the request back; the loop leaves it alone.
+    Busy,
+}
+
+pub(super) struct Conn {
+    pub(super) stream: Stream,
+    pub(super) peer: Peer,
+    pub(super) listener: usize,
+    pub(super) rbuf: Vec<u8>,
+    pub(super) wbuf: Vec<u8>,
+    pub(super) wpos: usize,
+    pub(super) state: State,
+    pub(super) deadline: Instant,
+    /// Close once `wbuf` is written.
+    pub(super) close_after_write: bool,
+    /// The peer closed its side.
+    pub(super) eof: bool,
+    /// Remembers how far an incomplete head was already scanned.
+    pub(super) parser: http::HeadParser,
+    /// When the connection started waiting for its current head (accept,
+    /// or the end of the previous response).
+    pub(super) since: Instant,
+    /// A request was served on this connection before.
+    pub(super) reused: bool,
+    /// The app took the connection over: close our descriptor, nothing else.
+    pub(super) dead: bool,
+    /// In the worker's `ready` queue.
+    pub(super) queued: bool,
+}
+
+impl Conn {
+    pub(super) fn pending_write(&self) -> usize {
+        self.wbuf.len() - self.wpos
+    }
+    pub(super) fn idle(&self) -> bool {
+        matches!(self.state, State::Head) && self.rbuf.is_empty() && self.pending_write() == 0
+    }
+    /// May be closed to make room for a new connection: idle, lingering,
+    /// or stuck on an incomplete head for a while.
+    pub(super) fn evictable(&self, now: Instant) -> bool {
+        match self.state {
+            State::Lingering => true,
+            State::Head => {
+                self.pending_write() == 0
+                    && now.saturating_duration_since(self.since) >= EVICT_AFTER
+            }
+            _ => false,
+        }
+    }
+
+    /// Read what is available into `rbuf`, through the worker's scratch
+    /// buffer (allocated once, so no per-read zeroing). Returns false on a
+    /// hard error.
+    pub(super) fn fill(&mut self, scratch: &mut [u8]) -> bool {
+        while self.rbuf.len() < READ_CAP && !self.eof {
+            match self.stream.read(scratch) {
+                Ok(0) => self.eof = true,
+                Ok(n) => self.rbuf.extend_from_slice(&scratch[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    /// Write queued output; progress extends the deadline by `stall`.
+    /// Returns false on a hard error.
+    pub(super) fn flush(&mut self, stall: Duration) -> bool {
+        while self.wpos < self.wbuf.len() {
+            match self.stream.write(&self.wbuf[self.wpos..]) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    self.wpos += n;
+                    self.deadline = Instant::now() + stall;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        if self.wbuf.capacity() > KEEP_BUFFER {
+            self.wbuf = Vec::new();
+        } else {
+            self.wbuf.clear();
+        }
+        self.wpos = 0;
+        true
+    }
+}
+
+/// What to do with a connection after driving it.
+pub(super) enum Next {
+    Keep,
+    Close,
+}
+
+/// Whether bytes are waiting to be read on `fd` (without consuming them).
+pub(super) fn has_pending_input(fd: RawFd) -> bool {
+    let mut b = [0u8; 1];
+    matches!(
+        nix::sys::socket::recv(
+            fd,
+            &mut b,
+            nix::sys::socket::MsgFlags::MSG_PEEK | nix::sys::socket::MsgFlags::MSG_DONTWAIT
+        ),
+        Ok(n) if n > 0
+    )
+}

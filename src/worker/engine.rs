@@ -1,0 +1,501 @@
+//! The connection engine of a worker: one mio (epoll) loop that owns the
+//! listeners, the connection table, timers (header, body, keep-alive,
+//! linger deadlines), eviction at the connection limit, backpressure, the
+//! worker's signals and its heartbeat. Requests go to the executor
+//! (`executor`); the HTTP/1.1 protocol (`h1`) drives each connection;
+//! the accept policy lives in `accept`.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, UnixListener};
+use mio::{Events, Interest, Poll, Token, Waker};
+use pyo3::prelude::*;
+
+use super::accept::FRESH_WAIT;
+use super::conn::{has_pending_input, Conn, ListenSock, Next, State, Stream, WorkerListener};
+use super::executor::{App, Executor, Inline, Threads};
+use super::{current_rss, jitter, WorkerArgs};
+use crate::accesslog::AccessLog;
+use crate::http::{self, Limits};
+use crate::listeners::Kind;
+use crate::sys::{self, Scoreboard, Signal, SignalQueue};
+use crate::timefmt::DateCache;
+use crate::wsgi::{Peer, ServerInfo, Wsgi, WsgiApp};
+use crate::{debug, error, info, warning};
+
+/// A sync worker polls for new events after serving this many requests,
+/// so that requests are served first come, first served (a turn through
+/// every ready connection would let some wait two turns).
+const SYNC_TURN: u64 = 4;
+
+const SIGNAL_TOKEN: Token = Token(0);
+pub(super) const LISTENER_BASE: usize = 1;
+pub(super) const CONN_BASE: usize = 1 << 16;
+const WAKER_TOKEN: Token = Token(CONN_BASE - 1);
+
+pub struct Worker<'a> {
+    pub(super) poll: Poll,
+    pub(super) listeners: Vec<WorkerListener>,
+    pub(super) conns: Vec<Option<Conn>>,
+    pub(super) free: Vec<usize>,
+    pub(super) live: usize,
+    /// Connections with work that no new event will announce.
+    pub(super) again: Vec<usize>,
+    /// Connections with events not yet handled, oldest first, each once
+    /// (`Conn::queued`). A sync worker serves at most SYNC_TURN requests
+    /// from it before it polls again, so requests are served in the order
+    /// they became ready, new connections' included.
+    pub(super) ready: VecDeque<usize>,
+    /// Where requests run (inline for sync, threads for gthread).
+    pub(super) exec: Box<dyn Executor>,
+    pub(super) app: Arc<dyn App>,
+    pub(super) limits: Limits,
+    pub(super) keepalive: Duration,
+    /// --header-timeout and --body-timeout.
+    pub(super) head_timeout: Duration,
+    pub(super) stall_timeout: Duration,
+    pub(super) max_conns: usize,
+    pub(super) date: DateCache,
+    pub(super) signals: SignalQueue,
+    pub(super) stopping: bool,
+    pub(super) accept_paused: bool,
+    /// The last accept batch was full: try again on the next turn.
+    pub(super) accept_more: bool,
+    /// sync: the connection accepted last, and when, until its first
+    /// request starts (see FRESH_WAIT).
+    pub(super) fresh: Option<(usize, Instant)>,
+    /// sync: accepting waits for `fresh`.
+    pub(super) accept_held: bool,
+    /// Read buffer shared by every connection of this worker.
+    pub(super) scratch: Box<[u8]>,
+    pub(super) master: nix::unistd::Pid,
+    pub(super) requests: u64,
+    pub(super) scoreboard: &'a Scoreboard,
+    pub(super) slot: usize,
+    /// Recycle after this many requests (0: never).
+    pub(super) max_requests: u64,
+    /// Recycle once RSS exceeds this many bytes (0: never).
+    pub(super) max_rss: u64,
+    pub(super) next_rss_check: Instant,
+}
+
+impl<'a> Worker<'a> {
+    pub(super) fn new(
+        args: WorkerArgs<'a>,
+        app: Py<PyAny>,
+        signals: SignalQueue,
+    ) -> io::Result<Worker<'a>> {
+        let settings = args.settings;
+        let listeners = args.listeners;
+        let poll = Poll::new()?;
+        let sigfd = signals.fd().as_raw_fd();
+        poll.registry().register(
+            &mut mio::unix::SourceFd(&sigfd),
+            SIGNAL_TOKEN,
+            Interest::READABLE,
+        )?;
+        let mut wl = Vec::new();
+        let mut servers = Vec::new();
+        for (i, l) in listeners.iter().enumerate() {
+            let fd = l.try_clone_fd()?;
+            let mut sock = match l.kind {
+                Kind::Tcp => {
+                    ListenSock::Tcp(TcpListener::from_std(std::net::TcpListener::from(fd)))
+                }
+                Kind::Unix => ListenSock::Unix(UnixListener::from_std(
+                    std::os::unix::net::UnixListener::from(fd),
+                )),
+            };
+            let token = Token(LISTENER_BASE + i);
+            match &mut sock {
+                ListenSock::Tcp(s) => poll.registry().register(s, token, Interest::READABLE)?,
+                ListenSock::Unix(s) => poll.registry().register(s, token, Interest::READABLE)?,
+            }
+            let (name, port) = l.server_name_port();
+            servers.push(ServerInfo {
+                name,
+                port,
+                unix: l.kind == Kind::Unix,
+            });
+            wl.push(WorkerListener { sock, ready: true });
+        }
+        let access = match &settings.accesslog {
+            Some(path) => {
+                let format = crate::accesslog::Format::parse(&settings.access_log_format)
+                    .map_err(io::Error::other)?;
+                Some(AccessLog::open(path, format)?)
+            }
+            None => None,
+        };
+        let threaded = settings.worker_class == "gthread";
+        let wsgi = Python::attach(|py| {
+            Wsgi::new(
+                py,
+                app,
+                settings.workers > 1,
+                threaded,
+                &settings.forwarded_allow_ips,
+            )
+        })
+        .map_err(|e| io::Error::other(e.to_string()))?;
+        let app: Arc<dyn App> = Arc::new(WsgiApp {
+            wsgi,
+            servers,
+            access: access.map(std::sync::Mutex::new),
+        });
+        let exec: Box<dyn Executor> = if threaded {
+            let waker = Arc::new(Waker::new(poll.registry(), WAKER_TOKEN)?);
+            // The threads start detached: the GIL is released while the
+            // loop runs (it needs none), so they can take it per request.
+            Box::new(Threads::start(
+                settings.threads.max(1) as usize,
+                app.clone(),
+                waker,
+            )?)
+        } else {
+            Box::new(Inline::new(app.clone()))
+        };
+        Ok(Worker {
+            poll,
+            listeners: wl,
+            conns: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            again: Vec::new(),
+            ready: VecDeque::new(),
+            exec,
+            app,
+            head_timeout: crate::config::seconds(settings.header_timeout),
+            stall_timeout: crate::config::seconds(settings.body_timeout),
+            limits: Limits {
+                max_line: settings.limit_request_line as usize,
+                max_fields: settings.limit_request_fields as usize,
+                max_field_size: settings.limit_request_field_size as usize,
+            },
+            keepalive: crate::config::seconds(settings.keepalive),
+            max_conns: settings.worker_connections.max(1) as usize,
+            date: DateCache::default(),
+            signals,
+            stopping: false,
+            accept_paused: false,
+            accept_more: false,
+            fresh: None,
+            accept_held: false,
+            scratch: vec![0u8; 64 * 1024].into_boxed_slice(),
+            master: args.master,
+            requests: 0,
+            scoreboard: args.scoreboard,
+            slot: args.slot,
+            max_requests: if settings.max_requests > 0 {
+                settings.max_requests + jitter(settings.max_requests_jitter)
+            } else {
+                0
+            },
+            max_rss: settings.max_worker_memory * 1024 * 1024,
+            next_rss_check: Instant::now(),
+        })
+    }
+
+    /// The loop. Returns the exit code.
+    pub(super) fn serve(&mut self) -> i32 {
+        let code = self.serve_loop();
+        self.exec.close();
+        code
+    }
+
+    fn serve_loop(&mut self) -> i32 {
+        let mut events = Events::with_capacity(256);
+        let mut next_sweep = Instant::now() + Duration::from_secs(1);
+        loop {
+            let mut timeout = if self.again.is_empty() && self.ready.is_empty() && !self.accept_more
+            {
+                Duration::from_secs(1)
+            } else {
+                Duration::ZERO
+            };
+            if let Some((_, at)) = self.fresh {
+                let left = FRESH_WAIT.saturating_sub(at.elapsed()) + Duration::from_millis(1);
+                timeout = timeout.min(left);
+            }
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    error!("epoll failed: {e}");
+                    return 1;
+                }
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    SIGNAL_TOKEN | WAKER_TOKEN => {}
+                    Token(t) if t >= CONN_BASE => self.enqueue(t - CONN_BASE),
+                    Token(t) => {
+                        if let Some(l) = self.listeners.get_mut(t - LISTENER_BASE) {
+                            l.ready = true;
+                        }
+                        self.accept(t - LISTENER_BASE, true);
+                    }
+                }
+            }
+            if self
+                .fresh
+                .is_some_and(|(idx, at)| at.elapsed() >= FRESH_WAIT || self.conns[idx].is_none())
+            {
+                self.release_fresh();
+            }
+            if std::mem::take(&mut self.accept_more) {
+                for i in 0..self.listeners.len() {
+                    self.accept(i, true);
+                }
+            }
+            self.collect_done();
+            for idx in std::mem::take(&mut self.again) {
+                self.enqueue(idx);
+            }
+            let served = self.requests;
+            while let Some(idx) = self.ready.pop_front() {
+                if let Some(c) = self.conns.get_mut(idx).and_then(Option::as_mut) {
+                    c.queued = false;
+                }
+                // Edge-triggered: driving reads and writes whatever can be.
+                self.on_conn_event(idx, true, true);
+                if !self.exec.concurrent() && self.requests - served >= SYNC_TURN {
+                    break;
+                }
+            }
+            for sig in self.signals.drain() {
+                match sig {
+                    Signal::SIGTERM => self.begin_graceful_stop(),
+                    Signal::SIGINT | Signal::SIGQUIT => return 0,
+                    Signal::SIGUSR1 => {
+                        if let Err(e) = crate::log::reopen() {
+                            warning!("Cannot reopen log files: {e}");
+                        }
+                        if let Err(e) = self.app.reopen_logs() {
+                            warning!("Cannot reopen the access log: {e}");
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if self.accept_paused && !self.stopping && self.live < self.max_conns {
+                self.accept_paused = false;
+                for i in 0..self.listeners.len() {
+                    self.accept(i, true);
+                }
+            }
+            // A gthread thread stuck in the app must still trip the
+            // master's timeout: the heartbeat is dated no later than the
+            // oldest running request's last sign of life, so the master
+            // sees the worker silent for as long as that request has been
+            // (as the sync worker is while its one request runs).
+            match self.exec.oldest_busy() {
+                Some(start) => self
+                    .scoreboard
+                    .beat_at(self.slot, start.min(sys::monotonic_ms())),
+                None => self.scoreboard.beat(self.slot),
+            }
+            let now = Instant::now();
+            if now >= next_sweep {
+                next_sweep = now + Duration::from_secs(1);
+                self.sweep(now);
+                if nix::unistd::getppid() != self.master {
+                    info!("Parent changed, shutting down: {}", std::process::id());
+                    return 0;
+                }
+            }
+            if self.stopping && self.live == 0 {
+                return 0;
+            }
+        }
+    }
+
+    pub(super) fn begin_graceful_stop(&mut self) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        for mut l in self.listeners.drain(..) {
+            let _ = match &mut l.sock {
+                ListenSock::Tcp(s) => self.poll.registry().deregister(s),
+                ListenSock::Unix(s) => self.poll.registry().deregister(s),
+            };
+        }
+        // Idle keep-alive connections are not cut off: a client under load
+        // may have its next request on the wire right now, and closing
+        // would lose it. Each gets until its keep-alive deadline to send
+        // one more request, which is answered with `Connection: close`;
+        // the sweep closes the rest.
+    }
+
+    /// At the connection limit: close the connection that has waited
+    /// longest on an incomplete head or idled on keep-alive (at least
+    /// EVICT_AFTER), so clients that trickle bytes cannot lock others out.
+    /// Returns whether one was closed.
+    pub(super) fn evict_one(&mut self) -> bool {
+        let now = Instant::now();
+        let victim = self
+            .conns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.as_ref().map(|c| (i, c)))
+            .filter(|(_, c)| c.evictable(now))
+            .min_by_key(|(_, c)| (!matches!(c.state, State::Lingering), c.since))
+            .map(|(i, _)| i);
+        match victim {
+            Some(idx) => {
+                debug!("Connection limit reached: closing a stalled or idle connection");
+                self.close(idx);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Returns the new connection's index (None if it could not be added).
+    pub(super) fn add_conn(
+        &mut self,
+        mut stream: Stream,
+        peer: Peer,
+        listener: usize,
+    ) -> Option<usize> {
+        let idx = self.free.pop().unwrap_or_else(|| {
+            self.conns.push(None);
+            self.conns.len() - 1
+        });
+        if let Err(e) = self.poll.registry().register(
+            stream.source(),
+            Token(CONN_BASE + idx),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            warning!("Cannot register a connection: {e}");
+            self.free.push(idx);
+            return None;
+        }
+        self.conns[idx] = Some(Conn {
+            stream,
+            peer,
+            listener,
+            rbuf: Vec::new(),
+            wbuf: Vec::new(),
+            wpos: 0,
+            state: State::Head,
+            deadline: Instant::now() + self.head_timeout,
+            close_after_write: false,
+            eof: false,
+            parser: http::HeadParser::new(),
+            since: Instant::now(),
+            reused: false,
+            dead: false,
+            queued: false,
+        });
+        self.live += 1;
+        // The request may already be waiting (edge-triggered: read now).
+        self.again.push(idx);
+        Some(idx)
+    }
+
+    pub(super) fn close(&mut self, idx: usize) {
+        if self.fresh.is_some_and(|(f, _)| f == idx) {
+            self.release_fresh();
+        }
+        if let Some(mut c) = self.conns.get_mut(idx).and_then(Option::take) {
+            let _ = self.poll.registry().deregister(c.stream.source());
+            self.free.push(idx);
+            self.live -= 1;
+        }
+    }
+
+    /// Close connections whose deadline passed.
+    pub(super) fn sweep(&mut self, now: Instant) {
+        for idx in 0..self.conns.len() {
+            let Some(c) = self.conns[idx].as_mut() else {
+                continue;
+            };
+            // A running request is bounded by the app and by the I/O
+            // timeouts of its thread, not by the loop.
+            if c.deadline > now || matches!(c.state, State::Busy) {
+                continue;
+            }
+            // An idle keep-alive connection whose next request is already
+            // waiting in the kernel (the loop was busy running the app) is
+            // not idle: serve it rather than cut it off.
+            if c.idle() && has_pending_input(c.stream.raw()) {
+                c.deadline = now + self.head_timeout;
+                self.again.push(idx);
+                continue;
+            }
+            debug!("Closing a connection that timed out");
+            self.close(idx);
+        }
+    }
+
+    /// Queue connection `idx` to be driven (once, however many events).
+    pub(super) fn enqueue(&mut self, idx: usize) {
+        if let Some(c) = self.conns.get_mut(idx).and_then(Option::as_mut) {
+            if !c.queued {
+                c.queued = true;
+                self.ready.push_back(idx);
+            }
+        }
+    }
+
+    pub(super) fn on_conn_event(&mut self, idx: usize, readable: bool, writable: bool) {
+        let Some(mut conn) = self.conns.get_mut(idx).and_then(Option::take) else {
+            return;
+        };
+        let next = self.drive(idx, &mut conn, readable, writable);
+        self.conns[idx] = Some(conn);
+        if matches!(next, Next::Close) {
+            self.close(idx);
+        }
+    }
+
+    /// After a request: recycle the worker when it reached its request
+    /// limit or memory limit (it finishes what it has, then exits).
+    pub(super) fn after_request(&mut self) {
+        self.scoreboard.count_request(self.slot);
+        if self.stopping {
+            return;
+        }
+        if self.max_requests > 0 && self.requests >= self.max_requests {
+            info!("Autorestarting worker after current request.");
+            self.begin_graceful_stop();
+            return;
+        }
+        if self.max_rss > 0 {
+            let now = Instant::now();
+            if now >= self.next_rss_check {
+                self.next_rss_check = now + Duration::from_millis(250);
+                let rss = current_rss();
+                if rss > self.max_rss {
+                    info!(
+                        "Autorestarting worker: RSS {} MiB exceeds --max-worker-memory {} MiB",
+                        rss >> 20,
+                        self.max_rss >> 20
+                    );
+                    self.begin_graceful_stop();
+                }
+            }
+        }
+    }
+
+    /// Take back the requests a concurrent executor finished.
+    pub(super) fn collect_done(&mut self) {
+        for done in self.exec.take_done() {
+            let idx = done.idx;
+            let Some(mut conn) = self.conns.get_mut(idx).and_then(Option::take) else {
+                continue;
+            };
+            conn.state = State::Head;
+            self.after_request();
+            self.finish(&mut conn, done);
+            self.conns[idx] = Some(conn);
+            // Pipelined input may have arrived meanwhile (its edge-
+            // triggered event was ignored): drive the connection now.
+            self.again.push(idx);
+        }
+    }
+}

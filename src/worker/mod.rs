@@ -1,0 +1,171 @@
+//! A worker process: after fork it embeds CPython, imports the app, and
+//! serves from a non-blocking epoll loop (mio). Connections live in Rust;
+//! Python runs only once a request has fully arrived (or its body is too
+//! large to buffer), and the GIL is not held while the loop waits.
+//!
+//! The pieces (see ARCHITECTURE.md): [`engine`] (the loop: listeners,
+//! connection table, timers, signals, heartbeat), [`accept`] (how new
+//! connections are taken), [`conn`] (one connection's socket and buffers),
+//! [`h1`] (HTTP/1.1 on a connection), and [`executor`] (where requests run:
+//! inline for `sync`, a thread pool for `gthread`, behind the `Executor`
+//! and `App` seams).
+//!
+//! The `sync` worker runs the app on the loop's thread, one request at a
+//! time, like gunicorn's sync worker; but idle keep-alive connections and
+//! slow clients still arriving cost nothing but a slot in the loop.
+//!
+//! The `gthread` worker keeps the same loop and hands each request, once
+//! it has arrived, to a pool of `--threads` OS threads that run the app
+//! (at most that many execute Python at once). While a request runs its
+//! connection is parked in the loop; the thread sends back what is left of
+//! the response and the loop writes it, so idle keep-alive connections and
+//! slow readers never hold a thread.
+
+mod accept;
+mod conn;
+mod engine;
+pub mod executor;
+mod h1;
+
+use std::sync::atomic::AtomicBool;
+
+use pyo3::prelude::*;
+
+use crate::config::Settings;
+use crate::listeners::Listener;
+use crate::sys::{self, Scoreboard, Signal, SignalQueue};
+use crate::wsgi::{self, Progress};
+use crate::{error, info};
+use engine::Worker;
+
+/// Set while the app runs, so INT/QUIT end the worker at once.
+pub(crate) static IN_APP: AtomicBool = AtomicBool::new(false);
+
+/// What the master hands a freshly forked worker.
+pub struct WorkerArgs<'a> {
+    pub settings: &'a Settings,
+    pub listeners: &'a [Listener],
+    pub master: nix::unistd::Pid,
+    pub scoreboard: &'a Scoreboard,
+    pub slot: usize,
+    /// The app, when the master imported it (`--preload`).
+    pub preloaded: Option<Py<PyAny>>,
+    /// What the master's interpreters share (sys.path, hash seed).
+    pub python: &'a wsgi::PyBase,
+}
+
+/// Entry point of a freshly forked worker. Returns the process exit code.
+pub fn run(mut args: WorkerArgs<'_>) -> i32 {
+    // After fork, in the worker: nothing here may touch the master's state.
+    let settings = args.settings;
+    args.scoreboard.beat(args.slot);
+    let signals = match SignalQueue::install(&[
+        Signal::SIGQUIT,
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGUSR1,
+    ]) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("Cannot install signal handlers: {e}");
+            return wsgi::WORKER_BOOT_ERROR;
+        }
+    };
+    for sig in [Signal::SIGINT, Signal::SIGQUIT] {
+        if let Err(e) = sys::exit_now_when_busy(sig, &IN_APP) {
+            error!("Cannot install signal handlers: {e}");
+            return wsgi::WORKER_BOOT_ERROR;
+        }
+    }
+    for sig in [
+        Signal::SIGHUP,
+        Signal::SIGCHLD,
+        Signal::SIGTTIN,
+        Signal::SIGTTOU,
+        Signal::SIGWINCH,
+        Signal::SIGUSR2,
+    ] {
+        sys::default_signal(sig);
+    }
+    sys::unblock_all_signals();
+    // SIGABRT is the master's timeout signal: faulthandler (armed when
+    // Python starts) writes the Python stacks to the error log and the
+    // worker dies. That abort is deliberate, so it leaves no core file.
+    if let Ok((_, hard)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_CORE)
+    {
+        let _ = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, hard);
+    }
+    info!("Booting worker with pid: {}", std::process::id());
+    if settings.capture_output {
+        crate::log::capture_stdio();
+    }
+
+    let app = match args.preloaded.take() {
+        Some(app) => Ok(app),
+        None => wsgi::load_app(&wsgi::PySetup {
+            base: args.python,
+            pythonpath: settings.pythonpath.as_deref().unwrap_or(""),
+            virtualenv: settings.virtualenv.as_deref(),
+            app: settings.app(),
+        }),
+    };
+    let app = match app {
+        Ok(app) => app,
+        Err(e) => {
+            error!("Exception in worker process:\n{}", e.to_string().trim_end());
+            return e.exit_code();
+        }
+    };
+    let mut worker = match Worker::new(args, app, signals) {
+        Ok(w) => w,
+        Err(e) => {
+            error!("Worker failed to start: {e}");
+            return wsgi::WORKER_BOOT_ERROR;
+        }
+    };
+    worker.scoreboard.set_ready(worker.slot);
+    if !worker.exec.concurrent() {
+        // A sync worker streaming a response keeps beating while bytes
+        // reach the client (gunicorn's would time out mid-stream).
+        wsgi::set_progress(Some(Progress::Beat(
+            worker.scoreboard.beat_cell(worker.slot),
+        )));
+    }
+    let code = worker.serve();
+    Python::attach(|py| {
+        // Let the app's atexit handlers run and its print() output out.
+        let _ = py.run(
+            c"import atexit, sys\natexit._run_exitfuncs()\nfor s in (sys.stdout, sys.stderr):\n    try:\n        s.flush()\n    except Exception:\n        pass\n",
+            None,
+            None,
+        );
+    });
+    info!("Worker exiting (pid: {})", std::process::id());
+    code
+}
+
+/// A random number in 0..=max (for --max-requests-jitter).
+pub(super) fn jitter(max: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    if max == 0 {
+        return 0;
+    }
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.finish() % (max + 1)
+}
+
+/// Resident set size of this process in bytes.
+pub(super) fn current_rss() -> u64 {
+    let Ok(text) = std::fs::read_to_string("/proc/self/statm") else {
+        return 0;
+    };
+    let pages: u64 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    pages * page
+}

@@ -1,0 +1,290 @@
+//! WSGI as the worker's app interface: one request in (a [`Job`]), the
+//! app called with its environ and `start_response`, the response iterable
+//! written (`wsgi.file_wrapper` with sendfile(2)), `close()` called, the
+//! access-log line written, and what became of the connection handed back
+//! (a [`Done`]).
+
+use std::os::fd::RawFd;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList};
+
+use super::{ConnSocket, FileWrapper, Input, Peer, Responder, ServerInfo, Wsgi};
+use crate::accesslog::{AccessLog, Record};
+use crate::http::{Body, RequestHead};
+use crate::worker::executor::{lock, App, Done, Job, Outcome};
+use crate::{debug, error, warning};
+
+/// An unread request body up to this size is read and discarded so the
+/// connection can be reused.
+const DRAIN_LIMIT: u64 = 1 << 20;
+
+/// The WSGI app of a worker and what every request needs, shared by the
+/// threads of a gthread worker.
+pub struct WsgiApp {
+    pub wsgi: Wsgi,
+    /// Indexed like the worker's listeners (which a graceful stop drops).
+    pub servers: Vec<ServerInfo>,
+    /// Written by whichever thread finishes a request.
+    pub access: Option<Mutex<AccessLog>>,
+}
+
+impl App for WsgiApp {
+    fn call(&self, py: Python<'_>, job: Job) -> Done {
+        run_job(py, self, job)
+    }
+
+    fn reopen_logs(&self) -> std::io::Result<()> {
+        match &self.access {
+            Some(log) => lock(log).reopen(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Run the app for one request (with the GIL held) and collect its
+/// response: what was not written yet comes back in the outcome. The
+/// access-log line is written here, as soon as the response is complete.
+fn run_job(py: Python<'_>, shared: &WsgiApp, job: Job) -> Done {
+    let Job {
+        idx,
+        head,
+        body,
+        peer,
+        listener,
+        reply,
+        early,
+    } = job;
+    let streamed = matches!(body, Body::Streaming { .. });
+    let input = Input::new(body);
+    let responder = Responder::new(reply);
+    let started = Instant::now();
+    let no_server = ServerInfo::default();
+    let server = shared.servers.get(listener).unwrap_or(&no_server);
+    let wsgi = &shared.wsgi;
+    let fd = responder.fd();
+    let outcome = (|| -> PyResult<Outcome> {
+        let input = Bound::new(py, input)?;
+        let responder = Bound::new(py, responder)?;
+        let family = match peer {
+            Peer::Unix => libc::AF_UNIX,
+            Peer::Tcp(a) if a.is_ipv6() => libc::AF_INET6,
+            Peer::Tcp(_) => libc::AF_INET,
+        };
+        let socket = Bound::new(
+            py,
+            ConnSocket::new(responder.clone().unbind(), fd, early, family),
+        )?;
+        match wsgi.path_info(&head.path) {
+            Ok(path_info) => {
+                let result = wsgi
+                    .environ(
+                        py,
+                        &head,
+                        path_info,
+                        &peer,
+                        server,
+                        input.clone(),
+                        &responder,
+                        socket.clone(),
+                    )
+                    .and_then(|environ| wsgi.app.bind(py).call1((environ, &responder)));
+                let res = match result {
+                    Ok(iterable) => write_iterable(py, &responder, &iterable),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = res {
+                    if responder.borrow().taken {
+                        // flask-sock ends a taken-over request by raising
+                        // StopIteration, as gunicorn expects.
+                        debug!(
+                            "Request {} ended after taking over the connection: {e}",
+                            head.target
+                        );
+                    } else {
+                        error!(
+                            "Error handling request {} {}\n{}",
+                            head.method,
+                            head.target,
+                            super::format_exception(py, &e).trim_end()
+                        );
+                        responder
+                            .borrow_mut()
+                            .error_response("500 Internal Server Error", "Internal Server Error\n");
+                    }
+                }
+            }
+            Err(problem) => {
+                warning!(
+                    "Invalid request from ip={}: Configuration problem: {problem}",
+                    remote_ip(&peer)
+                );
+                let body = format!("{problem}\n");
+                responder
+                    .borrow_mut()
+                    .error_response("500 Internal Server Error", &body);
+            }
+        }
+        let (taken, early) = socket.borrow_mut().release();
+        let mut r = responder.borrow_mut();
+        r.deactivate();
+        let leftover = if taken {
+            input.borrow_mut().abandon();
+            None
+        } else {
+            input
+                .borrow_mut()
+                .finish(py, DRAIN_LIMIT)
+                .map(|rest| if streamed { rest } else { early })
+        };
+        if let Some(access) = &shared.access {
+            log_access(access, &head, &peer, &r, started.elapsed());
+        }
+        Ok(Outcome {
+            out: std::mem::take(&mut r.out),
+            keep_alive: r.keep_alive,
+            broken: r.broken,
+            taken,
+            leftover,
+        })
+    })();
+    Done {
+        idx,
+        outcome: outcome.map_err(|e| e.to_string()),
+    }
+}
+
+fn remote_ip(peer: &Peer) -> String {
+    match peer {
+        Peer::Tcp(a) => a.ip().to_string(),
+        Peer::Unix => String::new(),
+    }
+}
+
+/// Write the access-log line of a finished request.
+fn log_access(
+    access: &Mutex<AccessLog>,
+    head: &RequestHead,
+    peer: &Peer,
+    r: &Responder,
+    duration: Duration,
+) {
+    let remote = remote_ip(peer);
+    lock(access).log(&Record {
+        remote: &remote,
+        method: &head.method,
+        target: &head.target,
+        path: &head.path,
+        query: &head.query,
+        minor_version: head.minor_version,
+        req_headers: &head.headers,
+        status: r.status_code,
+        resp_headers: r.headers(),
+        body_bytes: r.body_bytes,
+        duration,
+    });
+}
+
+/// Send the app's response iterable, calling its `close()` in every case.
+fn write_iterable(
+    py: Python<'_>,
+    responder: &Bound<'_, Responder>,
+    iterable: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let res = send_iterable(py, responder, iterable);
+    let closed = match iterable.getattr(pyo3::intern!(py, "close")) {
+        Ok(close) => close.call0().map(|_| ()),
+        Err(_) => Ok(()),
+    };
+    res.and(closed)
+}
+
+fn send_iterable(
+    py: Python<'_>,
+    responder: &Bound<'_, Responder>,
+    iterable: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    if let Ok(fw) = iterable.cast::<FileWrapper>() {
+        if send_file(py, responder, &fw.borrow())? {
+            return responder.borrow_mut().finish(py);
+        }
+    }
+    let not_bytes = |item: &Bound<'_, PyAny>| {
+        pyo3::exceptions::PyTypeError::new_err(format!(
+            "the response iterable must yield bytes, not {}",
+            item.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
+        ))
+    };
+    if let Ok(list) = iterable.cast::<PyList>() {
+        let single = list.len() == 1;
+        for item in list.iter() {
+            let b = item.cast::<PyBytes>().map_err(|_| not_bytes(&item))?;
+            let data = b.as_bytes();
+            let total = single.then_some(data.len() as u64);
+            let mut r = responder.borrow_mut();
+            r.send_body(py, data, total)?;
+            if r.broken || r.taken {
+                return Ok(());
+            }
+        }
+    } else {
+        // Any other iterable may take its time between blocks (a generator
+        // streaming events, a CSV export): each block goes out before the
+        // next is asked for (PEP 3333), and a client that left is noticed
+        // by the write that fails. The first block alone may leave up to
+        // SPILL_MAX for the loop to write, since most such iterables
+        // (Django's and Werkzeug's responses) hold just the one; from the
+        // second block on the stream waits for the client, GIL released.
+        for (n, item) in iterable.try_iter()?.enumerate() {
+            let item = item?;
+            let b = item.cast::<PyBytes>().map_err(|_| not_bytes(&item))?;
+            let mut r = responder.borrow_mut();
+            r.send_body(py, b.as_bytes(), None)?;
+            if n == 0 {
+                r.flush(py);
+            } else {
+                r.flush_all(py);
+            }
+            if r.broken || r.taken {
+                return Ok(());
+            }
+        }
+    }
+    responder.borrow_mut().finish(py)
+}
+
+/// The sendfile(2) path for `wsgi.file_wrapper` around a regular file.
+/// Returns false when the object is not a real file (then it is iterated).
+fn send_file(py: Python<'_>, responder: &Bound<'_, Responder>, fw: &FileWrapper) -> PyResult<bool> {
+    let f = fw.filelike.bind(py);
+    let Ok(fileno) = f
+        .call_method0(pyo3::intern!(py, "fileno"))
+        .and_then(|n| n.extract::<RawFd>())
+    else {
+        return Ok(false);
+    };
+    // SAFETY: the descriptor belongs to the Python file object, which the
+    // FileWrapper keeps alive for the whole duration of this call.
+    let file = unsafe { std::os::fd::BorrowedFd::borrow_raw(fileno) };
+    let Ok(st) = nix::sys::stat::fstat(file) else {
+        return Ok(false);
+    };
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Ok(false);
+    }
+    let offset = match f
+        .call_method0(pyo3::intern!(py, "tell"))
+        .and_then(|t| t.extract::<i64>())
+    {
+        Ok(o) => o,
+        Err(_) => nix::unistd::lseek(file, 0, nix::unistd::Whence::SeekCur).unwrap_or(0),
+    };
+    let size = (st.st_size - offset).max(0) as u64;
+    responder.borrow_mut().send_file(py, file, offset, size)?;
+    Ok(true)
+}
