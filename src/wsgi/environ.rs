@@ -1,0 +1,376 @@
+//! The WSGI environ of a request (PEP 3333 plus gunicorn's extras): keys
+//! interned once per worker, headers mapped to `HTTP_*`, SCRIPT_NAME and
+//! PATH_INFO, SERVER_NAME/PORT as gunicorn derives them, trusted
+//! `X-Forwarded-*` for the URL scheme.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString, PyTuple};
+
+use super::{ConnSocket, ErrorStream, FileWrapper, Input, Responder};
+use crate::http::RequestHead;
+
+macro_rules! keys {
+    ($($field:ident = $s:literal),* $(,)?) => {
+        struct Keys { $($field: Py<PyString>,)* }
+        impl Keys {
+            fn new(py: Python<'_>) -> Keys {
+                Keys { $($field: PyString::intern(py, $s).unbind(),)* }
+            }
+        }
+    };
+}
+
+keys! {
+    request_method = "REQUEST_METHOD",
+    script_name = "SCRIPT_NAME",
+    path_info = "PATH_INFO",
+    query_string = "QUERY_STRING",
+    raw_uri = "RAW_URI",
+    server_protocol = "SERVER_PROTOCOL",
+    server_name = "SERVER_NAME",
+    server_port = "SERVER_PORT",
+    server_software = "SERVER_SOFTWARE",
+    remote_addr = "REMOTE_ADDR",
+    remote_port = "REMOTE_PORT",
+    wsgi_version = "wsgi.version",
+    wsgi_url_scheme = "wsgi.url_scheme",
+    wsgi_input = "wsgi.input",
+    wsgi_errors = "wsgi.errors",
+    wsgi_multithread = "wsgi.multithread",
+    wsgi_multiprocess = "wsgi.multiprocess",
+    wsgi_run_once = "wsgi.run_once",
+    wsgi_input_terminated = "wsgi.input_terminated",
+    wsgi_file_wrapper = "wsgi.file_wrapper",
+    wsgi_early_hints = "wsgi.early_hints",
+    gunicorn_socket = "gunicorn.socket",
+}
+
+/// Where a request came from, for REMOTE_ADDR and forwarded-header trust.
+#[derive(Clone, Debug)]
+pub enum Peer {
+    Tcp(std::net::SocketAddr),
+    Unix,
+}
+
+/// Per-worker Python state: the app and everything that can be built once.
+pub struct Wsgi {
+    pub app: Py<PyAny>,
+    keys: Keys,
+    version: Py<PyTuple>,
+    http: Py<PyString>,
+    https: Py<PyString>,
+    http10: Py<PyString>,
+    http11: Py<PyString>,
+    software: Py<PyString>,
+    empty: Py<PyString>,
+    script_name: String,
+    errors: Py<ErrorStream>,
+    file_wrapper: Py<PyAny>,
+    multiprocess: bool,
+    multithread: bool,
+    methods: HashMap<String, Py<PyString>>,
+    /// Environ keys by header name. Shared by a gthread worker's threads;
+    /// the lock is never held while Python code could run.
+    header_keys: Mutex<HashMap<String, Option<Py<PyString>>>>,
+    /// `--forwarded-allow-ips`, parsed once.
+    trusted: Vec<std::net::IpAddr>,
+    trust_all: bool,
+}
+
+/// Fixed facts about the server a request arrived on.
+#[derive(Default)]
+pub struct ServerInfo {
+    pub name: String,
+    pub port: String,
+    /// A unix socket (name: its path; port: empty).
+    pub unix: bool,
+}
+
+impl Wsgi {
+    pub fn new(
+        py: Python<'_>,
+        app: Py<PyAny>,
+        multiprocess: bool,
+        multithread: bool,
+        trusted: &[String],
+    ) -> PyResult<Wsgi> {
+        let methods = ["GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"]
+            .iter()
+            .map(|m| (m.to_string(), PyString::intern(py, m).unbind()))
+            .collect();
+        let script_name = std::env::var("SCRIPT_NAME").unwrap_or_default();
+        Ok(Wsgi {
+            app,
+            keys: Keys::new(py),
+            version: PyTuple::new(py, [1, 0])?.unbind(),
+            http: PyString::intern(py, "http").unbind(),
+            https: PyString::intern(py, "https").unbind(),
+            http10: PyString::intern(py, "HTTP/1.0").unbind(),
+            http11: PyString::intern(py, "HTTP/1.1").unbind(),
+            software: PyString::new(py, concat!("ferrocorn/", env!("CARGO_PKG_VERSION"))).unbind(),
+            empty: PyString::intern(py, "").unbind(),
+            script_name: script_name.trim_end_matches('/').to_string(),
+            errors: Py::new(py, ErrorStream)?,
+            file_wrapper: py.get_type::<FileWrapper>().into_any().unbind(),
+            multiprocess,
+            multithread,
+            methods,
+            header_keys: Mutex::new(HashMap::new()),
+            trusted: trusted
+                .iter()
+                .filter_map(|t| t.trim().parse().ok())
+                .collect(),
+            trust_all: trusted.iter().any(|t| t == "*"),
+        })
+    }
+
+    fn header_key(&self, py: Python<'_>, name: &str) -> Option<Py<PyString>> {
+        // A poisoned lock only means another thread panicked mid-insert;
+        // the map itself is still consistent.
+        let cached = {
+            let keys = self.header_keys.lock().unwrap_or_else(|e| e.into_inner());
+            keys.get(name).map(|k| k.as_ref().map(|k| k.clone_ref(py)))
+        };
+        if let Some(k) = cached {
+            return k;
+        }
+        // Names with '_' are dropped, so they cannot pose as another
+        // header once '-' is mapped to '_' (gunicorn's default).
+        let key = if name.contains('_') {
+            None
+        } else {
+            let upper = name.to_ascii_uppercase().replace('-', "_");
+            let key = match upper.as_str() {
+                "CONTENT_TYPE" | "CONTENT_LENGTH" => upper,
+                _ => format!("HTTP_{upper}"),
+            };
+            Some(PyString::intern(py, &key).unbind())
+        };
+        let mut keys = self.header_keys.lock().unwrap_or_else(|e| e.into_inner());
+        if keys.len() < 1024 {
+            keys.insert(name.to_string(), key.as_ref().map(|k| k.clone_ref(py)));
+        }
+        key
+    }
+
+    fn is_trusted(&self, peer: &Peer) -> bool {
+        match peer {
+            Peer::Unix => true,
+            Peer::Tcp(a) => self.trust_all || self.trusted.contains(&a.ip()),
+        }
+    }
+
+    /// The request path after SCRIPT_NAME (from the environment), still
+    /// percent-encoded; or, for a path outside that prefix, the message
+    /// of the 500 that answers it (a deployment problem, as in gunicorn).
+    /// The prefix matches whole segments only: with `SCRIPT_NAME=/app`,
+    /// `/app` and `/app/x` are inside, `/apple` is not (gunicorn would
+    /// serve it with `PATH_INFO` `le`).
+    pub fn path_info<'h>(&self, raw_path: &'h str) -> Result<&'h str, String> {
+        if self.script_name.is_empty() {
+            return Ok(raw_path);
+        }
+        match raw_path.strip_prefix(&self.script_name) {
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => Ok(rest),
+            _ => Err(format!(
+                "Request path '{raw_path}' does not start with SCRIPT_NAME '{}'",
+                self.script_name
+            )),
+        }
+    }
+
+    /// Build the environ for one request; `path_info` is what
+    /// [`Wsgi::path_info`] returned for it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn environ<'py>(
+        &self,
+        py: Python<'py>,
+        head: &RequestHead,
+        path_info: &str,
+        peer: &Peer,
+        server: &ServerInfo,
+        input: Bound<'py, Input>,
+        responder: &Bound<'py, Responder>,
+        socket: Bound<'py, ConnSocket>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let env = PyDict::new(py);
+        let k = &self.keys;
+        let method = match self.methods.get(&head.method) {
+            Some(m) => m.bind(py).clone(),
+            None => PyString::new(py, &head.method),
+        };
+        env.set_item(k.request_method.bind(py), method)?;
+        // PATH_INFO: percent-decoded bytes, as latin-1.
+        let decoded = percent_decode(path_info);
+        let path: String = decoded.iter().map(|&b| b as char).collect();
+        if self.script_name.is_empty() {
+            env.set_item(k.script_name.bind(py), self.empty.bind(py))?;
+        } else {
+            env.set_item(k.script_name.bind(py), PyString::new(py, &self.script_name))?;
+        }
+        env.set_item(k.path_info.bind(py), PyString::new(py, &path))?;
+        env.set_item(k.query_string.bind(py), PyString::new(py, &head.query))?;
+        env.set_item(k.raw_uri.bind(py), PyString::new(py, &head.target))?;
+        env.set_item(
+            k.server_protocol.bind(py),
+            if head.minor_version == 0 {
+                self.http10.bind(py)
+            } else {
+                self.http11.bind(py)
+            },
+        )?;
+        env.set_item(k.server_software.bind(py), self.software.bind(py))?;
+
+        let trusted = self.is_trusted(peer);
+        let mut secure = false;
+        let mut host: Option<&str> = None;
+        let headers = &head.headers;
+        for (name, value) in headers {
+            if name.eq_ignore_ascii_case("host") {
+                host = Some(value);
+            } else if trusted {
+                let v = value.to_ascii_lowercase();
+                if (name.eq_ignore_ascii_case("x-forwarded-proto") && v == "https")
+                    || (name.eq_ignore_ascii_case("x-forwarded-protocol") && v == "ssl")
+                    || (name.eq_ignore_ascii_case("x-forwarded-ssl") && v == "on")
+                {
+                    secure = true;
+                }
+            }
+            let Some(key) = self.header_key(py, name) else {
+                continue;
+            };
+            let key = key.bind(py);
+            match env.get_item(key)? {
+                Some(prev) => {
+                    let joined = format!("{},{}", prev.extract::<String>()?, value);
+                    env.set_item(key, PyString::new(py, &joined))?;
+                }
+                None => env.set_item(key, PyString::new(py, value))?,
+            }
+        }
+        let k = &self.keys;
+        let default_port = if secure { "443" } else { "80" };
+        // As gunicorn: the address the request arrived on for TCP; on a
+        // unix socket, which has no port, the Host header when there is one.
+        let (sname, sport) = match host {
+            Some(h) if server.unix => split_host(h, default_port),
+            _ => (server.name.clone(), server.port.clone()),
+        };
+        env.set_item(k.server_name.bind(py), PyString::new(py, &sname))?;
+        env.set_item(k.server_port.bind(py), PyString::new(py, &sport))?;
+        match peer {
+            Peer::Tcp(a) => {
+                env.set_item(
+                    k.remote_addr.bind(py),
+                    PyString::new(py, &a.ip().to_string()),
+                )?;
+                env.set_item(
+                    k.remote_port.bind(py),
+                    PyString::new(py, &a.port().to_string()),
+                )?;
+            }
+            Peer::Unix => {
+                env.set_item(k.remote_addr.bind(py), self.empty.bind(py))?;
+            }
+        }
+        env.set_item(k.wsgi_version.bind(py), self.version.bind(py))?;
+        env.set_item(
+            k.wsgi_url_scheme.bind(py),
+            if secure {
+                self.https.bind(py)
+            } else {
+                self.http.bind(py)
+            },
+        )?;
+        env.set_item(k.wsgi_input.bind(py), input)?;
+        env.set_item(k.wsgi_errors.bind(py), self.errors.bind(py))?;
+        env.set_item(k.wsgi_multithread.bind(py), self.multithread)?;
+        env.set_item(k.wsgi_multiprocess.bind(py), self.multiprocess)?;
+        env.set_item(k.wsgi_run_once.bind(py), false)?;
+        env.set_item(k.wsgi_input_terminated.bind(py), true)?;
+        env.set_item(k.wsgi_file_wrapper.bind(py), self.file_wrapper.bind(py))?;
+        env.set_item(
+            k.wsgi_early_hints.bind(py),
+            responder.getattr(pyo3::intern!(py, "early_hints"))?,
+        )?;
+        env.set_item(k.gunicorn_socket.bind(py), socket)?;
+        Ok(env)
+    }
+}
+
+fn split_host(h: &str, default_port: &str) -> (String, String) {
+    if let Some(rest) = h.strip_prefix('[') {
+        if let Some((addr, tail)) = rest.split_once(']') {
+            let port = tail
+                .strip_prefix(':')
+                .filter(|p| !p.is_empty())
+                .unwrap_or(default_port);
+            return (format!("[{addr}]"), port.to_string());
+        }
+    }
+    match h.rsplit_once(':') {
+        Some((name, port)) if !name.contains(':') && !port.is_empty() => {
+            (name.to_string(), port.to_string())
+        }
+        _ => (h.to_string(), default_port.to_string()),
+    }
+}
+
+fn hexval(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Percent-decode a path; malformed escapes are kept as they are.
+pub fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hexval(b[i + 1]), hexval(b[i + 2])) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("/a%20b"), b"/a b");
+        assert_eq!(percent_decode("/%E9t%C3%A9"), b"/\xe9t\xc3\xa9");
+        assert_eq!(percent_decode("/bad%zz%"), b"/bad%zz%");
+        assert_eq!(percent_decode("/x%4"), b"/x%4");
+    }
+
+    #[test]
+    fn host_split() {
+        assert_eq!(
+            split_host("example.com:8080", "80"),
+            ("example.com".into(), "8080".into())
+        );
+        assert_eq!(
+            split_host("example.com", "80"),
+            ("example.com".into(), "80".into())
+        );
+        assert_eq!(split_host("[::1]:9", "80"), ("[::1]".into(), "9".into()));
+        assert_eq!(split_host("[::1]", "443"), ("[::1]".into(), "443".into()));
+    }
+}
