@@ -24,6 +24,9 @@ use super::response::Responder;
 use super::sockio::note_progress;
 use crate::sys;
 
+/// Largest single read `recv` makes.
+const RECV_MAX: usize = 256 * 1024;
+
 /// The connection of one request, as a socket object.
 #[pyclass(module = "ferrocorn", name = "Socket")]
 pub struct ConnSocket {
@@ -107,7 +110,9 @@ impl ConnSocket {
             return Ok(self.early.drain(..n).collect());
         }
         self.wait(py, fd, false)?;
-        let mut buf = vec![0u8; max];
+        // recv() may return fewer bytes than asked; a huge `bufsize` must
+        // not become a huge allocation.
+        let mut buf = vec![0u8; max.min(RECV_MAX)];
         let n = py
             .detach(|| loop {
                 // SAFETY: reading into our own buffer from our descriptor.
