@@ -571,6 +571,25 @@ def flask_head_streamed(ctx):
 
 
 @case("flask")
+def flask_sock_websocket(ctx):
+    # A real WebSocket client (the websockets package) against flask-sock,
+    # which takes the connection over through environ["gunicorn.socket"].
+    from websockets.sync.client import connect
+
+    url = f"ws://127.0.0.1:{ctx.port}/echo"
+    with connect(url, open_timeout=HTTP_TIMEOUT, close_timeout=HTTP_TIMEOUT) as ws:
+        for text in ("hello", "caf\u00e9", "x" * 70000):
+            ws.send(text)
+            reply = ws.recv(timeout=HTTP_TIMEOUT)
+            check(reply == text.upper(), f"echo of {text[:20]!r}: {reply[:40]!r}")
+        ws.send("bye")
+        check(ws.recv(timeout=HTTP_TIMEOUT) == "BYE", "no BYE")
+    # The server still answers plain HTTP afterwards.
+    with client() as http:
+        check(http.get(f"{ctx.base}/healthz", timeout=HTTP_TIMEOUT).text == "ok", "healthz after the socket")
+
+
+@case("flask")
 def werkzeug_chunked_upload(ctx):
     payload = random.Random(2).randbytes(CHUNKED_UPLOAD_SIZE)
 

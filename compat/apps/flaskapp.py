@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from flask import Flask, Response, request, send_file, stream_with_context
+from flask_sock import Sock
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
 import wzapp
@@ -17,6 +18,7 @@ TICK_PAUSE = 0.3  # seconds between two ticks
 
 app = Flask(__name__)
 app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {"/wz": wzapp.application})
+sock = Sock(app)
 
 
 @app.get("/healthz")
@@ -46,3 +48,15 @@ def ticks():
 @app.get("/report.csv")
 def report():
     return send_file(FILES_DIR / "report.csv")
+
+
+@sock.route("/echo")
+def echo(ws):
+    """A WebSocket (flask-sock over gunicorn.socket): echo each message
+    upper-cased, until "bye"."""
+    while True:
+        message = ws.receive()
+        if message == "bye":
+            ws.send("BYE")
+            return
+        ws.send(message.upper())

@@ -96,7 +96,7 @@ fn run_job(py: Python<'_>, shared: &WsgiApp, job: Job) -> Done {
                     Err(e) => Err(e),
                 };
                 if let Err(e) = res {
-                    if responder.borrow().taken {
+                    if settled(py, &responder)?.taken {
                         // flask-sock ends a taken-over request by raising
                         // StopIteration, as gunicorn expects.
                         debug!(
@@ -110,8 +110,7 @@ fn run_job(py: Python<'_>, shared: &WsgiApp, job: Job) -> Done {
                             head.target,
                             super::format_exception(py, &e).trim_end()
                         );
-                        responder
-                            .borrow_mut()
+                        settled(py, &responder)?
                             .error_response("500 Internal Server Error", "Internal Server Error\n");
                     }
                 }
@@ -122,20 +121,18 @@ fn run_job(py: Python<'_>, shared: &WsgiApp, job: Job) -> Done {
                     remote_ip(&peer)
                 );
                 let body = format!("{problem}\n");
-                responder
-                    .borrow_mut()
-                    .error_response("500 Internal Server Error", &body);
+                settled(py, &responder)?.error_response("500 Internal Server Error", &body);
             }
         }
-        let (taken, early) = socket.borrow_mut().release();
-        let mut r = responder.borrow_mut();
+        let (taken, early) = socket.get().release();
+        let mut r = settled(py, &responder)?;
         r.deactivate();
+        let mut input = settled(py, &input)?;
         let leftover = if taken {
-            input.borrow_mut().abandon();
+            input.abandon();
             None
         } else {
             input
-                .borrow_mut()
                 .finish(py, DRAIN_LIMIT)
                 .map(|rest| if streamed { rest } else { early })
         };
@@ -153,6 +150,28 @@ fn run_job(py: Python<'_>, shared: &WsgiApp, job: Job) -> Done {
     Done {
         idx,
         outcome: outcome.map_err(|e| e.to_string()),
+    }
+}
+
+/// How long the end of a request waits for another thread of the app
+/// that is still inside `start_response`'s writer or `wsgi.input`.
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// Borrow `obj` mutably. Only the request's own thread normally uses these
+/// objects, but an app may hand them to another thread, which may be in
+/// the middle of a call (waiting on the socket, GIL released): wait for it,
+/// GIL released, rather than fail.
+fn settled<'a, 'py, T>(py: Python<'py>, obj: &'a Bound<'py, T>) -> PyResult<PyRefMut<'py, T>>
+where
+    T: pyo3::PyClass<Frozen = pyo3::pyclass::boolean_struct::False>,
+{
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        match obj.try_borrow_mut() {
+            Ok(r) => return Ok(r),
+            Err(e) if Instant::now() >= deadline => return Err(e.into()),
+            Err(_) => py.detach(|| std::thread::sleep(Duration::from_millis(1))),
+        }
     }
 }
 
@@ -208,7 +227,7 @@ fn send_iterable(
 ) -> PyResult<()> {
     if let Ok(fw) = iterable.cast::<FileWrapper>() {
         if send_file(py, responder, &fw.borrow())? {
-            return responder.borrow_mut().finish(py);
+            return settled(py, responder)?.finish(py);
         }
     }
     let not_bytes = |item: &Bound<'_, PyAny>| {
@@ -226,7 +245,7 @@ fn send_iterable(
             let b = item.cast::<PyBytes>().map_err(|_| not_bytes(&item))?;
             let data = b.as_bytes();
             let total = single.then_some(data.len() as u64);
-            let mut r = responder.borrow_mut();
+            let mut r = settled(py, responder)?;
             r.send_body(py, data, total)?;
             if r.broken || r.taken {
                 return Ok(());
@@ -243,7 +262,7 @@ fn send_iterable(
         for (n, item) in iterable.try_iter()?.enumerate() {
             let item = item?;
             let b = item.cast::<PyBytes>().map_err(|_| not_bytes(&item))?;
-            let mut r = responder.borrow_mut();
+            let mut r = settled(py, responder)?;
             r.send_body(py, b.as_bytes(), None)?;
             if n == 0 {
                 r.flush(py);
@@ -255,7 +274,7 @@ fn send_iterable(
             }
         }
     }
-    responder.borrow_mut().finish(py)
+    settled(py, responder)?.finish(py)
 }
 
 /// The sendfile(2) path for `wsgi.file_wrapper` around a regular file.
@@ -285,6 +304,6 @@ fn send_file(py: Python<'_>, responder: &Bound<'_, Responder>, fw: &FileWrapper)
         Err(_) => nix::unistd::lseek(file, 0, nix::unistd::Whence::SeekCur).unwrap_or(0),
     };
     let size = (st.st_size - offset).max(0) as u64;
-    responder.borrow_mut().send_file(py, file, offset, size)?;
+    settled(py, responder)?.send_file(py, file, offset, size)?;
     Ok(true)
 }

@@ -437,22 +437,21 @@ impl Responder {
         true
     }
 
-    /// The app takes the connection over (`gunicorn.socket`): what this
-    /// writer still holds goes out first, then it writes nothing more.
-    pub fn hand_over(&mut self, py: Python<'_>) -> PyResult<()> {
+    /// The app takes the connection over (`gunicorn.socket`): from now on
+    /// this writer writes nothing. Returns what it still held, which the
+    /// socket sends before anything else.
+    pub fn hand_over(&mut self) -> PyResult<Vec<u8>> {
         if self.taken {
-            return Ok(());
+            return Ok(Vec::new());
         }
         if !self.active {
             return Err(PyIOError::new_err(
                 "the request this socket belonged to is over",
             ));
         }
-        self.flush_all(py);
-        self.out.clear();
         self.taken = true;
         self.keep_alive = false;
-        Ok(())
+        Ok(std::mem::take(&mut self.out))
     }
 
     /// Note what the app sent on its own over a taken-over connection: a
