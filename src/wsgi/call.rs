@@ -161,7 +161,7 @@ const SETTLE: Duration = Duration::from_secs(30);
 /// objects, but an app may hand them to another thread, which may be in
 /// the middle of a call (waiting on the socket, GIL released): wait for it,
 /// GIL released, rather than fail.
-fn settled<'a, 'py, T>(py: Python<'py>, obj: &'a Bound<'py, T>) -> PyResult<PyRefMut<'py, T>>
+fn settled<'py, T>(py: Python<'py>, obj: &Bound<'py, T>) -> PyResult<PyRefMut<'py, T>>
 where
     T: pyo3::PyClass<Frozen = pyo3::pyclass::boolean_struct::False>,
 {
