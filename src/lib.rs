@@ -9,8 +9,9 @@
 //! - [`http`]: strict HTTP/1.1 request parsing.
 //! - [`wsgi`]: the embedded-CPython bridge (PEP 3333).
 //! - [`sys`]: fork, signals and fd adoption — where the `unsafe` lives.
+//! - [`log`]: the error log, the access log ([`log::access`]) and the date
+//!   formats ([`log::timefmt`]).
 
-pub mod accesslog;
 pub mod config;
 pub mod docs;
 pub mod http;
@@ -19,7 +20,12 @@ pub mod log;
 pub mod master;
 pub mod sdnotify;
 pub mod sys;
-pub mod timefmt;
 pub mod upgrade;
 pub mod worker;
 pub mod wsgi;
+
+// The access log and the date formats live under `log/` now; these aliases
+// keep their former paths (`crate::accesslog`, `crate::timefmt`) working for
+// the modules and binaries that use them.
+pub use self::log::access as accesslog;
+pub use self::log::timefmt;

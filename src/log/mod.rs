@@ -3,13 +3,17 @@
 //!
 //! One process-wide logger. It is set up in the master before any fork, so
 //! workers inherit the open file; `reopen` re-opens the path (USR1).
+//!
+//! The access log is [`access`] (one line per request), and the date and
+//! time formats both logs and the HTTP `Date` header use are [`timefmt`].
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
 
-use crate::timefmt;
+pub mod access;
+pub mod timefmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {

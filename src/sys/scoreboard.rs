@@ -1,0 +1,110 @@
+//! The scoreboard: shared memory, mapped by the master before it forks,
+//! where each worker reports its heartbeat, readiness and request count.
+
+use std::io;
+use std::sync::atomic::Ordering;
+
+use super::monotonic_ms;
+
+/// Shared memory the master maps before forking: one slot per worker in
+/// which the worker reports its heartbeat and whether it has booted. Cheaper than gunicorn's fchmod'ed temp files
+/// and readable without a syscall.
+pub struct Scoreboard {
+    base: std::ptr::NonNull<std::sync::atomic::AtomicU64>,
+    slots: usize,
+}
+
+// SAFETY: the mapping is only accessed through atomics.
+unsafe impl Send for Scoreboard {}
+// SAFETY: as above; concurrent access is atomic.
+unsafe impl Sync for Scoreboard {}
+
+const SLOT_WORDS: usize = 4;
+const BEAT: usize = 0;
+const STATE: usize = 1;
+const REQUESTS: usize = 2;
+
+/// A worker's state as seen in its slot.
+pub const SLOT_BOOTING: u64 = 0;
+pub const SLOT_READY: u64 = 1;
+
+impl Scoreboard {
+    pub fn new(slots: usize) -> io::Result<Scoreboard> {
+        let len = std::num::NonZeroUsize::new(slots * SLOT_WORDS * 8)
+            .ok_or_else(|| io::Error::other("empty scoreboard"))?;
+        // SAFETY: a fresh anonymous mapping aliases no Rust object; it is
+        // zero-filled, which is a valid AtomicU64 bit pattern, and stays
+        // mapped for the life of the process (never unmapped).
+        let ptr = unsafe {
+            nix::sys::mman::mmap_anonymous(
+                None,
+                len,
+                nix::sys::mman::ProtFlags::PROT_READ | nix::sys::mman::ProtFlags::PROT_WRITE,
+                nix::sys::mman::MapFlags::MAP_SHARED,
+            )
+        }?;
+        Ok(Scoreboard {
+            base: ptr.cast(),
+            slots,
+        })
+    }
+
+    fn word(&self, slot: usize, w: usize) -> &std::sync::atomic::AtomicU64 {
+        assert!(slot < self.slots, "scoreboard slot out of range");
+        // SAFETY: the index is within the mapping (checked above), the
+        // mapping is aligned (page-aligned) and lives forever.
+        unsafe { &*self.base.as_ptr().add(slot * SLOT_WORDS + w) }
+    }
+
+    /// The heartbeat word of `slot`, for a request that reports its own
+    /// progress (see `wsgi::Progress`).
+    pub fn beat_cell(&self, slot: usize) -> &'static std::sync::atomic::AtomicU64 {
+        assert!(slot < self.slots, "scoreboard slot out of range");
+        // SAFETY: as in `word`; the mapping is never unmapped, so the
+        // reference is valid for the rest of the process.
+        unsafe { &*self.base.as_ptr().add(slot * SLOT_WORDS + BEAT) }
+    }
+
+    /// Reset a slot for a worker about to be forked.
+    pub fn reset(&self, slot: usize) {
+        self.word(slot, BEAT)
+            .store(monotonic_ms(), Ordering::SeqCst);
+        self.word(slot, STATE).store(SLOT_BOOTING, Ordering::SeqCst);
+        self.word(slot, REQUESTS).store(0, Ordering::SeqCst);
+    }
+
+    /// A worker finished one more request.
+    pub fn count_request(&self, slot: usize) {
+        self.word(slot, REQUESTS).fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests the worker in `slot` has finished.
+    pub fn requests(&self, slot: usize) -> u64 {
+        self.word(slot, REQUESTS).load(Ordering::Relaxed)
+    }
+
+    pub fn beat(&self, slot: usize) {
+        self.word(slot, BEAT)
+            .store(monotonic_ms(), Ordering::Relaxed);
+    }
+
+    /// A heartbeat dated `ms` (CLOCK_MONOTONIC, as `monotonic_ms`), which
+    /// may be in the past: a gthread worker reports when its oldest running
+    /// request started, so one stuck thread still trips the timeout.
+    pub fn beat_at(&self, slot: usize, ms: u64) {
+        self.word(slot, BEAT).store(ms, Ordering::Relaxed);
+    }
+
+    pub fn set_ready(&self, slot: usize) {
+        self.beat(slot);
+        self.word(slot, STATE).store(SLOT_READY, Ordering::SeqCst);
+    }
+
+    pub fn last_beat(&self, slot: usize) -> u64 {
+        self.word(slot, BEAT).load(Ordering::Relaxed)
+    }
+
+    pub fn is_ready(&self, slot: usize) -> bool {
+        self.word(slot, STATE).load(Ordering::SeqCst) == SLOT_READY
+    }
+}
