@@ -230,6 +230,32 @@ fn head_of_empty_and_single_item_bodies_carries_no_invented_length() {
     assert_eq!(r.header("content-length"), Some("8"));
 }
 
+#[test]
+fn head_of_an_endless_stream_ends_and_calls_close() {
+    let dir = TempDir::new("marks");
+    let marks = dir.join("marks");
+    let marks_s = marks.display().to_string();
+    let s = Server::start_env(
+        &["-w", "1", "fidelity:app"],
+        &[("FIDELITY_MARKS", &marks_s)],
+    );
+    let t0 = Instant::now();
+    let r = request(s.port, "HEAD", "/sse?tag=head", &[], b"");
+    assert_eq!(r.status, 200);
+    assert!(r.body.is_empty());
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "HEAD took {:?}",
+        t0.elapsed()
+    );
+    assert!(wait_until(Duration::from_secs(2), || {
+        std::fs::read_to_string(&marks)
+            .unwrap_or_default()
+            .contains("closed head")
+    }));
+    assert_eq!(get(s.port, "/").status, 200);
+}
+
 // ---------------------------------------------------------------------------
 // 4, 5. Headers in latin-1; a status without a reason phrase
 

@@ -272,6 +272,12 @@ fn send_iterable(
             if r.broken || r.taken {
                 return Ok(());
             }
+            if r.head_sent && r.discards_body() {
+                // HEAD, 1xx, 204, 304: the head is out and no body may
+                // follow, so an endless stream (an event source probed
+                // with HEAD) is not iterated for nothing.
+                break;
+            }
         }
     }
     settled(py, responder)?.finish(py)

@@ -112,6 +112,11 @@ impl Responder {
         self.active = false;
     }
 
+    /// No body may follow the head (HEAD, 1xx, 204, 304).
+    pub fn discards_body(&self) -> bool {
+        self.is_head || self.no_body
+    }
+
     pub fn is_active(&self) -> bool {
         self.active
     }
