@@ -1,10 +1,12 @@
-//! Writes the generated documentation (see `ferrocorn::docs`) into a
+//! Writes the generated documentation (see `ferrocorn::config::docs`) into a
 //! directory (ferrocorn.1, ferrocorn.bash, _ferrocorn, example.toml): `cargo run --example ferrocorn_docs -- OUTDIR [YYYY-MM-DD]`.
 //! The date defaults to the day of `SOURCE_DATE_EPOCH` (set by Debian builds
 //! from debian/changelog), so the output is reproducible.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+use ferrocorn::config::docs;
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -22,10 +24,10 @@ fn main() -> ExitCode {
     });
     let version = env!("CARGO_PKG_VERSION");
     let files = [
-        ("ferrocorn.1", ferrocorn::docs::man_page(version, &date)),
-        ("ferrocorn.bash", ferrocorn::docs::bash_completion()),
-        ("_ferrocorn", ferrocorn::docs::zsh_completion()),
-        ("example.toml", ferrocorn::docs::example_config()),
+        ("ferrocorn.1", docs::man_page(version, &date)),
+        ("ferrocorn.bash", docs::bash_completion()),
+        ("_ferrocorn", docs::zsh_completion()),
+        ("example.toml", docs::example_config()),
     ];
     if let Err(e) = std::fs::create_dir_all(&out) {
         eprintln!("ferrocorn_docs: {}: {e}", out.display());

@@ -12,7 +12,6 @@
 
 pub mod accesslog;
 pub mod config;
-pub mod docs;
 pub mod http;
 pub mod listeners;
 pub mod log;

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+pub mod docs;
+
 /// Errors while assembling the configuration. Every variant renders as one
 /// line that names the culprit; the binary exits with code 2 on any of them.
 #[derive(Debug, Error)]
