@@ -2,7 +2,9 @@
 //! gunicorn's command line, signals and environ.
 //!
 //! Architecture, by module:
-//! - [`config`]: every setting defined once (CLI flag, TOML key, default, help).
+//! - [`config`]: every setting defined once (CLI flag, TOML key, default,
+//!   help), the command line, the TOML file, and the docs generated from
+//!   the table ([`config::docs`]).
 //! - [`listeners`]: sockets bound (or inherited) by the master before fork.
 //! - [`master`]: the arbiter — forks, reaps and signals workers.
 //! - [`worker`]: the per-process epoll loop that owns every connection.
