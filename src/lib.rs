@@ -15,12 +15,12 @@
 pub mod accesslog;
 pub mod config;
 pub mod http;
-pub mod listeners;
 pub mod log;
 pub mod master;
-pub mod sdnotify;
 pub mod sys;
 pub mod timefmt;
-pub mod upgrade;
 pub mod worker;
 pub mod wsgi;
+
+// Kept at the crate root: the workers import `crate::listeners`.
+pub use master::listeners;

@@ -20,11 +20,15 @@ use pyo3::prelude::*;
 use thiserror::Error;
 
 use crate::config::{self, Action, Settings};
-use crate::listeners::{self, ListenError, Listener};
-use crate::sdnotify::{self, Notifier, NotifyError};
 use crate::sys::{self, Forked, Scoreboard, Signal, SignalQueue};
 use crate::wsgi::{self, APP_LOAD_ERROR, WORKER_BOOT_ERROR};
 use crate::{critical, debug, error, info, warning};
+use listeners::{ListenError, Listener};
+use sdnotify::{Notifier, NotifyError};
+
+pub mod listeners;
+pub mod sdnotify;
+pub mod upgrade_cmd;
 
 /// Errors that stop the master before it serves.
 #[derive(Debug, Error)]
