@@ -5,8 +5,11 @@
 //! - [`config`]: every setting defined once (CLI flag, TOML key, default,
 //!   help), the command line, the TOML file, and the docs generated from
 //!   the table ([`config::docs`]).
-//! - [`listeners`]: sockets bound (or inherited) by the master before fork.
-//! - [`master`]: the arbiter — forks, reaps and signals workers.
+//! - [`listeners`]: sockets bound (or inherited) by the master before fork
+//!   (`master/listeners.rs`, re-exported here for the workers).
+//! - [`master`]: the arbiter — forks, reaps and signals workers; HUP
+//!   reload, USR2 upgrade to a successor master, systemd notification, and
+//!   the `ferrocorn upgrade` command.
 //! - [`worker`]: the per-process epoll loop that owns every connection.
 //! - [`http`]: strict HTTP/1.1 request parsing.
 //! - [`wsgi`]: the embedded-CPython bridge (PEP 3333).
@@ -22,5 +25,5 @@ pub mod timefmt;
 pub mod worker;
 pub mod wsgi;
 
-// Kept at the crate root: the workers import `crate::listeners`.
+// The workers import `crate::listeners`; it lives with the master.
 pub use master::listeners;
