@@ -1,31 +1,31 @@
 //! ferrocorn: a pre-fork HTTP server for Python WSGI apps, compatible with
-//! gunicorn's command line, signals and environ.
+//! gunicorn's command line, signals and environ. ARCHITECTURE.md draws how
+//! the pieces fit.
 //!
 //! Architecture, by module:
-//! - [`config`]: every setting defined once (CLI flag, TOML key, default, help).
-//! - [`listeners`]: sockets bound (or inherited) by the master before fork.
-//! - [`master`]: the arbiter — forks, reaps and signals workers.
-//! - [`worker`]: the per-process epoll loop that owns every connection.
-//! - [`http`]: strict HTTP/1.1 request parsing.
-//! - [`wsgi`]: the embedded-CPython bridge (PEP 3333).
-//! - [`sys`]: fork, signals and fd adoption — where the `unsafe` lives.
+//! - [`config`]: every setting defined once (CLI flag, TOML key, default,
+//!   help), the command line, the TOML file, and the docs generated from
+//!   the table ([`config::docs`]).
+//! - [`master`]: the arbiter — binds or inherits the listeners
+//!   ([`master::listeners`]), forks, reaps and signals workers; HUP reload,
+//!   USR2 upgrade to a successor master, systemd notification, and the
+//!   `ferrocorn upgrade` command.
+//! - [`worker`]: the per-process connection engine (one epoll loop that
+//!   owns every connection), HTTP/1.1 on a connection, and the executors
+//!   that run requests (inline for sync, threads for gthread).
+//! - [`http`]: the protocol's types: strict request-head parsing, chunked
+//!   bodies, body framing.
+//! - [`wsgi`]: the embedded-CPython bridge (PEP 3333): loading the app, the
+//!   environ, the response writer, `wsgi.input`, `gunicorn.socket`.
+//! - [`sys`]: fork, exec, signals, fd adoption and the scoreboard — where
+//!   the `unsafe` lives.
 //! - [`log`]: the error log, the access log ([`log::access`]) and the date
 //!   formats ([`log::timefmt`]).
 
 pub mod config;
-pub mod docs;
 pub mod http;
-pub mod listeners;
 pub mod log;
 pub mod master;
-pub mod sdnotify;
 pub mod sys;
-pub mod upgrade;
 pub mod worker;
 pub mod wsgi;
-
-// The access log and the date formats live under `log/` now; these aliases
-// keep their former paths (`crate::accesslog`, `crate::timefmt`) working for
-// the modules and binaries that use them.
-pub use self::log::access as accesslog;
-pub use self::log::timefmt;

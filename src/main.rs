@@ -3,9 +3,10 @@
 use std::process::ExitCode;
 
 use ferrocorn::config::{self, Action, Settings};
+use ferrocorn::log::access as accesslog;
 use ferrocorn::log::{self, Level};
-use ferrocorn::master::Arbiter;
-use ferrocorn::{accesslog, error, wsgi};
+use ferrocorn::master::{upgrade_cmd, Arbiter};
+use ferrocorn::{error, wsgi};
 
 /// Exit code for usage and configuration errors.
 const USAGE: u8 = 2;
@@ -130,16 +131,16 @@ fn main() -> ExitCode {
     let argv0 = std::env::args_os().next();
     let args: Vec<_> = std::env::args_os().skip(1).collect();
     if args.first().is_some_and(|a| a == "upgrade") {
-        return match ferrocorn::upgrade::run(&args[1..]) {
+        return match upgrade_cmd::run(&args[1..]) {
             Ok(Some(done)) => {
                 println!("ferrocorn: {done}");
                 ExitCode::SUCCESS
             }
             Ok(None) => {
-                print!("{}", ferrocorn::upgrade::HELP);
+                print!("{}", upgrade_cmd::HELP);
                 ExitCode::SUCCESS
             }
-            Err(e @ ferrocorn::upgrade::UpgradeError::Usage(_)) => fail(e, USAGE),
+            Err(e @ upgrade_cmd::UpgradeError::Usage(_)) => fail(e, USAGE),
             Err(e) => fail(e, 1),
         };
     }

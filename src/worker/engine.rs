@@ -19,11 +19,11 @@ use super::accept::FRESH_WAIT;
 use super::conn::{has_pending_input, Conn, ListenSock, Next, State, Stream, WorkerListener};
 use super::executor::{App, Executor, Inline, Threads};
 use super::{current_rss, jitter, WorkerArgs};
-use crate::accesslog::AccessLog;
 use crate::http::{self, Limits};
-use crate::listeners::Kind;
+use crate::log::access::AccessLog;
+use crate::log::timefmt::DateCache;
+use crate::master::listeners::Kind;
 use crate::sys::{self, Scoreboard, Signal, SignalQueue};
-use crate::timefmt::DateCache;
 use crate::wsgi::{Peer, ServerInfo, Wsgi, WsgiApp};
 use crate::{debug, error, info, warning};
 
@@ -125,7 +125,7 @@ impl<'a> Worker<'a> {
         }
         let access = match &settings.accesslog {
             Some(path) => {
-                let format = crate::accesslog::Format::parse(&settings.access_log_format)
+                let format = crate::log::access::Format::parse(&settings.access_log_format)
                     .map_err(io::Error::other)?;
                 Some(AccessLog::open(path, format)?)
             }

@@ -32,7 +32,7 @@ use std::sync::atomic::AtomicBool;
 use pyo3::prelude::*;
 
 use crate::config::Settings;
-use crate::listeners::Listener;
+use crate::master::listeners::Listener;
 use crate::sys::{self, Scoreboard, Signal, SignalQueue};
 use crate::wsgi::{self, Progress};
 use crate::{error, info};

@@ -12,8 +12,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
 use super::{ConnSocket, FileWrapper, Input, Peer, Responder, ServerInfo, Wsgi};
-use crate::accesslog::{AccessLog, Record};
 use crate::http::{Body, RequestHead};
+use crate::log::access::{AccessLog, Record};
 use crate::worker::executor::{lock, App, Done, Job, Outcome};
 use crate::{debug, error, warning};
 

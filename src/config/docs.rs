@@ -80,7 +80,7 @@ pub fn man_page(version: &str, date: &str) -> String {
     let mut m = String::new();
     let _ = writeln!(
         m,
-        ".\\\" Generated from ferrocorn's settings table (src/docs.rs); do not edit."
+        ".\\\" Generated from ferrocorn's settings table (src/config/docs.rs); do not edit."
     );
     let _ = writeln!(
         m,
@@ -393,7 +393,7 @@ pub fn bash_completion() -> String {
     let _ = writeln!(
         s,
         "# bash completion for ferrocorn -*- shell-script -*-\n\
-         # Generated from ferrocorn's settings table (src/docs.rs); do not edit.\n"
+         # Generated from ferrocorn's settings table (src/config/docs.rs); do not edit.\n"
     );
     s.push_str(
         "_ferrocorn()\n{\n    local cur prev words cword\n    _init_completion -s || return\n\n",
@@ -465,7 +465,7 @@ fn zsh_desc(text: &str) -> String {
 /// `$fpath`, e.g. /usr/share/zsh/vendor-completions/).
 pub fn zsh_completion() -> String {
     let mut s = String::new();
-    s.push_str("#compdef ferrocorn\n# Generated from ferrocorn's settings table (src/docs.rs); do not edit.\n\n");
+    s.push_str("#compdef ferrocorn\n# Generated from ferrocorn's settings table (src/config/docs.rs); do not edit.\n\n");
     s.push_str(
         "_ferrocorn() {\n    if [[ ${words[2]-} == upgrade ]]; then\n        _arguments \\\n",
     );

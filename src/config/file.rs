@@ -1,0 +1,93 @@
+//! The TOML side of the configuration: loading a config file (its keys are
+//! the setting names; an unknown key is an error) and `--print-config`,
+//! which writes the resolved settings back in the same format.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::{ConfigError, Settings, SETTINGS};
+
+/// Apply the keys of the TOML file at `path` over `settings`.
+pub(super) fn load_file(settings: &mut Settings, path: &Path) -> Result<(), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::File {
+            path: path.to_path_buf(),
+            reason: e.message().to_string(),
+        })?;
+    for (key, value) in &table {
+        match settings.apply_toml(key, value) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(ConfigError::UnknownKey {
+                    path: path.to_path_buf(),
+                    key: key.clone(),
+                })
+            }
+            Err(reason) => {
+                return Err(ConfigError::File {
+                    path: path.to_path_buf(),
+                    reason: format!("invalid value for '{key}': {reason}"),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Settings {
+    /// The configuration as a TOML document, for `--print-config`.
+    pub fn to_toml_string(&self) -> String {
+        let mut out = String::new();
+        for (def, (name, value)) in SETTINGS.iter().zip(self.rendered()) {
+            if def.cli_only {
+                continue;
+            }
+            match value {
+                Some(v) => {
+                    let _ = writeln!(out, "{name} = {v}");
+                }
+                None => {
+                    let _ = writeln!(out, "# {name} is not set");
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsString;
+
+    use super::*;
+    use crate::config::{load, Action};
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn run(args: &[&str]) -> Result<Settings, ConfigError> {
+        match load(args.iter().map(OsString::from).collect(), &no_env)? {
+            Action::Run(s) | Action::PrintConfig(s) | Action::CheckConfig(s) => Ok(*s),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn print_config_is_valid_toml_with_known_keys() {
+        let s = run(&["-w", "2", "m:app"]).unwrap();
+        let text = s.to_toml_string();
+        let table: toml::Table = text.parse().unwrap();
+        assert_eq!(table["workers"].as_integer(), Some(2));
+        let mut back = Settings::defaults(&no_env);
+        for (k, v) in &table {
+            assert!(back.apply_toml(k, v).unwrap(), "{k} round-trips");
+        }
+        assert_eq!(back.workers, 2);
+    }
+}

@@ -1,0 +1,250 @@
+//! Settings: one table defines every setting's name (the TOML key, which is
+//! gunicorn's setting name), its command-line flags, default, value type and
+//! help text. `--help`, `--print-config`, the config file and the man page are
+//! all generated from [`SETTINGS`], so they cannot drift apart.
+//!
+//! Precedence, lowest first: defaults (some read from the environment, as
+//! gunicorn does: `PORT`, `WEB_CONCURRENCY`, `FORWARDED_ALLOW_IPS`,
+//! `VIRTUAL_ENV`) < config file < `FERROCORN_CMD_ARGS` < command line.
+//!
+//! This module owns the public API ([`load`], [`Action`], [`ConfigError`],
+//! [`seconds`] and the re-exports below) and the order in which the levels
+//! are applied. By concern:
+//! - `settings.rs`: the settings table and the [`Settings`] struct.
+//! - `value.rs`: how each value type is parsed and printed.
+//! - `cli.rs`: command-line and `FERROCORN_CMD_ARGS` parsing, `--help`.
+//! - `file.rs`: the TOML config file and `--print-config`.
+//! - `validate.rs`: checks across the resolved settings; the [`Action`].
+//! - `bind.rs`: `bind` addresses.
+//! - [`docs`]: the man page, completions and example config.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+mod bind;
+mod cli;
+pub mod docs;
+mod file;
+mod settings;
+mod validate;
+mod value;
+
+pub use bind::{parse_bind, BindAddr};
+pub use cli::help_text;
+pub use settings::{SettingDef, Settings, SETTINGS};
+pub use validate::parse_umask;
+pub use value::{Arity, SettingValue};
+
+use cli::{parse_level, shell_split, CliLevel};
+use file::load_file;
+use validate::finish;
+
+/// Errors while assembling the configuration. Every variant renders as one
+/// line that names the culprit; the binary exits with code 2 on any of them.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("invalid value '{value}' for {setting}: {reason}")]
+    InvalidValue {
+        setting: String,
+        value: String,
+        reason: String,
+    },
+    #[error("config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("config file {path}: unknown setting '{key}'")]
+    UnknownKey { path: PathBuf, key: String },
+    #[error("invalid bind address '{addr}': {reason}")]
+    Bind { addr: String, reason: String },
+    #[error("{setting} is not supported yet by ferrocorn {version}: {reason}")]
+    Unsupported {
+        setting: String,
+        version: &'static str,
+        reason: &'static str,
+    },
+    #[error("FERROCORN_CMD_ARGS: {0}")]
+    EnvArgs(String),
+    #[error("No application module specified.")]
+    NoApp,
+}
+
+/// What `ferrocorn` was asked to do, once the arguments are understood.
+#[derive(Debug)]
+pub enum Action {
+    Run(Box<Settings>),
+    PrintConfig(Box<Settings>),
+    CheckConfig(Box<Settings>),
+    Help(String),
+    Version,
+}
+
+/// A setting in seconds as a `Duration`: negative or NaN is 0, and absurdly
+/// large values (which `Duration` cannot hold) are capped at ten years.
+pub fn seconds(v: f64) -> std::time::Duration {
+    const CAP: f64 = 10.0 * 365.0 * 86_400.0;
+    if v.is_nan() || v <= 0.0 {
+        return std::time::Duration::ZERO;
+    }
+    std::time::Duration::from_secs_f64(v.min(CAP))
+}
+
+/// Resolve the configuration from the command line and the environment.
+/// `args` excludes the program name.
+pub fn load(
+    args: Vec<OsString>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Action, ConfigError> {
+    let argv = parse_level(args)?;
+    if argv.help {
+        return Ok(Action::Help(help_text()));
+    }
+    if argv.version {
+        return Ok(Action::Version);
+    }
+    let env_level = match env("FERROCORN_CMD_ARGS") {
+        Some(s) if !s.trim().is_empty() => {
+            Some(parse_level(shell_split(&s)?).map_err(|e| ConfigError::EnvArgs(e.to_string()))?)
+        }
+        _ => None,
+    };
+
+    let mut settings = Settings::defaults(env);
+
+    // The config file: named on the command line (argv wins over env), or
+    // ./ferrocorn.toml when present, as gunicorn reads ./gunicorn.conf.py.
+    let named = |level: &CliLevel| {
+        level
+            .values
+            .iter()
+            .find(|(n, _)| *n == "config")
+            .and_then(|(_, v)| v.last().cloned())
+    };
+    let config_path = named(&argv).or_else(|| env_level.as_ref().and_then(named));
+    match &config_path {
+        Some(p) => load_file(&mut settings, Path::new(p))?,
+        None => {
+            let default = Path::new("ferrocorn.toml");
+            if default.is_file() {
+                load_file(&mut settings, default)?;
+                settings.config = Some("ferrocorn.toml".into());
+            }
+        }
+    }
+
+    for level in env_level.iter().chain(std::iter::once(&argv)) {
+        for (name, vals) in &level.values {
+            settings.apply_cli(name, vals.clone())?;
+        }
+        if let Some(app) = &level.app {
+            settings.wsgi_app = Some(app.clone());
+        }
+    }
+    finish(settings, env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn run(args: &[&str]) -> Result<Settings, ConfigError> {
+        match load(args.iter().map(OsString::from).collect(), &no_env)? {
+            Action::Run(s) | Action::PrintConfig(s) | Action::CheckConfig(s) => Ok(*s),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn threads_select_gthread() {
+        assert_eq!(run(&["m"]).unwrap().worker_class, "sync");
+        assert_eq!(
+            run(&["--threads", "2", "m"]).unwrap().worker_class,
+            "gthread"
+        );
+        assert_eq!(
+            run(&["-k", "sync", "--threads", "1", "m"])
+                .unwrap()
+                .worker_class,
+            "sync"
+        );
+        let s = run(&["-k", "gthread", "m"]).unwrap();
+        assert_eq!((s.worker_class.as_str(), s.threads), ("gthread", 1));
+        let s = run(&["--header-timeout", "2.5", "--body-timeout", "7", "m"]).unwrap();
+        assert_eq!((s.header_timeout, s.body_timeout), (2.5, 7.0));
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let s = run(&["app:app"]).unwrap();
+        assert_eq!(s.workers, 1);
+        assert_eq!(s.binds, vec![parse_bind("127.0.0.1:8000").unwrap()]);
+        let s = run(&[
+            "-w",
+            "4",
+            "-b",
+            "0.0.0.0:9000",
+            "-b",
+            "unix:/tmp/x.sock",
+            "m",
+        ])
+        .unwrap();
+        assert_eq!(s.workers, 4);
+        assert_eq!(s.bind.len(), 2);
+        assert_eq!(s.binds[1], BindAddr::Unix("/tmp/x.sock".into()));
+        let s = run(&["--limit-request-field_size", "100", "m"]).unwrap();
+        assert_eq!(s.limit_request_field_size, 100);
+        let s = run(&["--limit-request-field-size", "200", "m"]).unwrap();
+        assert_eq!(s.limit_request_field_size, 200);
+    }
+
+    #[test]
+    fn env_defaults() {
+        let env = |k: &str| match k {
+            "PORT" => Some("5000".to_string()),
+            "WEB_CONCURRENCY" => Some("3".to_string()),
+            _ => None,
+        };
+        let Action::Run(s) = load(vec!["m".into()], &env).unwrap() else {
+            panic!()
+        };
+        assert_eq!(s.workers, 3);
+        assert_eq!(s.bind, vec!["0.0.0.0:5000".to_string()]);
+    }
+
+    #[test]
+    fn errors_name_the_culprit() {
+        let e = run(&["--workers", "many", "m"]).unwrap_err().to_string();
+        assert!(e.contains("--workers") && e.contains("many"), "{e}");
+        let e = run(&["--bogus", "m"]).unwrap_err().to_string();
+        assert!(e.contains("--bogus"), "{e}");
+        assert!(!e.contains('\n'));
+        let e = run(&["-b", "1.2.3.4:x", "m"]).unwrap_err().to_string();
+        assert!(e.contains("1.2.3.4:x"), "{e}");
+        let e = run(&["--threads", "0", "m"]).unwrap_err().to_string();
+        assert!(e.contains("--threads"), "{e}");
+        let e = run(&["-k", "eventlet", "m"]).unwrap_err().to_string();
+        assert!(e.contains("eventlet"), "{e}");
+        let e = run(&["--header-timeout", "0", "m"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--header-timeout"), "{e}");
+        let e = run(&["--forwarded-allow-ips", "10.0.0.1,nope", "m"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nope"), "{e}");
+        let e = run(&["--umask", "0o999", "m"]).unwrap_err().to_string();
+        assert!(e.contains("--umask"), "{e}");
+        assert_eq!(parse_umask("022"), Ok(0o22));
+        assert_eq!(parse_umask("0o27"), Ok(0o27));
+        assert_eq!(parse_umask("18"), Ok(18));
+        assert!(matches!(run(&[]), Err(ConfigError::NoApp)));
+        assert!(run(&["bad module"]).is_err());
+        assert!(run(&["m:factory("]).is_err());
+    }
+}

@@ -1,0 +1,216 @@
+//! The checks run once every level is applied: settings accepted only at
+//! their default, values each setting's type cannot rule out alone (counts
+//! of zero, unknown worker classes, log levels, syslog addresses, umask,
+//! `--env`, trusted proxies, APP_MODULE), the worker class implied by
+//! `--threads`, the parsed `bind` list, and which [`Action`] the command
+//! line asks for.
+
+use super::{parse_bind, Action, ConfigError, Settings, SETTINGS};
+
+/// Check the settings once every level is applied, and say what to do.
+pub(super) fn finish(
+    mut s: Settings,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Action, ConfigError> {
+    for def in SETTINGS {
+        if let Some(reason) = def.unsupported {
+            if !s.is_default(def.name, env) {
+                return Err(ConfigError::Unsupported {
+                    setting: format!("--{}", def.long[0]),
+                    version: env!("CARGO_PKG_VERSION"),
+                    reason,
+                });
+            }
+        }
+    }
+    let invalid = |setting: &str, value: String, reason: &str| ConfigError::InvalidValue {
+        setting: setting.to_string(),
+        value,
+        reason: reason.to_string(),
+    };
+    if s.workers == 0 {
+        return Err(invalid(
+            "--workers",
+            "0".into(),
+            "at least one worker is needed",
+        ));
+    }
+    if s.worker_class == "sync" && s.threads > 1 {
+        // gunicorn's rule: the sync worker with threads is the threaded one.
+        s.worker_class = "gthread".to_string();
+    }
+    if s.worker_class != "sync" && s.worker_class != "gthread" {
+        return Err(invalid(
+            "--worker-class",
+            s.worker_class.clone(),
+            "supported worker classes: sync, gthread",
+        ));
+    }
+    if s.threads == 0 {
+        return Err(invalid(
+            "--threads",
+            "0".into(),
+            "at least one thread is needed",
+        ));
+    }
+    if s.worker_connections == 0 {
+        return Err(invalid(
+            "--worker-connections",
+            "0".into(),
+            "at least one connection is needed",
+        ));
+    }
+    for (flag, v) in [
+        ("--header-timeout", s.header_timeout),
+        ("--body-timeout", s.body_timeout),
+    ] {
+        if !(v > 0.0 && v < 1e9) {
+            return Err(invalid(
+                flag,
+                v.to_string(),
+                "must be a positive number of seconds",
+            ));
+        }
+    }
+    if s.limit_request_fields > 32768 {
+        return Err(invalid(
+            "--limit-request-fields",
+            s.limit_request_fields.to_string(),
+            "at most 32768",
+        ));
+    }
+    if s.backlog <= 0 {
+        return Err(invalid(
+            "--backlog",
+            s.backlog.to_string(),
+            "must be positive",
+        ));
+    }
+    if !matches!(
+        s.loglevel.to_ascii_lowercase().as_str(),
+        "debug" | "info" | "warning" | "error" | "critical"
+    ) {
+        return Err(invalid(
+            "--log-level",
+            s.loglevel.clone(),
+            "expected debug, info, warning, error or critical",
+        ));
+    }
+    for kv in &s.raw_env {
+        if !kv.contains('=') || kv.starts_with('=') {
+            return Err(invalid("--env", kv.clone(), "expected KEY=VALUE"));
+        }
+    }
+    if s.syslog_facility.parse::<syslog::Facility>().is_err() {
+        return Err(invalid(
+            "--log-syslog-facility",
+            s.syslog_facility.clone(),
+            "unknown facility (user, daemon, local0..local7, ...)",
+        ));
+    }
+    if !["unix://", "udp://", "tcp://"]
+        .iter()
+        .any(|p| s.syslog_addr.starts_with(p))
+    {
+        return Err(invalid(
+            "--log-syslog-to",
+            s.syslog_addr.clone(),
+            "expected unix://PATH, udp://HOST:PORT or tcp://HOST:PORT",
+        ));
+    }
+    parse_umask(&s.umask).map_err(|r| invalid("--umask", s.umask.clone(), &r))?;
+    crate::log::access::Format::parse(&s.access_log_format)
+        .map_err(|r| invalid("--access-logformat", s.access_log_format.clone(), &r))?;
+    if s.daemon && env("NOTIFY_SOCKET").is_some() {
+        return Err(invalid(
+            "--daemon",
+            "true".into(),
+            "cannot daemonize under systemd (NOTIFY_SOCKET is set): let systemd supervise the process",
+        ));
+    }
+    for ip in &s.forwarded_allow_ips {
+        if ip != "*" && ip.trim().parse::<std::net::IpAddr>().is_err() {
+            return Err(invalid(
+                "--forwarded-allow-ips",
+                ip.clone(),
+                "expected IP addresses separated by commas, or '*'",
+            ));
+        }
+    }
+    if s.bind.is_empty() {
+        return Err(invalid(
+            "--bind",
+            String::new(),
+            "at least one address is needed",
+        ));
+    }
+    s.binds = s
+        .bind
+        .iter()
+        .map(|b| parse_bind(b))
+        .collect::<Result<_, _>>()?;
+    if let Some(app) = &s.wsgi_app {
+        check_app_spec(app)?;
+    }
+    if s.print_config {
+        return Ok(Action::PrintConfig(Box::new(s)));
+    }
+    if s.wsgi_app.is_none() {
+        return Err(ConfigError::NoApp);
+    }
+    if s.check_config {
+        return Ok(Action::CheckConfig(Box::new(s)));
+    }
+    Ok(Action::Run(Box::new(s)))
+}
+
+/// `--umask`: octal with a leading 0 or 0o, else decimal (gunicorn's rule).
+pub fn parse_umask(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let v = if let Some(o) = t.strip_prefix("0o").or_else(|| t.strip_prefix("0O")) {
+        u32::from_str_radix(o, 8)
+    } else if t.len() > 1 && t.starts_with('0') {
+        u32::from_str_radix(&t[1..], 8)
+    } else {
+        t.parse::<u32>()
+    };
+    match v {
+        Ok(v) if v <= 0o777 => Ok(v),
+        _ => Err("expected a mask such as 0o22, 022 or 18".into()),
+    }
+}
+
+/// A cheap syntactic check of APP_MODULE; the worker does the real parse.
+fn check_app_spec(app: &str) -> Result<(), ConfigError> {
+    let bad = |reason: &str| ConfigError::InvalidValue {
+        setting: "APP_MODULE".into(),
+        value: app.to_string(),
+        reason: reason.to_string(),
+    };
+    let (module, attr) = match app.split_once(':') {
+        Some((m, a)) => (m, Some(a)),
+        None => (app, None),
+    };
+    let is_ident = |s: &str| {
+        let mut cs = s.chars();
+        matches!(cs.next(), Some(c) if c.is_alphabetic() || c == '_')
+            && cs.all(|c| c.is_alphanumeric() || c == '_')
+    };
+    if module.is_empty() || !module.split('.').all(is_ident) {
+        return Err(bad(
+            "expected MODULE[:ATTR], e.g. myproject.wsgi:application",
+        ));
+    }
+    if let Some(attr) = attr {
+        let name = attr.split('(').next().unwrap_or("").trim();
+        if name.is_empty() || !name.split('.').all(is_ident) {
+            return Err(bad(
+                "the part after ':' must be a name or a call like factory()",
+            ));
+        }
+        if attr.contains('(') && !attr.trim_end().ends_with(')') {
+            return Err(bad("unbalanced parentheses in the factory call"));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! Setting values: how each value type (switch, integer, seconds, string,
+//! optional string, list) reads itself from a command-line string and from
+//! TOML, and prints itself back as TOML. The settings table in
+//! `settings.rs` picks the implementation by the field's type.
+
+/// How a setting's value is written on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arity {
+    /// A switch: `--preload`.
+    Flag,
+    /// One value; the last one given wins.
+    One,
+    /// Repeatable: `-b A -b B`.
+    Many,
+}
+
+/// A value a setting can hold. Each type knows how to read itself from a
+/// command-line string and from TOML, and how to print itself as TOML.
+pub trait SettingValue: Sized {
+    const ARITY: Arity = Arity::One;
+    fn parse_str(s: &str) -> Result<Self, String>;
+    fn from_toml(v: &toml::Value) -> Result<Self, String>;
+    fn to_toml(&self) -> Option<String>;
+    /// Command-line values of one level (file, env or argv) for this setting.
+    fn from_cli(values: Vec<String>) -> Result<Self, (String, String)> {
+        let last = values.into_iter().last().unwrap_or_default();
+        Self::parse_str(&last).map_err(|e| (last, e))
+    }
+}
+
+impl SettingValue for bool {
+    const ARITY: Arity = Arity::Flag;
+    fn parse_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "" | "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
+            _ => Err("expected true or false".into()),
+        }
+    }
+    fn from_toml(v: &toml::Value) -> Result<Self, String> {
+        v.as_bool().ok_or_else(|| "expected a boolean".into())
+    }
+    fn to_toml(&self) -> Option<String> {
+        Some(self.to_string())
+    }
+}
+
+macro_rules! int_setting {
+    ($t:ty, $what:literal) => {
+        impl SettingValue for $t {
+            fn parse_str(s: &str) -> Result<Self, String> {
+                s.trim()
+                    .parse::<$t>()
+                    .map_err(|_| concat!("expected ", $what).into())
+            }
+            fn from_toml(v: &toml::Value) -> Result<Self, String> {
+                v.as_integer()
+                    .and_then(|i| <$t>::try_from(i).ok())
+                    .ok_or_else(|| concat!("expected ", $what).into())
+            }
+            fn to_toml(&self) -> Option<String> {
+                Some(self.to_string())
+            }
+        }
+    };
+}
+int_setting!(u32, "a non-negative integer");
+int_setting!(u64, "a non-negative integer");
+int_setting!(i32, "an integer");
+
+impl SettingValue for f64 {
+    fn parse_str(s: &str) -> Result<Self, String> {
+        match s.trim().parse::<f64>() {
+            Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+            _ => Err("expected a non-negative number of seconds".into()),
+        }
+    }
+    fn from_toml(v: &toml::Value) -> Result<Self, String> {
+        let f = v
+            .as_float()
+            .or_else(|| v.as_integer().map(|i| i as f64))
+            .ok_or_else(|| "expected a number".to_string())?;
+        if f.is_finite() && f >= 0.0 {
+            Ok(f)
+        } else {
+            Err("expected a non-negative number".into())
+        }
+    }
+    fn to_toml(&self) -> Option<String> {
+        Some(if self.fract() == 0.0 {
+            format!("{self:.0}")
+        } else {
+            self.to_string()
+        })
+    }
+}
+
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+impl SettingValue for String {
+    fn parse_str(s: &str) -> Result<Self, String> {
+        Ok(s.to_string())
+    }
+    fn from_toml(v: &toml::Value) -> Result<Self, String> {
+        v.as_str()
+            .map(str::to_string)
+            .ok_or_else(|| "expected a string".into())
+    }
+    fn to_toml(&self) -> Option<String> {
+        Some(toml_str(self))
+    }
+}
+
+impl SettingValue for Option<String> {
+    fn parse_str(s: &str) -> Result<Self, String> {
+        Ok(if s.is_empty() {
+            None
+        } else {
+            Some(s.to_string())
+        })
+    }
+    fn from_toml(v: &toml::Value) -> Result<Self, String> {
+        String::from_toml(v).map(|s| if s.is_empty() { None } else { Some(s) })
+    }
+    fn to_toml(&self) -> Option<String> {
+        self.as_deref().map(toml_str)
+    }
+}
+
+impl SettingValue for Vec<String> {
+    const ARITY: Arity = Arity::Many;
+    fn parse_str(s: &str) -> Result<Self, String> {
+        Ok(s.split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .collect())
+    }
+    fn from_toml(v: &toml::Value) -> Result<Self, String> {
+        match v {
+            toml::Value::String(s) => Ok(vec![s.clone()]),
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|i| {
+                    i.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| "expected an array of strings".to_string())
+                })
+                .collect(),
+            _ => Err("expected a string or an array of strings".into()),
+        }
+    }
+    fn to_toml(&self) -> Option<String> {
+        Some(format!(
+            "[{}]",
+            self.iter()
+                .map(|s| toml_str(s))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+    fn from_cli(values: Vec<String>) -> Result<Self, (String, String)> {
+        Ok(values)
+    }
+}
