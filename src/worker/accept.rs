@@ -27,7 +27,7 @@ pub(super) const FRESH_WAIT: Duration = Duration::from_millis(20);
 /// proportion to the pace it serves at, and a crowd of keep-alive clients
 /// starting together is in within a few turns rather than queueing in
 /// the backlog behind those already connected.
-const SYNC_ACCEPT_PER_REQUEST: usize = 8;
+const SYNC_ACCEPT_PER_REQUEST: usize = 4;
 
 impl Worker<'_> {
     /// sync: the connection accepted last has started its first request,
