@@ -389,11 +389,15 @@ impl<'a> Worker<'a> {
             since: Instant::now(),
             reused: false,
             dead: false,
-            queued: false,
+            queued: true,
         });
         self.live += 1;
         // The request may already be waiting (edge-triggered: read now).
-        self.again.push(idx);
+        // It goes to the front of the queue: a connection that waited in
+        // the listen backlog holds the oldest request there is, so serving
+        // it first keeps the order first come, first served across the
+        // backlog and the connections already open.
+        self.ready.push_front(idx);
         Some(idx)
     }
 
