@@ -350,19 +350,32 @@ def sample_memory(main_pid):
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
+def proc_cpu_ticks(pid):
+    """utime+stime of one process in clock ticks, or None if it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            data = f.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    rest = data[data.rindex(")") + 2:].split()
+    return int(rest[11]) + int(rest[12])
+
+
 def tree_cpu_seconds(main_pid):
     """utime+stime of the main process and its live descendants."""
     table = process_table()
-    total = 0
-    for pid in [main_pid] + descendants_of(main_pid, table):
-        try:
-            with open("/proc/%d/stat" % pid, "rb") as f:
-                data = f.read().decode("ascii", "replace")
-        except OSError:
-            continue
-        rest = data[data.rindex(")") + 2:].split()
-        total += int(rest[11]) + int(rest[12])
-    return total / CLK_TCK
+    ticks = (proc_cpu_ticks(p) for p in [main_pid] + descendants_of(main_pid, table))
+    return sum(t for t in ticks if t is not None) / CLK_TCK
+
+
+def pids_cpu_seconds(pids):
+    """{pid: utime+stime seconds} of the given processes still alive."""
+    out = {}
+    for pid in pids:
+        t = proc_cpu_ticks(pid)
+        if t is not None:
+            out[pid] = t / CLK_TCK
+    return out
 
 
 def machine_cpu_seconds():
@@ -603,6 +616,10 @@ def run_wrk(cmd, duration, sample_cb=None, server_pid=None):
     (stdout, stderr, sample, cpu)."""
     if server_pid is not None:
         t0 = time.monotonic()
+        # The workers are the server's direct children; their CPU alone
+        # (without the master's) is what a request costs.
+        workers = children_of(server_pid)
+        wrk0 = pids_cpu_seconds(workers)
         srv0 = tree_cpu_seconds(server_pid)
         own0 = _own_cpu_seconds()
         busy0, steal0 = machine_cpu_seconds()
@@ -626,6 +643,8 @@ def run_wrk(cmd, duration, sample_cb=None, server_pid=None):
     if server_pid is not None:
         wall = time.monotonic() - t0
         srv = tree_cpu_seconds(server_pid) - srv0
+        wrk1 = pids_cpu_seconds(workers)
+        workers_cpu = sum(wrk1[p] - wrk0[p] for p in wrk1 if p in wrk0)
         own = _own_cpu_seconds() - own0  # wrk + this harness
         busy1, steal1 = machine_cpu_seconds()
         busy = busy1 - busy0
@@ -633,6 +652,10 @@ def run_wrk(cmd, duration, sample_cb=None, server_pid=None):
         cpu = {
             "wall_s": round(wall, 3),
             "server_cpu_s": round(srv, 3),
+            "workers_cpu_s": round(workers_cpu, 3),
+            "worker_pids": workers,
+            # A worker that exited (or was replaced) during the run.
+            "workers_lost": len(workers) - len(wrk1),
             "wrk_and_harness_cpu_s": round(own, 3),
             "machine_busy_s": round(busy, 3),
             "steal_s": round(steal1 - steal0, 3),
@@ -744,6 +767,8 @@ def run_one(ctx, server, wl, rnd):
         if cpu and stats.get("requests"):
             cpu["server_cpu_us_per_req"] = round(
                 cpu["server_cpu_s"] / stats["requests"] * 1e6, 1)
+            cpu["workers_cpu_us_per_req"] = round(
+                cpu["workers_cpu_s"] / stats["requests"] * 1e6, 2)
         res.update(ok=True, stats=stats, memory=mem, wrk_output=out)
         if err.strip():
             res["wrk_stderr"] = err
@@ -1061,6 +1086,25 @@ def parse_args(argv):
     return args
 
 
+def take_lock():
+    """Two runs at once would load the same CPUs (and, with the same
+    --out-dir, overwrite each other's results): one machine-wide lock,
+    held as long as the returned file stays open."""
+    lock = open(LOCK_PATH, "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        other = lock.read().strip() or "?"
+        raise SystemExit("another benchmark run (pid %s, lock %s) is in "
+                         "progress; wait for it to finish" % (other, LOCK_PATH))
+    lock.seek(0)
+    lock.truncate()
+    lock.write(str(os.getpid()))
+    lock.flush()
+    return lock
+
+
 def select(spec, known, what):
     chosen = []
     for item in (s.strip() for s in spec.split(",")):
@@ -1100,20 +1144,7 @@ def main(argv):
         raise SystemExit("wrk not found (bench/run.sh installs it)")
 
     os.makedirs(ctx.out_dir, exist_ok=True)
-    # Two runs at once would load the same CPUs (and, with the same
-    # --out-dir, overwrite each other's results): one machine-wide lock.
-    ctx.lock = open(LOCK_PATH, "a+")
-    try:
-        fcntl.flock(ctx.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        ctx.lock.seek(0)
-        other = ctx.lock.read().strip() or "?"
-        raise SystemExit("another benchmark run (pid %s, lock %s) is in "
-                         "progress; wait for it to finish" % (other, LOCK_PATH))
-    ctx.lock.seek(0)
-    ctx.lock.truncate()
-    ctx.lock.write(str(os.getpid()))
-    ctx.lock.flush()
+    ctx.lock = take_lock()
     ctx.log_dir = os.path.join(ctx.out_dir, "logs")
     os.makedirs(ctx.log_dir, exist_ok=True)
     ctx.lua = {w: write_lua(ctx.out_dir, WORKLOADS[w]) for w in workloads}
