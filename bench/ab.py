@@ -33,7 +33,7 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
+import shutil
 import threading
 import time
 import types
@@ -303,11 +303,14 @@ def _callgrind_total(path):
     raise ValueError("no totals in %s" % path)
 
 
-def callgrind_once(args, binary, cls, wl, nreq, workdir):
+def callgrind_once(args, label, binary, cls, wl, nreq, workdir):
     """Instructions of the worker over its whole life, serving nreq
-    requests (plus the readiness probe)."""
+    requests (plus the readiness probe).  The profiles stay in
+    workdir/LABEL-CLASS-WORKLOAD-NREQ/ for callgrind_annotate."""
     port = B.free_port()
-    outdir = tempfile.mkdtemp(prefix="cg-", dir=workdir)
+    outdir = os.path.join(workdir, "%s-%s-%s-%d" % (label, cls, wl.name, nreq))
+    shutil.rmtree(outdir, ignore_errors=True)
+    os.makedirs(outdir)
     argv = ["valgrind", "--tool=callgrind", "--quiet",
             "--callgrind-out-file=%s/callgrind.out.%%p" % outdir,
             binary, "-w", "1", "--timeout", "900", "--graceful-timeout", "120",
@@ -352,8 +355,10 @@ def run_callgrind(args, wls, sides):
                    "threads": wl.threads if cls == "gthread" else None}
             for label, ctx in sides:
                 t0 = time.monotonic()
-                ir1 = callgrind_once(args, ctx.ferrocorn_bin, cls, wl, n, workdir)
-                ir2 = callgrind_once(args, ctx.ferrocorn_bin, cls, wl, 2 * n, workdir)
+                ir1 = callgrind_once(args, label, ctx.ferrocorn_bin, cls, wl, n,
+                                     workdir)
+                ir2 = callgrind_once(args, label, ctx.ferrocorn_bin, cls, wl,
+                                     2 * n, workdir)
                 per = (ir2 - ir1) / n
                 row[label] = {"ir_n": ir1, "ir_2n": ir2, "ir_per_req": per}
                 B.log("[callgrind] %-9s %-8s %-6s %10.0f instructions/request "
@@ -404,10 +409,10 @@ def main(argv):
     lock = B.take_lock()  # noqa: F841  (held until exit)
     signal.signal(signal.SIGTERM, B._on_signal)
     signal.signal(signal.SIGHUP, B._on_signal)
-    args.wrk = B.shutil.which("wrk")
+    args.wrk = shutil.which("wrk")
     if not args.wrk and not args.callgrind:
         raise SystemExit("wrk not found (bench/run.sh installs it)")
-    if args.callgrind and not B.shutil.which("valgrind"):
+    if args.callgrind and not shutil.which("valgrind"):
         raise SystemExit("valgrind not found (apt-get install -y valgrind)")
     lua = {wl.name: B.write_lua(args.out_dir, wl) for wl in wls}
     sides = [(args.a_label, side_ctx(args, args.a_label, args.a, lua)),
