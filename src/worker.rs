@@ -188,7 +188,7 @@ enum Next {
     Close,
 }
 
-pub struct Worker<'a> {
+pub struct Worker {
     poll: Poll,
     listeners: Vec<WorkerListener>,
     conns: Vec<Option<Conn>>,
@@ -215,13 +215,15 @@ pub struct Worker<'a> {
     scratch: Box<[u8]>,
     master: nix::unistd::Pid,
     requests: u64,
-    scoreboard: &'a Scoreboard,
+    scoreboard: Scoreboard,
     slot: usize,
     /// Recycle after this many requests (0: never).
     max_requests: u64,
     /// Recycle once RSS exceeds this many bytes (0: never).
     max_rss: u64,
     next_rss_check: Instant,
+    /// When the loop next closes timed-out connections.
+    next_sweep: Instant,
     access: Option<AccessLog>,
 }
 
@@ -574,8 +576,8 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
     code
 }
 
-impl<'a> Worker<'a> {
-    fn new(args: WorkerArgs<'a>, app: Py<PyAny>, signals: SignalQueue) -> io::Result<Worker<'a>> {
+impl Worker {
+    fn new(args: WorkerArgs<'_>, app: Py<PyAny>, signals: SignalQueue) -> io::Result<Worker> {
         let settings = args.settings;
         let listeners = args.listeners;
         let poll = Poll::new()?;
@@ -668,7 +670,7 @@ impl<'a> Worker<'a> {
             scratch: vec![0u8; 64 * 1024].into_boxed_slice(),
             master: args.master,
             requests: 0,
-            scoreboard: args.scoreboard,
+            scoreboard: args.scoreboard.clone(),
             slot: args.slot,
             max_requests: if settings.max_requests > 0 {
                 settings.max_requests + jitter(settings.max_requests_jitter)
@@ -677,6 +679,7 @@ impl<'a> Worker<'a> {
             },
             max_rss: settings.max_worker_memory * 1024 * 1024,
             next_rss_check: Instant::now(),
+            next_sweep: Instant::now() + Duration::from_secs(1),
             access,
         })
     }
@@ -692,89 +695,97 @@ impl<'a> Worker<'a> {
 
     fn serve_loop(&mut self) -> i32 {
         let mut events = Events::with_capacity(256);
-        let mut next_sweep = Instant::now() + Duration::from_secs(1);
         loop {
-            let timeout = if self.again.is_empty() && !self.accept_more {
-                Duration::from_secs(1)
-            } else {
-                Duration::ZERO
-            };
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    error!("epoll failed: {e}");
-                    return 1;
-                }
-            }
-            for ev in events.iter() {
-                match ev.token() {
-                    SIGNAL_TOKEN | WAKER_TOKEN => {}
-                    Token(t) if t >= CONN_BASE => self.on_conn_event(
-                        t - CONN_BASE,
-                        ev.is_readable() || ev.is_read_closed() || ev.is_error(),
-                        ev.is_writable(),
-                    ),
-                    Token(t) => self.accept(t - LISTENER_BASE),
-                }
-            }
-            if std::mem::take(&mut self.accept_more) {
-                for i in 0..self.listeners.len() {
-                    self.accept(i);
-                }
-            }
-            self.collect_done();
-            for idx in std::mem::take(&mut self.again) {
-                self.on_conn_event(idx, true, true);
-            }
-            for sig in self.signals.drain() {
-                match sig {
-                    Signal::SIGTERM => self.begin_graceful_stop(),
-                    Signal::SIGINT | Signal::SIGQUIT => return 0,
-                    Signal::SIGUSR1 => {
-                        if let Err(e) = crate::log::reopen() {
-                            warning!("Cannot reopen log files: {e}");
-                        }
-                        if let Some(log) = &mut self.access {
-                            if let Err(e) = log.reopen() {
-                                warning!("Cannot reopen the access log: {e}");
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            if self.accept_paused && !self.stopping && self.live < self.max_conns {
-                self.accept_paused = false;
-                for i in 0..self.listeners.len() {
-                    self.accept(i);
-                }
-            }
-            // A gthread thread stuck in the app must still trip the
-            // master's timeout: the heartbeat is dated no later than the
-            // start of the oldest running request, so the master sees the
-            // worker silent for as long as that request has run (as the
-            // sync worker is while its one request runs).
-            match self.pool.as_ref().and_then(Pool::oldest_start) {
-                Some(start) => self
-                    .scoreboard
-                    .beat_at(self.slot, start.min(sys::monotonic_ms())),
-                None => self.scoreboard.beat(self.slot),
-            }
-            let now = Instant::now();
-            if now >= next_sweep {
-                next_sweep = now + Duration::from_secs(1);
-                self.sweep(now);
-                if let Some(log) = &mut self.access {
-                    log.flush();
-                }
-                if nix::unistd::getppid() != self.master {
-                    info!("Parent changed, shutting down: {}", std::process::id());
-                    return 0;
-                }
-            }
-            if self.stopping && self.live == 0 {
-                return 0;
+            if let Some(code) = self.turn(&mut events) {
+                return code;
             }
         }
+    }
+
+    /// One turn of the loop: wait for events (up to 1 s), handle them and
+    /// the housekeeping. Returns the exit code once the worker is done.
+    fn turn(&mut self, events: &mut Events) -> Option<i32> {
+        let timeout = if self.again.is_empty() && !self.accept_more {
+            Duration::from_secs(1)
+        } else {
+            Duration::ZERO
+        };
+        if let Err(e) = self.poll.poll(events, Some(timeout)) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                error!("epoll failed: {e}");
+                return Some(1);
+            }
+        }
+        for ev in events.iter() {
+            match ev.token() {
+                SIGNAL_TOKEN | WAKER_TOKEN => {}
+                Token(t) if t >= CONN_BASE => self.on_conn_event(
+                    t - CONN_BASE,
+                    ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                    ev.is_writable(),
+                ),
+                Token(t) => self.accept(t - LISTENER_BASE),
+            }
+        }
+        if std::mem::take(&mut self.accept_more) {
+            for i in 0..self.listeners.len() {
+                self.accept(i);
+            }
+        }
+        self.collect_done();
+        for idx in std::mem::take(&mut self.again) {
+            self.on_conn_event(idx, true, true);
+        }
+        for sig in self.signals.drain() {
+            match sig {
+                Signal::SIGTERM => self.begin_graceful_stop(),
+                Signal::SIGINT | Signal::SIGQUIT => return Some(0),
+                Signal::SIGUSR1 => {
+                    if let Err(e) = crate::log::reopen() {
+                        warning!("Cannot reopen log files: {e}");
+                    }
+                    if let Some(log) = &mut self.access {
+                        if let Err(e) = log.reopen() {
+                            warning!("Cannot reopen the access log: {e}");
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if self.accept_paused && !self.stopping && self.live < self.max_conns {
+            self.accept_paused = false;
+            for i in 0..self.listeners.len() {
+                self.accept(i);
+            }
+        }
+        // A gthread thread stuck in the app must still trip the
+        // master's timeout: the heartbeat is dated no later than the
+        // start of the oldest running request, so the master sees the
+        // worker silent for as long as that request has run (as the
+        // sync worker is while its one request runs).
+        match self.pool.as_ref().and_then(Pool::oldest_start) {
+            Some(start) => self
+                .scoreboard
+                .beat_at(self.slot, start.min(sys::monotonic_ms())),
+            None => self.scoreboard.beat(self.slot),
+        }
+        let now = Instant::now();
+        if now >= self.next_sweep {
+            self.next_sweep = now + Duration::from_secs(1);
+            self.sweep(now);
+            if let Some(log) = &mut self.access {
+                log.flush();
+            }
+            if nix::unistd::getppid() != self.master {
+                info!("Parent changed, shutting down: {}", std::process::id());
+                return Some(0);
+            }
+        }
+        if self.stopping && self.live == 0 {
+            return Some(0);
+        }
+        None
     }
 
     fn begin_graceful_stop(&mut self) {
