@@ -7,9 +7,12 @@
 //! time, like gunicorn's sync worker; but idle keep-alive connections and
 //! slow clients still arriving cost nothing but a slot in the loop.
 //!
-//! The `gthread` worker keeps the same loop and hands each request, once
-//! it has arrived, to a pool of `--threads` OS threads that run the app
-//! (at most that many execute Python at once). While a request runs its
+//! The `gthread` worker keeps the same loop, run by one of `--threads` + 1
+//! OS threads, and at most `--threads` of them run the app at once (see
+//! `Hub`). A request that arrives while no other runs is run by the loop's
+//! own thread, as in sync, with no hand-off; if it lasts more than a
+//! millisecond or two, another thread takes the loop over. Requests that
+//! arrive while others run go to idle threads. While a request runs its
 //! connection is parked in the loop; the thread sends back what is left of
 //! the response and the loop writes it, so idle keep-alive connections and
 //! slow readers never hold a thread.
@@ -17,7 +20,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -275,17 +278,86 @@ struct Queue {
     closed: bool,
     /// Threads waiting for a job (no wake-up needed when there are none).
     idle: usize,
+    /// The loop's thread left its seat to run a request while no thread
+    /// watched the seat: the next thread to look at the queue does.
+    want_standby: bool,
 }
 
-/// The gthread worker's threads and their mailboxes.
-struct Pool {
-    queue: Arc<(Mutex<Queue>, Condvar)>,
-    done: Arc<Mutex<Vec<Done>>>,
+/// How often a standby thread looks at a vacant loop seat. A request the
+/// loop's thread runs itself holds the loop for at most about two ticks;
+/// then a standby thread takes the loop over.
+const STANDBY_TICK: Duration = Duration::from_millis(1);
+/// A standby thread that saw the seat held and unchanged for this many
+/// ticks in a row (the loop waited for events, ran no request) goes back
+/// to sleep; the next request run on the loop's thread wakes one again.
+const STANDBY_QUIET: u32 = 5;
+
+/// What the gthread worker's threads share.
+struct Mailbox {
+    queue: Mutex<Queue>,
+    cv: Condvar,
+    done: Mutex<Vec<Done>>,
     /// Per thread: monotonic ms when its current request started, 0 idle.
-    busy_since: Arc<Vec<AtomicU64>>,
+    busy_since: Vec<AtomicU64>,
     /// A wake-up of the loop is already on its way.
-    wake_pending: Arc<AtomicBool>,
-    /// Requests handed out and not yet returned.
+    wake_pending: AtomicBool,
+    waker: Waker,
+    /// The event loop's seat, changed (+1) on every move: even while a
+    /// thread holds it (runs the loop), odd while its holder runs a request
+    /// itself. Whoever moves it from odd to even (the holder, done with the
+    /// request, or a standby thread relieving it) holds it next.
+    seat: AtomicU64,
+    /// Threads watching the seat.
+    standbys: AtomicUsize,
+}
+
+impl Mailbox {
+    /// Give a finished request back to the loop.
+    fn hand_back(&self, done: Done) {
+        lock(&self.done).push(done);
+        if !self.wake_pending.swap(true, Ordering::SeqCst) {
+            if let Err(e) = self.waker.wake() {
+                error!("Cannot wake the event loop: {e}");
+            }
+        }
+    }
+
+    /// The holder leaves the seat to run a request. Returns the seat's
+    /// value while vacant, for `reclaim`.
+    fn vacate(&self) -> u64 {
+        let seat = self.seat.fetch_add(1, Ordering::SeqCst) + 1;
+        // Pairs with the standby's check after it gives up watching: one
+        // of the two sees the other, so a vacant seat is always watched.
+        if self.standbys.load(Ordering::SeqCst) == 0 {
+            let mut q = lock(&self.queue);
+            if !q.want_standby {
+                q.want_standby = true;
+                if q.idle > 0 {
+                    drop(q);
+                    self.cv.notify_one();
+                }
+            }
+        }
+        seat
+    }
+
+    /// Back from the request: take the seat again, unless a standby
+    /// thread took it meanwhile.
+    fn reclaim(&self, seat: u64) -> bool {
+        self.seat
+            .compare_exchange(seat, seat + 1, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+    }
+}
+
+/// The loop's side of the gthread worker's threads.
+struct Pool {
+    mail: Arc<Mailbox>,
+    /// Requests dispatched in this turn and not handed out yet: the loop's
+    /// own thread runs them when no other request is running.
+    local: VecDeque<Job>,
+    /// Requests handed out (or run by the loop's thread) and not yet
+    /// returned.
     inflight: usize,
 }
 
@@ -296,54 +368,69 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Pool {
-    /// Start `n` threads. Called in the worker, after fork.
-    fn start(n: usize, shared: &Arc<Shared>, waker: Arc<Waker>) -> io::Result<Pool> {
-        let pool = Pool {
-            queue: Arc::new((Mutex::new(Queue::default()), Condvar::new())),
-            done: Arc::new(Mutex::new(Vec::new())),
-            busy_since: Arc::new((0..n).map(|_| AtomicU64::new(0)).collect()),
-            wake_pending: Arc::new(AtomicBool::new(false)),
+    /// Mailboxes for `threads` threads (started later, by `Hub::start`).
+    fn new(threads: usize, waker: Waker) -> Pool {
+        Pool {
+            mail: Arc::new(Mailbox {
+                queue: Mutex::new(Queue::default()),
+                cv: Condvar::new(),
+                done: Mutex::new(Vec::new()),
+                busy_since: (0..threads).map(|_| AtomicU64::new(0)).collect(),
+                wake_pending: AtomicBool::new(false),
+                waker,
+                seat: AtomicU64::new(0),
+                standbys: AtomicUsize::new(0),
+            }),
+            local: VecDeque::new(),
             inflight: 0,
-        };
-        for i in 0..n {
-            let queue = pool.queue.clone();
-            let done = pool.done.clone();
-            let busy = pool.busy_since.clone();
-            let shared = shared.clone();
-            let wake = (waker.clone(), pool.wake_pending.clone());
-            std::thread::Builder::new()
-                .name(format!("ferrocorn-{i}"))
-                .stack_size(THREAD_STACK)
-                .spawn(move || thread_main(i, &queue, &done, &busy, &shared, &wake))?;
         }
-        Ok(pool)
     }
 
-    fn submit(&mut self, job: Job) {
-        let (m, cv) = &*self.queue;
+    /// The next request for the loop's own thread: one of this turn's, if
+    /// no other request is running (so the GIL is free and nothing this
+    /// request might wait for is). Otherwise this turn's requests go to
+    /// the other threads.
+    fn next_inline(&mut self) -> Option<Job> {
+        if self.local.is_empty() {
+            return None;
+        }
+        if self.inflight == 0 {
+            self.inflight = 1;
+            IN_APP.store(true, Ordering::SeqCst);
+            return self.local.pop_front();
+        }
+        self.hand_out();
+        None
+    }
+
+    /// Queue this turn's requests for the threads.
+    fn hand_out(&mut self) {
+        let n = self.local.len();
         let idle = {
-            let mut q = lock(m);
-            q.jobs.push_back(job);
+            let mut q = lock(&self.mail.queue);
+            q.jobs.extend(self.local.drain(..));
             q.idle
         };
-        if idle > 0 {
-            cv.notify_one();
+        for _ in 0..n.min(idle) {
+            self.mail.cv.notify_one();
         }
-        self.inflight += 1;
+        self.inflight += n;
+        IN_APP.store(true, Ordering::SeqCst);
     }
 
     fn take_done(&mut self) -> Vec<Done> {
         // Cleared before taking: a result pushed after the take wakes the
         // loop again.
-        self.wake_pending.store(false, Ordering::SeqCst);
-        let done = std::mem::take(&mut *lock(&self.done));
+        self.mail.wake_pending.store(false, Ordering::SeqCst);
+        let done = std::mem::take(&mut *lock(&self.mail.done));
         self.inflight -= done.len();
         done
     }
 
     /// When the longest-running current request started (monotonic ms).
     fn oldest_start(&self) -> Option<u64> {
-        self.busy_since
+        self.mail
+            .busy_since
             .iter()
             .map(|b| b.load(Ordering::Relaxed))
             .filter(|&since| since != 0)
@@ -352,66 +439,217 @@ impl Pool {
 
     /// Let idle threads end (busy ones end after their request).
     fn close(&self) {
-        let (m, cv) = &*self.queue;
-        lock(m).closed = true;
-        cv.notify_all();
+        lock(&self.mail.queue).closed = true;
+        self.mail.cv.notify_all();
     }
 }
 
-/// A gthread thread: attached to the interpreter for its whole life (so
-/// `threading.local` and the thread state persist between requests), but
-/// holding the GIL only while it runs a request.
-fn thread_main(
-    i: usize,
-    queue: &(Mutex<Queue>, Condvar),
-    done: &Mutex<Vec<Done>>,
-    busy: &[AtomicU64],
-    shared: &Shared,
-    (waker, wake_pending): &(Arc<Waker>, Arc<AtomicBool>),
-) {
-    let (m, cv) = queue;
-    Python::attach(|py| {
-        // The next job, if one is already queued, is taken without
-        // releasing the GIL in between.
-        let mut next: Option<Job> = None;
-        loop {
-            let job = match next.take() {
-                Some(job) => job,
-                None => {
-                    let job = py.detach(|| {
-                        let mut q = lock(m);
-                        loop {
-                            if let Some(job) = q.jobs.pop_front() {
-                                return Some(job);
-                            }
-                            if q.closed {
-                                return None;
-                            }
-                            q.idle += 1;
-                            q = cv.wait(q).unwrap_or_else(|e| e.into_inner());
-                            q.idle -= 1;
+/// The gthread worker's `--threads` + 1 threads, sharing the event loop
+/// and the requests. One of them holds the loop's seat and runs the loop
+/// (`Worker::turn`, GIL released). When a turn leaves requests to run and
+/// no other request is running, the holder runs them itself, one by one,
+/// as the sync worker would: no hand-off to another thread, no wake-up.
+/// While it does, the seat is vacant, and a standby thread looks at it
+/// every `STANDBY_TICK`; if the same request still holds it at the next
+/// look (it blocks or computes for a millisecond or more), the standby
+/// takes the loop over, and the old holder, once its request is done,
+/// hands the result back like any thread and joins the others. Requests
+/// that arrive while another is running are handed to waiting threads.
+/// At most `--threads` run the app at once: one thread always holds the
+/// loop or has left it vacant for a request.
+struct Hub {
+    /// The loop; locked by the seat's holder.
+    core: Mutex<Worker>,
+    mail: Arc<Mailbox>,
+    app: Arc<Shared>,
+    exit: Mutex<Option<i32>>,
+    exited: Condvar,
+}
+
+impl Hub {
+    /// Start the threads; the first holds the seat. Called in the worker,
+    /// after fork.
+    fn start(worker: Worker) -> io::Result<Arc<Hub>> {
+        let Some(pool) = &worker.pool else {
+            return Err(io::Error::other("not a gthread worker"));
+        };
+        let hub = Arc::new(Hub {
+            mail: pool.mail.clone(),
+            app: worker.shared.clone(),
+            core: Mutex::new(worker),
+            exit: Mutex::new(None),
+            exited: Condvar::new(),
+        });
+        for i in 0..hub.mail.busy_since.len() {
+            let hub = hub.clone();
+            std::thread::Builder::new()
+                .name(format!("ferrocorn-{i}"))
+                .stack_size(THREAD_STACK)
+                .spawn(move || hub.thread_main(i))?;
+        }
+        Ok(hub)
+    }
+
+    /// Wait until the loop ends; returns the exit code.
+    fn wait(&self) -> i32 {
+        let mut exit = lock(&self.exit);
+        let code = loop {
+            if let Some(code) = *exit {
+                break code;
+            }
+            exit = self.exited.wait(exit).unwrap_or_else(|e| e.into_inner());
+        };
+        drop(exit);
+        if let Some(log) = &mut lock(&self.core).access {
+            log.flush();
+        }
+        code
+    }
+
+    /// A thread: attached to the interpreter for its whole life (so
+    /// `threading.local` and the thread state persist between requests),
+    /// but holding the GIL only while it runs a request.
+    fn thread_main(&self, i: usize) {
+        Python::attach(|py| {
+            py.detach(|| {
+                let mut events = Events::with_capacity(256);
+                let mut holder = i == 0;
+                loop {
+                    holder = if holder {
+                        match self.lead(i, &mut events) {
+                            Some(()) => false,
+                            None => return,
                         }
-                    });
-                    let Some(job) = job else {
+                    } else if self.follow(i) {
+                        true
+                    } else {
                         return;
                     };
-                    job
                 }
+            })
+        })
+    }
+
+    /// Hold the seat: run the loop, and the requests it leaves when no
+    /// other is running. Returns None once the worker is done, Some when
+    /// this thread lost the seat while running a request.
+    fn lead(&self, i: usize, events: &mut Events) -> Option<()> {
+        let mut w = lock(&self.core);
+        loop {
+            if let Some(job) = w.pool.as_mut().and_then(Pool::next_inline) {
+                drop(w);
+                let seat = self.mail.vacate();
+                let done = self.run(i, job, false);
+                if !self.mail.reclaim(seat) {
+                    if let Some(done) = done {
+                        self.mail.hand_back(done);
+                    }
+                    return Some(());
+                }
+                w = lock(&self.core);
+                if let Some(done) = done {
+                    w.finish_inline(done);
+                }
+                continue;
+            }
+            if let Some(code) = w.turn(events) {
+                if let Some(pool) = &w.pool {
+                    pool.close();
+                }
+                drop(w);
+                *lock(&self.exit) = Some(code);
+                self.exited.notify_all();
+                return None;
+            }
+        }
+    }
+
+    /// Wait for requests to run, or for the seat to take over. Returns
+    /// true when this thread now holds the seat, false once the pool
+    /// closed.
+    fn follow(&self, i: usize) -> bool {
+        let m = &*self.mail;
+        let mut q = lock(&m.queue);
+        // While watching: the seat at the last look, and for how many
+        // looks it has been held and unchanged.
+        let mut watch: Option<(u64, u32)> = None;
+        loop {
+            if let Some(job) = q.jobs.pop_front() {
+                if watch.take().is_some() {
+                    m.standbys.fetch_sub(1, Ordering::SeqCst);
+                }
+                drop(q);
+                self.run(i, job, true);
+                q = lock(&m.queue);
+                continue;
+            }
+            if q.closed {
+                if watch.is_some() {
+                    m.standbys.fetch_sub(1, Ordering::SeqCst);
+                }
+                return false;
+            }
+            if watch.is_none() && q.want_standby {
+                q.want_standby = false;
+                m.standbys.fetch_add(1, Ordering::SeqCst);
+                watch = Some((u64::MAX, 0));
+            }
+            let Some((last, quiet)) = watch else {
+                q.idle += 1;
+                q = m.cv.wait(q).unwrap_or_else(|e| e.into_inner());
+                q.idle -= 1;
+                continue;
             };
-            busy[i].store(sys::monotonic_ms().max(1), Ordering::Relaxed);
-            let result = run_job(py, shared, job);
-            busy[i].store(0, Ordering::Relaxed);
-            lock(done).push(result);
-            if !wake_pending.swap(true, Ordering::SeqCst) {
-                if let Err(e) = waker.wake() {
-                    error!("Cannot wake the event loop: {e}");
+            q =
+                m.cv.wait_timeout(q, STANDBY_TICK)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            let seat = m.seat.load(Ordering::SeqCst);
+            if seat == last && seat % 2 == 1 && m.reclaim(seat) {
+                // The same request has held the loop since the last look.
+                m.standbys.fetch_sub(1, Ordering::SeqCst);
+                return true;
+            }
+            let quiet = if seat == last { quiet + 1 } else { 0 };
+            watch = Some((seat, quiet));
+            if quiet >= STANDBY_QUIET {
+                m.standbys.fetch_sub(1, Ordering::SeqCst);
+                if m.seat.load(Ordering::SeqCst) == seat {
+                    watch = None;
+                } else {
+                    // The holder left the seat just now and may have seen
+                    // this thread still watching: keep watching.
+                    m.standbys.fetch_add(1, Ordering::SeqCst);
+                    watch = Some((seat, 0));
                 }
             }
-            // The queue lock is never held by anyone waiting for the GIL,
-            // so taking it here (GIL held) cannot deadlock.
-            next = lock(m).jobs.pop_front();
         }
-    })
+    }
+
+    /// Run `job` with the GIL held. A thread of the pool (`queued`) hands
+    /// the result back itself and takes the next queued job, if there is
+    /// one, without releasing the GIL in between (the queue lock is never
+    /// held by anyone waiting for the GIL, so taking it here cannot
+    /// deadlock); the loop's thread returns it.
+    fn run(&self, i: usize, job: Job, queued: bool) -> Option<Done> {
+        let busy = &self.mail.busy_since[i];
+        Python::attach(|py| {
+            let mut job = job;
+            loop {
+                busy.store(sys::monotonic_ms().max(1), Ordering::Relaxed);
+                let done = run_job(py, &self.app, job);
+                busy.store(0, Ordering::Relaxed);
+                if !queued {
+                    return Some(done);
+                }
+                self.mail.hand_back(done);
+                match lock(&self.mail.queue).jobs.pop_front() {
+                    Some(next) => job = next,
+                    None => return None,
+                }
+            }
+        })
+    }
 }
 
 /// Run the app for one request (with the GIL held) and collect its
@@ -559,11 +797,25 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
             return wsgi::WORKER_BOOT_ERROR;
         }
     };
-    worker.scoreboard.set_ready(worker.slot);
-    let code = worker.serve();
-    if let Some(log) = &mut worker.access {
-        log.flush();
-    }
+    let (scoreboard, slot) = (worker.scoreboard.clone(), worker.slot);
+    let code = if worker.pool.is_some() {
+        let hub = match Hub::start(worker) {
+            Ok(hub) => hub,
+            Err(e) => {
+                error!("Worker failed to start: {e}");
+                return wsgi::WORKER_BOOT_ERROR;
+            }
+        };
+        scoreboard.set_ready(slot);
+        hub.wait()
+    } else {
+        scoreboard.set_ready(slot);
+        let code = worker.serve();
+        if let Some(log) = &mut worker.access {
+            log.flush();
+        }
+        code
+    };
     Python::attach(|py| {
         // Let the app's atexit handlers run and its print() output out.
         let _ = py.run(
@@ -633,14 +885,9 @@ impl Worker {
             log_access: access.is_some(),
         });
         let pool = if threaded {
-            let waker = Arc::new(Waker::new(poll.registry(), WAKER_TOKEN)?);
-            // The threads start detached: the GIL is released while the
-            // loop runs (it needs none), so they can take it per request.
-            Some(Pool::start(
-                settings.threads.max(1) as usize,
-                &shared,
-                waker,
-            )?)
+            let waker = Waker::new(poll.registry(), WAKER_TOKEN)?;
+            // One thread more than --threads: one always holds the loop.
+            Some(Pool::new(settings.threads.max(1) as usize + 1, waker))
         } else {
             None
         };
@@ -684,16 +931,8 @@ impl Worker {
         })
     }
 
-    /// The loop. Returns the exit code.
+    /// The sync worker's loop. Returns the exit code.
     fn serve(&mut self) -> i32 {
-        let code = self.serve_loop();
-        if let Some(pool) = &self.pool {
-            pool.close();
-        }
-        code
-    }
-
-    fn serve_loop(&mut self) -> i32 {
         let mut events = Events::with_capacity(256);
         loop {
             if let Some(code) = self.turn(&mut events) {
@@ -1231,8 +1470,7 @@ impl Worker {
             // The connection (and so its descriptor, which the thread
             // uses) stays open while Busy: nothing closes a Busy one.
             conn.state = State::Busy;
-            pool.submit(job);
-            IN_APP.store(true, Ordering::SeqCst);
+            pool.local.push_back(job);
             return;
         }
         let shared = &self.shared;
@@ -1266,6 +1504,32 @@ impl Worker {
             self.conns[idx] = Some(conn);
             // Pipelined input may have arrived meanwhile (its edge-
             // triggered event was ignored): drive the connection now.
+            self.again.push(idx);
+        }
+    }
+
+    /// Take back a request the loop's thread ran itself (gthread).
+    fn finish_inline(&mut self, done: Done) {
+        if let Some(pool) = &mut self.pool {
+            pool.inflight -= 1;
+            if pool.inflight == 0 {
+                IN_APP.store(false, Ordering::SeqCst);
+            }
+        }
+        let (idx, streamed) = (done.idx, done.streamed);
+        let Some(mut conn) = self.conns.get_mut(idx).and_then(Option::take) else {
+            return;
+        };
+        conn.state = State::Head;
+        self.after_request();
+        self.finish(&mut conn, done);
+        // No event was taken from the loop while the request ran, so new
+        // input will be announced. What needs a turn now: input already
+        // buffered, input a streamed body's reader left in the kernel, a
+        // closed peer, a connection to close.
+        let again = streamed || !conn.rbuf.is_empty() || conn.eof || conn.close_after_write;
+        self.conns[idx] = Some(conn);
+        if again {
             self.again.push(idx);
         }
     }
