@@ -1074,6 +1074,9 @@ def parse_args(argv):
     p.add_argument("--threads", type=int, default=0,
                    help="override every workload's --threads for the "
                         "gthread servers and uWSGI (default: per workload)")
+    p.add_argument("--connections", type=int, default=0,
+                   help="override every workload's wrk -c (default: per "
+                        "workload)")
     args = p.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.duration = args.duration or (3 if args.quick else 10)
@@ -1138,6 +1141,9 @@ def main(argv):
             WORKLOADS[name].threads = ctx.threads
             if WORKLOADS[name].uwsgi_threads:
                 WORKLOADS[name].uwsgi_threads = ctx.threads
+    if ctx.connections > 0:
+        for name in workloads:
+            WORKLOADS[name].connections = ctx.connections
     ctx.servers = select(ctx.servers, SERVER_ORDER, "server")
     ctx.wrk = shutil.which("wrk")
     if not ctx.wrk:
