@@ -510,6 +510,18 @@ impl Hub {
     /// `threading.local` and the thread state persist between requests),
     /// but holding the GIL only while it runs a request.
     fn thread_main(&self, i: usize) {
+        // A thread that dies would take the loop, or a parked connection,
+        // with it: end the worker instead, so the master replaces it.
+        struct ExitOnPanic;
+        impl Drop for ExitOnPanic {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    error!("A worker thread panicked; exiting");
+                    std::process::exit(1);
+                }
+            }
+        }
+        let _exit_on_panic = ExitOnPanic;
         Python::attach(|py| {
             py.detach(|| {
                 let mut events = Events::with_capacity(256);
