@@ -967,9 +967,13 @@ impl Worker {
                 return Some(1);
             }
         }
+        // The signal pipe is read only when it has something: one system
+        // call less per turn.
+        let mut signalled = false;
         for ev in events.iter() {
             match ev.token() {
-                SIGNAL_TOKEN | WAKER_TOKEN => {}
+                SIGNAL_TOKEN => signalled = true,
+                WAKER_TOKEN => {}
                 Token(t) if t >= CONN_BASE => self.on_conn_event(
                     t - CONN_BASE,
                     ev.is_readable() || ev.is_read_closed() || ev.is_error(),
@@ -987,7 +991,12 @@ impl Worker {
         for idx in std::mem::take(&mut self.again) {
             self.on_conn_event(idx, true, true);
         }
-        for sig in self.signals.drain() {
+        let signals = if signalled {
+            self.signals.drain()
+        } else {
+            Vec::new()
+        };
+        for sig in signals {
             match sig {
                 Signal::SIGTERM => self.begin_graceful_stop(),
                 Signal::SIGINT | Signal::SIGQUIT => return Some(0),
