@@ -162,6 +162,8 @@ struct Conn {
     since: Instant,
     /// A request was served on this connection before.
     reused: bool,
+    /// Busy, and an event or a turn for it was dropped meanwhile.
+    missed: bool,
 }
 
 impl Conn {
@@ -1153,6 +1155,7 @@ impl Worker {
             parser: http::HeadParser::new(),
             since: Instant::now(),
             reused: false,
+            missed: false,
         });
         self.live += 1;
         // The request may already be waiting (edge-triggered: read now).
@@ -1246,6 +1249,7 @@ impl Worker {
         if matches!(conn.state, State::Busy) {
             // A thread owns the socket; it is driven again once the
             // request comes back.
+            conn.missed = true;
             return Next::Keep;
         }
         if (writable || conn.pending_write() > 0) && !Self::flush(conn, self.stall_timeout) {
@@ -1515,17 +1519,7 @@ impl Worker {
             IN_APP.store(false, Ordering::SeqCst);
         }
         for done in finished {
-            let idx = done.idx;
-            let Some(mut conn) = self.conns.get_mut(idx).and_then(Option::take) else {
-                continue;
-            };
-            conn.state = State::Head;
-            self.after_request();
-            self.finish(&mut conn, done);
-            self.conns[idx] = Some(conn);
-            // Pipelined input may have arrived meanwhile (its edge-
-            // triggered event was ignored): drive the connection now.
-            self.again.push(idx);
+            self.returned(done);
         }
     }
 
@@ -1537,18 +1531,26 @@ impl Worker {
                 IN_APP.store(false, Ordering::SeqCst);
             }
         }
+        self.returned(done);
+    }
+
+    /// A Busy connection's request is back: finish it, and give the
+    /// connection a turn if it needs one.
+    fn returned(&mut self, done: Done) {
         let (idx, streamed) = (done.idx, done.streamed);
         let Some(mut conn) = self.conns.get_mut(idx).and_then(Option::take) else {
             return;
         };
         conn.state = State::Head;
+        let missed = std::mem::take(&mut conn.missed);
         self.after_request();
         self.finish(&mut conn, done);
-        // No event was taken from the loop while the request ran, so new
-        // input will be announced. What needs a turn now: input already
-        // buffered, input a streamed body's reader left in the kernel, a
-        // closed peer, a connection to close.
-        let again = streamed || !conn.rbuf.is_empty() || conn.eof || conn.close_after_write;
+        // An event (or turn) dropped while Busy is made up for now. Other
+        // new input is announced by an event. What else needs a turn:
+        // input already buffered, input a streamed body's reader left in
+        // the kernel, a closed peer, a connection to close.
+        let again =
+            missed || streamed || !conn.rbuf.is_empty() || conn.eof || conn.close_after_write;
         self.conns[idx] = Some(conn);
         if again {
             self.again.push(idx);
