@@ -289,10 +289,10 @@ struct Queue {
 /// loop's thread runs itself holds the loop for at most about two ticks;
 /// then a standby thread takes the loop over.
 const STANDBY_TICK: Duration = Duration::from_millis(1);
-/// A standby thread that saw the seat held and unchanged for this many
-/// ticks in a row (the loop waited for events, ran no request) goes back
-/// to sleep; the next request run on the loop's thread wakes one again.
-const STANDBY_QUIET: u32 = 5;
+/// A standby thread that saw the loop idle (no request started) for this
+/// many ticks in a row goes back to sleep; the next request run on the
+/// loop's thread wakes one again.
+const STANDBY_QUIET: u32 = 1;
 
 /// What the gthread worker's threads share.
 struct Mailbox {
@@ -585,7 +585,7 @@ impl Hub {
         let m = &*self.mail;
         let mut q = lock(&m.queue);
         // While watching: the seat at the last look, and for how many
-        // looks it has been held and unchanged.
+        // looks in a row the loop was idle.
         let mut watch: Option<(u64, u32)> = None;
         loop {
             if let Some(job) = q.jobs.pop_front() {
@@ -606,7 +606,8 @@ impl Hub {
             if watch.is_none() && q.want_standby {
                 q.want_standby = false;
                 m.standbys.fetch_add(1, Ordering::SeqCst);
-                watch = Some((u64::MAX, 0));
+                // Usually the vacancy that asked for a watch is still open.
+                watch = Some((m.seat.load(Ordering::SeqCst), 0));
             }
             let Some((last, quiet)) = watch else {
                 q.idle += 1;
@@ -624,17 +625,21 @@ impl Hub {
                 m.standbys.fetch_sub(1, Ordering::SeqCst);
                 return true;
             }
-            let quiet = if seat == last { quiet + 1 } else { 0 };
+            // Idle: the seat is held, and at most the vacancy open at the
+            // last look has ended since (no request started since).
+            let idle = seat % 2 == 0 && seat.wrapping_sub(last) <= 1;
+            let quiet = if idle { quiet + 1 } else { 0 };
             watch = Some((seat, quiet));
             if quiet >= STANDBY_QUIET {
                 m.standbys.fetch_sub(1, Ordering::SeqCst);
-                if m.seat.load(Ordering::SeqCst) == seat {
+                let now = m.seat.load(Ordering::SeqCst);
+                if now == seat {
                     watch = None;
                 } else {
                     // The holder left the seat just now and may have seen
                     // this thread still watching: keep watching.
                     m.standbys.fetch_add(1, Ordering::SeqCst);
-                    watch = Some((seat, 0));
+                    watch = Some((now, 0));
                 }
             }
         }
