@@ -653,6 +653,8 @@ def run_wrk(cmd, duration, sample_cb=None, server_pid=None):
             "wall_s": round(wall, 3),
             "server_cpu_s": round(srv, 3),
             "workers_cpu_s": round(workers_cpu, 3),
+            "workers_cpu_each_s": [round(wrk1[p] - wrk0[p], 3)
+                                   for p in workers if p in wrk1],
             "worker_pids": workers,
             # A worker that exited (or was replaced) during the run.
             "workers_lost": len(workers) - len(wrk1),
