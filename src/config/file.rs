@@ -62,21 +62,8 @@ impl Settings {
 
 #[cfg(test)]
 mod tests {
-    use std::ffi::OsString;
-
     use super::*;
-    use crate::config::{load, Action};
-
-    fn no_env(_: &str) -> Option<String> {
-        None
-    }
-
-    fn run(args: &[&str]) -> Result<Settings, ConfigError> {
-        match load(args.iter().map(OsString::from).collect(), &no_env)? {
-            Action::Run(s) | Action::PrintConfig(s) | Action::CheckConfig(s) => Ok(*s),
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    use crate::config::tests::{no_env, run};
 
     #[test]
     fn print_config_is_valid_toml_with_known_keys() {

@@ -146,14 +146,15 @@ pub fn load(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn no_env(_: &str) -> Option<String> {
+    pub(crate) fn no_env(_: &str) -> Option<String> {
         None
     }
 
-    fn run(args: &[&str]) -> Result<Settings, ConfigError> {
+    /// The settings `args` resolve to (no environment).
+    pub(crate) fn run(args: &[&str]) -> Result<Settings, ConfigError> {
         match load(args.iter().map(OsString::from).collect(), &no_env)? {
             Action::Run(s) | Action::PrintConfig(s) | Action::CheckConfig(s) => Ok(*s),
             other => panic!("unexpected {other:?}"),
