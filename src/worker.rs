@@ -389,9 +389,9 @@ impl Pool {
     }
 
     /// The next request for the loop's own thread: one of this turn's, if
-    /// no other request is running (so the GIL is free and nothing this
-    /// request might wait for is). Otherwise this turn's requests go to
-    /// the other threads.
+    /// no other request is running (then the GIL is free, and running it
+    /// here costs no hand-off). Otherwise this turn's requests go to the
+    /// other threads.
     fn next_inline(&mut self) -> Option<Job> {
         if self.local.is_empty() {
             return None;
