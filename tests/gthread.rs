@@ -398,3 +398,63 @@ fn overlapping_long_requests_within_the_timeout_do_not_trip_it() {
     }
     assert!(!s.log().contains("WORKER TIMEOUT"), "log:\n{}", s.log());
 }
+
+#[test]
+fn a_request_that_blocks_the_loops_thread_hands_the_loop_over() {
+    let s = Server::start(&["-w", "1", "-k", "gthread", "--threads", "2", "threads:app"]);
+    let port = s.port;
+    // Quick requests one at a time: the loop's own thread runs them.
+    let mut c = patient(port, 20);
+    for _ in 0..20 {
+        assert_eq!(c.request("GET", "/env", &[], b"").status, 200);
+    }
+    // So does this one, which then waits for a second caller. That caller
+    // is only accepted and run if another thread took the loop over.
+    let first = thread::spawn(move || c.request("GET", "/barrier?n=2&wait=10", &[], b""));
+    thread::sleep(Duration::from_millis(200));
+    let second = patient(port, 20).request("GET", "/barrier?n=2&wait=10", &[], b"");
+    let first = first.join().expect("first client");
+    assert_eq!(seen(&first), 2, "log:\n{}", s.log());
+    assert_eq!(seen(&second), 2, "log:\n{}", s.log());
+}
+
+/// Context switches of every thread of `pid` so far.
+fn context_switches(pid: i32) -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
+        let status =
+            std::fs::read_to_string(task.expect("task").path().join("status")).unwrap_or_default();
+        for line in status.lines() {
+            if line.starts_with("voluntary_ctxt_switches:")
+                || line.starts_with("nonvoluntary_ctxt_switches:")
+            {
+                total += line
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
+#[test]
+fn an_idle_gthread_worker_sleeps() {
+    let s = Server::start(&["-w", "1", "-k", "gthread", "--threads", "4", "threads:app"]);
+    let worker = s.wait_workers(1, Duration::from_secs(10))[0];
+    // A burst of requests run by the loop's thread wakes a standby thread
+    // that watches it every millisecond...
+    let mut c = patient(s.port, 20);
+    for _ in 0..200 {
+        assert_eq!(c.request("GET", "/env", &[], b"").status, 200);
+    }
+    drop(c);
+    // ...which goes back to sleep once requests stop: over 2 s idle, the
+    // worker wakes for its 1 s housekeeping, not 1000 times a second.
+    thread::sleep(Duration::from_millis(300));
+    let before = context_switches(worker);
+    thread::sleep(Duration::from_secs(2));
+    let woke = context_switches(worker) - before;
+    assert!(woke < 50, "{woke} context switches in 2 s idle");
+}

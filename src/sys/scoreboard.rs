@@ -8,7 +8,9 @@ use super::monotonic_ms;
 
 /// Shared memory the master maps before forking: one slot per worker in
 /// which the worker reports its heartbeat and whether it has booted. Cheaper than gunicorn's fchmod'ed temp files
-/// and readable without a syscall.
+/// and readable without a syscall. A clone is another handle on the same
+/// mapping, which is never unmapped.
+#[derive(Clone)]
 pub struct Scoreboard {
     base: std::ptr::NonNull<std::sync::atomic::AtomicU64>,
     slots: usize,

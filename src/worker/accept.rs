@@ -29,7 +29,7 @@ pub(super) const FRESH_WAIT: Duration = Duration::from_millis(20);
 /// the backlog behind those already connected.
 const SYNC_ACCEPT_PER_REQUEST: usize = 4;
 
-impl Worker<'_> {
+impl Worker {
     /// sync: the connection accepted last has started its first request,
     /// closed, or waited FRESH_WAIT: accept again.
     pub(super) fn release_fresh(&mut self) {

@@ -121,6 +121,10 @@ pub(super) struct Conn {
     pub(super) dead: bool,
     /// In the worker's `ready` queue.
     pub(super) queued: bool,
+    /// Busy, and an event or a turn for it was dropped meanwhile (or its
+    /// body is streamed, so the app may leave input unannounced in the
+    /// kernel): it is driven again once the request comes back.
+    pub(super) missed: bool,
 }
 
 impl Conn {

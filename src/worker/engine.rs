@@ -17,7 +17,7 @@ use pyo3::prelude::*;
 
 use super::accept::FRESH_WAIT;
 use super::conn::{has_pending_input, Conn, ListenSock, Next, State, Stream, WorkerListener};
-use super::executor::{App, Executor, Inline, Threads};
+use super::executor::{App, Done, Executor, Inline, Job, Loop, Threads};
 use super::{current_rss, jitter, WorkerArgs};
 use crate::http::{self, Limits};
 use crate::log::access::AccessLog;
@@ -37,7 +37,7 @@ pub(super) const LISTENER_BASE: usize = 1;
 pub(super) const CONN_BASE: usize = 1 << 16;
 const WAKER_TOKEN: Token = Token(CONN_BASE - 1);
 
-pub struct Worker<'a> {
+pub struct Worker {
     pub(super) poll: Poll,
     pub(super) listeners: Vec<WorkerListener>,
     pub(super) conns: Vec<Option<Conn>>,
@@ -74,21 +74,25 @@ pub struct Worker<'a> {
     pub(super) scratch: Box<[u8]>,
     pub(super) master: nix::unistd::Pid,
     pub(super) requests: u64,
-    pub(super) scoreboard: &'a Scoreboard,
+    pub(super) scoreboard: Scoreboard,
     pub(super) slot: usize,
     /// Recycle after this many requests (0: never).
     pub(super) max_requests: u64,
     /// Recycle once RSS exceeds this many bytes (0: never).
     pub(super) max_rss: u64,
     pub(super) next_rss_check: Instant,
+    /// The poll's event buffer.
+    pub(super) events: Events,
+    /// When the next sweep for timed-out connections is due.
+    pub(super) next_sweep: Instant,
 }
 
-impl<'a> Worker<'a> {
+impl Worker {
     pub(super) fn new(
-        args: WorkerArgs<'a>,
+        args: WorkerArgs<'_>,
         app: Py<PyAny>,
         signals: SignalQueue,
-    ) -> io::Result<Worker<'a>> {
+    ) -> io::Result<Worker> {
         let settings = args.settings;
         let listeners = args.listeners;
         let poll = Poll::new()?;
@@ -148,14 +152,12 @@ impl<'a> Worker<'a> {
             access: access.map(std::sync::Mutex::new),
         });
         let exec: Box<dyn Executor> = if threaded {
-            let waker = Arc::new(Waker::new(poll.registry(), WAKER_TOKEN)?);
-            // The threads start detached: the GIL is released while the
-            // loop runs (it needs none), so they can take it per request.
-            Box::new(Threads::start(
+            let waker = Waker::new(poll.registry(), WAKER_TOKEN)?;
+            Box::new(Threads::new(
                 settings.threads.max(1) as usize,
                 app.clone(),
                 waker,
-            )?)
+            ))
         } else {
             Box::new(Inline::new(app.clone()))
         };
@@ -188,7 +190,7 @@ impl<'a> Worker<'a> {
             scratch: vec![0u8; 64 * 1024].into_boxed_slice(),
             master: args.master,
             requests: 0,
-            scoreboard: args.scoreboard,
+            scoreboard: args.scoreboard.clone(),
             slot: args.slot,
             max_requests: if settings.max_requests > 0 {
                 settings.max_requests + jitter(settings.max_requests_jitter)
@@ -197,119 +199,139 @@ impl<'a> Worker<'a> {
             },
             max_rss: settings.max_worker_memory * 1024 * 1024,
             next_rss_check: Instant::now(),
+            events: Events::with_capacity(256),
+            next_sweep: Instant::now() + Duration::from_secs(1),
         })
     }
 
-    /// The loop. Returns the exit code.
+    /// The loop, run on this thread alone (sync). Returns the exit code.
     pub(super) fn serve(&mut self) -> i32 {
-        let code = self.serve_loop();
+        let code = loop {
+            if let Some(code) = self.turn() {
+                break code;
+            }
+        };
         self.exec.close();
         code
     }
 
-    fn serve_loop(&mut self) -> i32 {
-        let mut events = Events::with_capacity(256);
-        let mut next_sweep = Instant::now() + Duration::from_secs(1);
-        loop {
-            let mut timeout = if self.again.is_empty() && self.ready.is_empty() && !self.accept_more
-            {
-                Duration::from_secs(1)
-            } else {
-                Duration::ZERO
-            };
-            if let Some((_, at)) = self.fresh {
-                let left = FRESH_WAIT.saturating_sub(at.elapsed()) + Duration::from_millis(1);
-                timeout = timeout.min(left);
-            }
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    error!("epoll failed: {e}");
-                    return 1;
-                }
-            }
-            for ev in events.iter() {
-                match ev.token() {
-                    SIGNAL_TOKEN | WAKER_TOKEN => {}
-                    Token(t) if t >= CONN_BASE => self.enqueue(t - CONN_BASE),
-                    Token(t) => {
-                        if let Some(l) = self.listeners.get_mut(t - LISTENER_BASE) {
-                            l.ready = true;
-                        }
-                        self.accept(t - LISTENER_BASE, true);
-                    }
-                }
-            }
-            if self
-                .fresh
-                .is_some_and(|(idx, at)| at.elapsed() >= FRESH_WAIT || self.conns[idx].is_none())
-            {
-                self.release_fresh();
-            }
-            if std::mem::take(&mut self.accept_more) {
-                for i in 0..self.listeners.len() {
-                    self.accept(i, true);
-                }
-            }
-            self.collect_done();
-            for idx in std::mem::take(&mut self.again) {
-                self.enqueue(idx);
-            }
-            let served = self.requests;
-            while let Some(idx) = self.ready.pop_front() {
-                if let Some(c) = self.conns.get_mut(idx).and_then(Option::as_mut) {
-                    c.queued = false;
-                }
-                // Edge-triggered: driving reads and writes whatever can be.
-                self.on_conn_event(idx, true, true);
-                if !self.exec.concurrent() && self.requests - served >= SYNC_TURN {
-                    break;
-                }
-            }
-            for sig in self.signals.drain() {
-                match sig {
-                    Signal::SIGTERM => self.begin_graceful_stop(),
-                    Signal::SIGINT | Signal::SIGQUIT => return 0,
-                    Signal::SIGUSR1 => {
-                        if let Err(e) = crate::log::reopen() {
-                            warning!("Cannot reopen log files: {e}");
-                        }
-                        if let Err(e) = self.app.reopen_logs() {
-                            warning!("Cannot reopen the access log: {e}");
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            if self.accept_paused && !self.stopping && self.live < self.max_conns {
-                self.accept_paused = false;
-                for i in 0..self.listeners.len() {
-                    self.accept(i, true);
-                }
-            }
-            // A gthread thread stuck in the app must still trip the
-            // master's timeout: the heartbeat is dated no later than the
-            // oldest running request's last sign of life, so the master
-            // sees the worker silent for as long as that request has been
-            // (as the sync worker is while its one request runs).
-            match self.exec.oldest_busy() {
-                Some(start) => self
-                    .scoreboard
-                    .beat_at(self.slot, start.min(sys::monotonic_ms())),
-                None => self.scoreboard.beat(self.slot),
-            }
-            let now = Instant::now();
-            if now >= next_sweep {
-                next_sweep = now + Duration::from_secs(1);
-                self.sweep(now);
-                if nix::unistd::getppid() != self.master {
-                    info!("Parent changed, shutting down: {}", std::process::id());
-                    return 0;
-                }
-            }
-            if self.stopping && self.live == 0 {
-                return 0;
+    /// One turn of the loop: wait for events (at most 1 s), drive the
+    /// connections they concern, take back finished requests, handle
+    /// signals, beat, and sweep timed-out connections once a second.
+    /// Returns the exit code once the worker is done. The GIL is not held.
+    pub(super) fn turn(&mut self) -> Option<i32> {
+        let mut timeout = if self.again.is_empty() && self.ready.is_empty() && !self.accept_more {
+            Duration::from_secs(1)
+        } else {
+            Duration::ZERO
+        };
+        if let Some((_, at)) = self.fresh {
+            let left = FRESH_WAIT.saturating_sub(at.elapsed()) + Duration::from_millis(1);
+            timeout = timeout.min(left);
+        }
+        // The buffer is lent out for the turn (an empty one allocates
+        // nothing), so the events can be handled with `self` borrowed.
+        let mut events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                error!("epoll failed: {e}");
+                self.events = events;
+                return Some(1);
             }
         }
+        // The signal pipe is read only when it has something: one system
+        // call less per turn.
+        let mut signalled = false;
+        for ev in events.iter() {
+            match ev.token() {
+                SIGNAL_TOKEN => signalled = true,
+                WAKER_TOKEN => {}
+                Token(t) if t >= CONN_BASE => self.enqueue(t - CONN_BASE),
+                Token(t) => {
+                    if let Some(l) = self.listeners.get_mut(t - LISTENER_BASE) {
+                        l.ready = true;
+                    }
+                    self.accept(t - LISTENER_BASE, true);
+                }
+            }
+        }
+        self.events = events;
+        if self
+            .fresh
+            .is_some_and(|(idx, at)| at.elapsed() >= FRESH_WAIT || self.conns[idx].is_none())
+        {
+            self.release_fresh();
+        }
+        if std::mem::take(&mut self.accept_more) {
+            for i in 0..self.listeners.len() {
+                self.accept(i, true);
+            }
+        }
+        self.collect_done();
+        for idx in std::mem::take(&mut self.again) {
+            self.enqueue(idx);
+        }
+        let served = self.requests;
+        while let Some(idx) = self.ready.pop_front() {
+            if let Some(c) = self.conns.get_mut(idx).and_then(Option::as_mut) {
+                c.queued = false;
+            }
+            // Edge-triggered: driving reads and writes whatever can be.
+            self.on_conn_event(idx, true, true);
+            if !self.exec.concurrent() && self.requests - served >= SYNC_TURN {
+                break;
+            }
+        }
+        let signals = if signalled {
+            self.signals.drain()
+        } else {
+            Vec::new()
+        };
+        for sig in signals {
+            match sig {
+                Signal::SIGTERM => self.begin_graceful_stop(),
+                Signal::SIGINT | Signal::SIGQUIT => return Some(0),
+                Signal::SIGUSR1 => {
+                    if let Err(e) = crate::log::reopen() {
+                        warning!("Cannot reopen log files: {e}");
+                    }
+                    if let Err(e) = self.app.reopen_logs() {
+                        warning!("Cannot reopen the access log: {e}");
+                    }
+                }
+                _ => {}
+            }
+        }
+        if self.accept_paused && !self.stopping && self.live < self.max_conns {
+            self.accept_paused = false;
+            for i in 0..self.listeners.len() {
+                self.accept(i, true);
+            }
+        }
+        // A gthread thread stuck in the app must still trip the master's
+        // timeout: the heartbeat is dated no later than the oldest running
+        // request's last sign of life, so the master sees the worker
+        // silent for as long as that request has been (as the sync worker
+        // is while its one request runs).
+        match self.exec.oldest_busy() {
+            Some(start) => self
+                .scoreboard
+                .beat_at(self.slot, start.min(sys::monotonic_ms())),
+            None => self.scoreboard.beat(self.slot),
+        }
+        let now = Instant::now();
+        if now >= self.next_sweep {
+            self.next_sweep = now + Duration::from_secs(1);
+            self.sweep(now);
+            if nix::unistd::getppid() != self.master {
+                info!("Parent changed, shutting down: {}", std::process::id());
+                return Some(0);
+            }
+        }
+        if self.stopping && self.live == 0 {
+            return Some(0);
+        }
+        None
     }
 
     pub(super) fn begin_graceful_stop(&mut self) {
@@ -390,6 +412,7 @@ impl<'a> Worker<'a> {
             reused: false,
             dead: false,
             queued: true,
+            missed: false,
         });
         self.live += 1;
         // The request may already be waiting (edge-triggered: read now).
@@ -489,17 +512,50 @@ impl<'a> Worker<'a> {
     /// Take back the requests a concurrent executor finished.
     pub(super) fn collect_done(&mut self) {
         for done in self.exec.take_done() {
-            let idx = done.idx;
-            let Some(mut conn) = self.conns.get_mut(idx).and_then(Option::take) else {
-                continue;
-            };
-            conn.state = State::Head;
-            self.after_request();
-            self.finish(&mut conn, done);
-            self.conns[idx] = Some(conn);
-            // Pipelined input may have arrived meanwhile (its edge-
-            // triggered event was ignored): drive the connection now.
+            self.returned(done);
+        }
+    }
+
+    /// A request the loop's own thread ran for a concurrent executor
+    /// (`Executor::next_local`) is done.
+    pub(super) fn finish_local(&mut self, done: Done) {
+        self.exec.local_done();
+        self.returned(done);
+    }
+
+    /// A Busy connection's request is back: finish it, and give the
+    /// connection a turn if it needs one.
+    fn returned(&mut self, done: Done) {
+        let idx = done.idx;
+        let Some(mut conn) = self.conns.get_mut(idx).and_then(Option::take) else {
+            return;
+        };
+        conn.state = State::Head;
+        let missed = std::mem::take(&mut conn.missed);
+        self.after_request();
+        self.finish(&mut conn, done);
+        // An event (or turn) dropped while Busy is made up for now; other
+        // new input is announced by an event. What else needs a turn:
+        // input already buffered (pipelined), a closed peer, a connection
+        // to close or linger on.
+        let again = missed || !conn.rbuf.is_empty() || conn.eof || conn.close_after_write;
+        self.conns[idx] = Some(conn);
+        if again {
             self.again.push(idx);
         }
+    }
+}
+
+impl Loop for Worker {
+    fn turn(&mut self) -> Option<i32> {
+        Worker::turn(self)
+    }
+
+    fn next_local(&mut self) -> Option<Job> {
+        self.exec.next_local()
+    }
+
+    fn finish_local(&mut self, done: Done) {
+        Worker::finish_local(self, done)
     }
 }

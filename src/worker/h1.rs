@@ -23,7 +23,7 @@ const WRITE_HIGH: usize = 1 << 20;
 /// drained so the client sees the response rather than a reset.
 const LINGER: Duration = Duration::from_secs(2);
 
-impl Worker<'_> {
+impl Worker {
     pub(super) fn drive(
         &mut self,
         idx: usize,
@@ -34,6 +34,7 @@ impl Worker<'_> {
         if matches!(conn.state, State::Busy) {
             // A thread owns the socket; it is driven again once the
             // request comes back.
+            conn.missed = true;
             return Next::Keep;
         }
         if conn.dead {
@@ -216,6 +217,9 @@ impl Worker<'_> {
         let upgrade = head.method == "CONNECT" || head.header("upgrade").is_some();
         let keep_alive = head.keep_alive && !upgrade && !self.stopping && !self.keepalive.is_zero();
         let is_head = head.method == "HEAD";
+        // The app reads a streamed body from the socket itself and may
+        // leave input there that no new event will announce.
+        conn.missed = matches!(body, Body::Streaming { .. });
         // Output still queued from a pipelined predecessor goes first.
         let pending = if conn.wpos == 0 {
             std::mem::take(&mut conn.wbuf)

@@ -123,15 +123,31 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
             return wsgi::WORKER_BOOT_ERROR;
         }
     };
-    worker.scoreboard.set_ready(worker.slot);
-    if !worker.exec.concurrent() {
-        // A sync worker streaming a response keeps beating while bytes
-        // reach the client (gunicorn's would time out mid-stream).
-        wsgi::set_progress(Some(Progress::Beat(
-            worker.scoreboard.beat_cell(worker.slot),
-        )));
-    }
-    let code = worker.serve();
+    let code = match worker.exec.take_runner() {
+        // The executor's threads run the loop (gthread).
+        Some(runner) => {
+            worker.scoreboard.set_ready(worker.slot);
+            match runner.run(Box::new(worker)) {
+                Ok(code) => code,
+                Err(e) => {
+                    error!("Worker failed to start: {e}");
+                    return wsgi::WORKER_BOOT_ERROR;
+                }
+            }
+        }
+        None => {
+            worker.scoreboard.set_ready(worker.slot);
+            if !worker.exec.concurrent() {
+                // A sync worker streaming a response keeps beating while
+                // bytes reach the client (gunicorn's would time out
+                // mid-stream).
+                wsgi::set_progress(Some(Progress::Beat(
+                    worker.scoreboard.beat_cell(worker.slot),
+                )));
+            }
+            worker.serve()
+        }
+    };
     Python::attach(|py| {
         // Let the app's atexit handlers run and its print() output out.
         let _ = py.run(

@@ -14,6 +14,10 @@
 //!
 //! An executor that runs requests while the loop goes on hands them back
 //! through [`Executor::take_done`] and wakes the loop through its `Waker`.
+//! One whose threads take turns running the loop itself (gthread: the
+//! loop's thread runs a request when no other is running, so a fast app
+//! pays no hand-off) provides a [`Runner`], which drives the engine
+//! through the [`Loop`] trait.
 
 mod inline;
 mod threads;
@@ -94,7 +98,7 @@ pub trait App: Send + Sync {
 }
 
 /// Where requests run.
-pub trait Executor {
+pub trait Executor: Send {
     /// Run `job`, or queue it: Some(done) when it ran to completion here
     /// (inline), None when it comes back through `take_done`.
     fn submit(&mut self, job: Job) -> Option<Done>;
@@ -112,6 +116,37 @@ pub trait Executor {
     }
     /// The worker is done: let the threads end once idle.
     fn close(&self) {}
+    /// A request submitted in this turn that the caller (the thread
+    /// running the loop) is to run itself now, having left the loop for
+    /// another thread to take over if it lasts. None: nothing to run here.
+    fn next_local(&mut self) -> Option<Job> {
+        None
+    }
+    /// A request from `next_local` is done (its result goes to
+    /// `Loop::finish_local`).
+    fn local_done(&mut self) {}
+    /// Threads that run the loop themselves, taken once at start; None:
+    /// the worker's main thread runs the loop (`Worker::serve`).
+    fn take_runner(&mut self) -> Option<Box<dyn Runner>> {
+        None
+    }
+}
+
+/// The engine, as seen by an executor's threads that take turns running
+/// its loop. Called with the GIL released.
+pub trait Loop: Send {
+    /// One turn of the loop; Some(exit code) once the worker is done.
+    fn turn(&mut self) -> Option<i32>;
+    /// `Executor::next_local` of the engine's executor.
+    fn next_local(&mut self) -> Option<Job>;
+    /// Take back the result of a request from `next_local`.
+    fn finish_local(&mut self, done: Done);
+}
+
+/// Runs the loop on an executor's own threads until the worker is done.
+pub trait Runner {
+    /// Returns the worker's exit code.
+    fn run(self: Box<Self>, lp: Box<dyn Loop>) -> std::io::Result<i32>;
 }
 
 /// Lock a mutex whose data stays consistent even if a holder panicked (a
