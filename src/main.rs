@@ -98,6 +98,9 @@ fn prepare(s: &mut Settings) -> Result<wsgi::PyBase, String> {
         *path = log::resolve_path(path);
         accesslog::check(path).map_err(|e| e.to_string())?;
     }
+    if s.accesslog.is_some() || (s.syslog && !s.disable_redirect_access_to_syslog) {
+        warn_unknown_atoms(&s.access_log_format);
+    }
     for kv in &s.raw_env {
         if let Some((k, v)) = kv.split_once('=') {
             // The master is still single-threaded here.
@@ -205,5 +208,25 @@ fn main() -> ExitCode {
             };
             ExitCode::from(arbiter.run().clamp(0, 255) as u8)
         }
+    }
+}
+
+/// One warning at start naming the atoms of `access_log_format` that are
+/// not gunicorn's: they are written as `-`, as gunicorn writes them.
+fn warn_unknown_atoms(format: &str) {
+    let Ok(f) = accesslog::Format::parse(format) else {
+        return;
+    };
+    let unknown: Vec<String> = f
+        .unknown_atoms()
+        .iter()
+        .map(|a| format!("%({a})"))
+        .collect();
+    if !unknown.is_empty() {
+        ferrocorn::warning!(
+            "access_log_format: unknown atom{} {}, written as '-'",
+            if unknown.len() == 1 { "" } else { "s" },
+            unknown.join(", ")
+        );
     }
 }

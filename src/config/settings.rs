@@ -259,7 +259,7 @@ settings! {
         help "Send the app's stdout and stderr to the error log file.";
     syslog: bool = false;
         section "Logging", flags ["log-syslog"], meta "", default_doc "false",
-        help "Send the error log to syslog.";
+        help "Send the error log, and the access log, to syslog.";
     syslog_addr: String = "unix:///dev/log".to_string();
         section "Logging", flags ["log-syslog-to"], meta "ADDRESS", default_doc "unix:///dev/log",
         help "Syslog address: unix://PATH, udp://HOST:PORT or tcp://HOST:PORT.";
@@ -269,6 +269,9 @@ settings! {
     syslog_facility: String = "user".to_string();
         section "Logging", flags ["log-syslog-facility"], meta "STRING", default_doc "user",
         help "Syslog facility name.";
+    disable_redirect_access_to_syslog: bool = false;
+        section "Logging", flags ["disable-redirect-access-to-syslog"], meta "", default_doc "false",
+        help "With --log-syslog, keep access-log lines out of syslog (gunicorn sends them there too).";
 }
 
 impl Settings {

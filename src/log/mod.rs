@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Mutex;
 
 pub mod access;
+pub mod pyfmt;
 pub mod timefmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -206,6 +207,19 @@ pub fn write_raw(text: &[u8]) {
         _ => {
             let _ = std::io::stderr().write_all(text);
         }
+    }
+}
+
+/// Send an access-log line to syslog (info level), tagged with the error
+/// log's program name plus `.access` (`ferrocorn.access`,
+/// `ferrocorn.PREFIX.access`), as gunicorn tags its `gunicorn.PREFIX.access`.
+pub fn syslog_access(line: &str) {
+    let mut guard = SYSLOG.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(sl) = guard.as_mut() {
+        let tag = format!("{}.access", sl.conf.process);
+        let error_tag = std::mem::replace(&mut sl.logger.formatter.process, tag);
+        let _ = sl.logger.info(line);
+        sl.logger.formatter.process = error_tag;
     }
 }
 

@@ -127,13 +127,19 @@ impl Worker {
             });
             wl.push(WorkerListener { sock, ready: true });
         }
-        let access = match &settings.accesslog {
-            Some(path) => {
-                let format = crate::log::access::Format::parse(&settings.access_log_format)
-                    .map_err(io::Error::other)?;
-                Some(AccessLog::open(path, format)?)
-            }
-            None => None,
+        // As in gunicorn, there is an access log when it has a file or
+        // goes to syslog.
+        let to_syslog = settings.syslog && !settings.disable_redirect_access_to_syslog;
+        let access = if settings.accesslog.is_some() || to_syslog {
+            let format = crate::log::access::Format::parse(&settings.access_log_format)
+                .map_err(io::Error::other)?;
+            Some(AccessLog::open(
+                settings.accesslog.as_deref(),
+                format,
+                to_syslog,
+            )?)
+        } else {
+            None
         };
         let threaded = settings.worker_class == "gthread";
         let wsgi = Python::attach(|py| {

@@ -9,11 +9,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
 use super::{ConnSocket, FileWrapper, Input, Peer, Responder, ServerInfo, Wsgi};
 use crate::http::{Body, RequestHead};
-use crate::log::access::{AccessLog, Record};
+use crate::log::access::{AccessLog, EnvKey, Record, Value};
 use crate::worker::executor::{lock, App, Done, Job, Outcome};
 use crate::{debug, error, warning};
 
@@ -65,6 +65,8 @@ fn run_job(py: Python<'_>, shared: &WsgiApp, job: Job) -> Done {
     let server = shared.servers.get(listener).unwrap_or(&no_server);
     let wsgi = &shared.wsgi;
     let fd = responder.fd();
+    // The environ as the app leaves it, for the access log's atoms.
+    let mut env_dict: Option<Bound<'_, PyDict>> = None;
     let outcome = (|| -> PyResult<Outcome> {
         let input = Bound::new(py, input)?;
         let responder = Bound::new(py, responder)?;
@@ -90,7 +92,11 @@ fn run_job(py: Python<'_>, shared: &WsgiApp, job: Job) -> Done {
                         &responder,
                         socket.clone(),
                     )
-                    .and_then(|environ| wsgi.app.bind(py).call1((environ, &responder)));
+                    .and_then(|environ| {
+                        let called = wsgi.app.bind(py).call1((&environ, &responder));
+                        env_dict = Some(environ);
+                        called
+                    });
                 let res = match result {
                     Ok(iterable) => write_iterable(py, &responder, &iterable),
                     Err(e) => Err(e),
@@ -137,7 +143,15 @@ fn run_job(py: Python<'_>, shared: &WsgiApp, job: Job) -> Done {
                 .map(|rest| if streamed { rest } else { early })
         };
         if let Some(access) = &shared.access {
-            log_access(access, &head, &peer, &r, started.elapsed());
+            log_access(
+                py,
+                access,
+                env_dict.as_ref(),
+                &head,
+                &peer,
+                &r,
+                started.elapsed(),
+            );
         }
         Ok(Outcome {
             out: std::mem::take(&mut r.out),
@@ -182,28 +196,132 @@ fn remote_ip(peer: &Peer) -> String {
     }
 }
 
-/// Write the access-log line of a finished request.
+/// Write the access-log line of a finished request. The atoms gunicorn
+/// takes from the environ are read from the one the app saw (after the
+/// app changed it); without one (the request never reached the app) they
+/// come from the request itself.
 fn log_access(
+    py: Python<'_>,
     access: &Mutex<AccessLog>,
+    environ: Option<&Bound<'_, PyDict>>,
     head: &RequestHead,
     peer: &Peer,
     r: &Responder,
     duration: Duration,
 ) {
-    let remote = remote_ip(peer);
-    lock(access).log(&Record {
-        remote: &remote,
-        method: &head.method,
-        target: &head.target,
-        path: &head.path,
-        query: &head.query,
-        minor_version: head.minor_version,
+    let mut log = lock(access);
+    let keys = log.format().environ_keys();
+    let values: Vec<Option<Value<'static>>> = match environ {
+        Some(env) => environ_values(py, env, keys),
+        None => keys.iter().map(|k| head_value(k, head, peer)).collect(),
+    };
+    log.log(&Record {
+        environ: &values,
         req_headers: &head.headers,
         status: r.status_code,
         resp_headers: r.headers(),
         body_bytes: r.body_bytes,
         duration,
     });
+}
+
+/// The environ's values for `keys`: exact keys looked up, `{name}e` keys
+/// matched case-insensitively (the last match in the environ's order wins,
+/// as in gunicorn's lower-cased dict).
+fn environ_values(
+    py: Python<'_>,
+    env: &Bound<'_, PyDict>,
+    keys: &[EnvKey],
+) -> Vec<Option<Value<'static>>> {
+    let mut values: Vec<Option<Value<'static>>> = keys
+        .iter()
+        .map(|k| match k {
+            EnvKey::Exact(name) => env
+                .get_item(pyo3::types::PyString::intern(py, name))
+                .ok()
+                .flatten()
+                .map(|v| to_value(&v)),
+            EnvKey::Folded(_) => None,
+        })
+        .collect();
+    if keys.iter().any(|k| matches!(k, EnvKey::Folded(_))) {
+        for (k, v) in env.iter() {
+            let Ok(k) = k.cast::<PyString>() else {
+                continue;
+            };
+            let Ok(k) = k.to_str() else { continue };
+            let lower = k.to_lowercase();
+            for (i, key) in keys.iter().enumerate() {
+                if matches!(key, EnvKey::Folded(f) if *f == lower) {
+                    values[i] = Some(to_value(&v));
+                }
+            }
+        }
+    }
+    values
+}
+
+/// An environ value as an atom: `str`, `int` and `float` as themselves,
+/// anything else by its `str()` and `repr()`.
+fn to_value(v: &Bound<'_, PyAny>) -> Value<'static> {
+    if let Ok(s) = v.cast::<PyString>() {
+        return Value::Str(s.to_string_lossy().into_owned().into());
+    }
+    let text = |o: &Bound<'_, PyAny>| o.str().map(|s| s.to_string_lossy().into_owned());
+    if v.is_exact_instance_of::<pyo3::types::PyInt>() {
+        if let Ok(i) = v.extract::<i64>() {
+            return Value::Int(i);
+        }
+    }
+    if v.is_exact_instance_of::<pyo3::types::PyFloat>() {
+        if let Ok(f) = v.extract::<f64>() {
+            return Value::Float(f, text(v).unwrap_or_default());
+        }
+    }
+    let int = if v.is_instance_of::<pyo3::types::PyInt>() {
+        v.extract::<i64>().ok()
+    } else {
+        None
+    };
+    Value::Obj {
+        text: text(v).unwrap_or_default(),
+        repr: v
+            .repr()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        int,
+    }
+}
+
+/// What the environ would hold under `key`, from the request (for a
+/// request that never reached the app).
+fn head_value(key: &EnvKey, head: &RequestHead, peer: &Peer) -> Option<Value<'static>> {
+    let s = |v: &str| Some(Value::Str(v.to_string().into()));
+    let header = |name: &str| {
+        let vals: Vec<&str> = head
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        (!vals.is_empty()).then(|| Value::Str(vals.join(",").into()))
+    };
+    match key {
+        EnvKey::Exact("REMOTE_ADDR") => s(&remote_ip(peer)),
+        EnvKey::Exact("REQUEST_METHOD") => s(&head.method),
+        EnvKey::Exact("RAW_URI") => s(&head.target),
+        EnvKey::Exact("PATH_INFO") => s(&head.path),
+        EnvKey::Exact("QUERY_STRING") => s(&head.query),
+        EnvKey::Exact("SERVER_PROTOCOL") => s(if head.minor_version == 0 {
+            "HTTP/1.0"
+        } else {
+            "HTTP/1.1"
+        }),
+        EnvKey::Exact("HTTP_AUTHORIZATION") => header("authorization"),
+        EnvKey::Exact("HTTP_REFERER") => header("referer"),
+        EnvKey::Exact("HTTP_USER_AGENT") => header("user-agent"),
+        _ => None,
+    }
 }
 
 /// Send the app's response iterable, calling its `close()` in every case.
