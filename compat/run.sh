@@ -4,7 +4,11 @@
 # the way a user of those apps would. See compat/README.md.
 #
 #   compat/run.sh [--server ferrocorn|gunicorn] [CASE...]
+#   compat/run.sh --accesslog [-v]
 #
+# --accesslog runs gunicorn and ferrocorn side by side instead and compares
+# their access-log lines for the same requests (compat/accesslog.py; -v
+# prints both lines of every case).
 # CASE selects cases whose name contains it (compat/run.sh --list lists them).
 # Environment:
 #   FERROCORN_BIN  the ferrocorn binary to test; by default
@@ -26,9 +30,11 @@ log() { printf 'compat: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
 
 server=ferrocorn
+accesslog=0
 suite_args=()
 while (($#)); do
   case "$1" in
+    --accesslog) accesslog=1; shift ;;
     --server) server="${2:-}"; shift $(($# > 1 ? 2 : 1)) ;;
     --server=*) server="${1#*=}"; shift ;;
     -h|--help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
@@ -89,7 +95,7 @@ else
   pip_install "$COMPAT_DIR/requirements.txt"
   echo "$want" >"$VENV/.compat-stamp"
 fi
-if [[ "$server" == gunicorn ]]; then
+if [[ "$server" == gunicorn || $accesslog == 1 ]]; then
   want="$(stamp_of "$COMPAT_DIR/requirements-gunicorn.txt")"
   if [[ "$(cat "$VENV/.compat-gunicorn-stamp" 2>/dev/null)" != "$want" ]]; then
     log "installing gunicorn into $VENV"
@@ -99,7 +105,7 @@ if [[ "$server" == gunicorn ]]; then
 fi
 log "venv ready in $((SECONDS - started)) s"
 
-if [[ "$server" == ferrocorn ]]; then
+if [[ "$server" == ferrocorn || $accesslog == 1 ]]; then
   if [[ -n "${FERROCORN_BIN:-}" ]]; then
     [[ -x "$FERROCORN_BIN" ]] || die "FERROCORN_BIN=$FERROCORN_BIN is not an executable file"
   else
@@ -111,6 +117,11 @@ if [[ "$server" == ferrocorn ]]; then
     fi
   fi
   suite_args=(--ferrocorn-bin "$FERROCORN_BIN" "${suite_args[@]}")
+fi
+
+if ((accesslog)); then
+  exec "$VENV/bin/python" "$COMPAT_DIR/accesslog.py" --gunicorn "$VENV/bin/python -m gunicorn" \
+    "${suite_args[@]}"
 fi
 
 "$VENV/bin/python" "$COMPAT_DIR/suite.py" --server "$server" "${suite_args[@]}"
