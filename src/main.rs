@@ -98,8 +98,26 @@ fn prepare(s: &mut Settings) -> Result<wsgi::PyBase, String> {
         *path = log::resolve_path(path);
         accesslog::check(path).map_err(|e| e.to_string())?;
     }
-    if s.accesslog.is_some() || (s.syslog && !s.disable_redirect_access_to_syslog) {
+    for path in [&mut s.logconfig, &mut s.logconfig_json]
+        .into_iter()
+        .flatten()
+    {
+        *path = log::resolve_path(path);
+        if !std::path::Path::new(path).is_file() {
+            return Err(format!("log config '{path}' not found"));
+        }
+    }
+    if s.accesslog.is_some()
+        || (s.syslog && !s.disable_redirect_access_to_syslog)
+        || s.logconfig.is_some()
+        || s.logconfig_json.is_some()
+    {
         warn_unknown_atoms(&s.access_log_format);
+    }
+    if (s.logconfig.is_some() || s.logconfig_json.is_some()) && s.accesslog.is_some() {
+        ferrocorn::warning!(
+            "--access-logfile is not written with a logging config: access lines go to the gunicorn.access logger"
+        );
     }
     for kv in &s.raw_env {
         if let Some((k, v)) = kv.split_once('=') {
@@ -170,11 +188,14 @@ fn main() -> ExitCode {
                 Ok(base) => base,
                 Err(e) => return fail(e, 1),
             };
+            let logconfig =
+                wsgi::LogConfig::from_settings(s.logconfig.as_deref(), s.logconfig_json.as_deref());
             let setup = wsgi::PySetup {
                 base: &base,
                 pythonpath: s.pythonpath.as_deref().unwrap_or(""),
                 virtualenv: s.virtualenv.as_deref(),
                 app: s.app(),
+                logconfig: logconfig.as_ref(),
             };
             match wsgi::load_app(&setup) {
                 Ok(_) => ExitCode::SUCCESS,

@@ -296,3 +296,117 @@ fn disable_redirect_access_to_syslog_keeps_access_lines_out() {
     assert!(!got.contains("/not-in-syslog"), "syslog got:\n{got}");
     assert!(!got.contains(".access["), "syslog got:\n{got}");
 }
+
+/// A server with `flag FILE` (a logging config written into its dir).
+fn with_log_config(flag: &str, name: &str, text: &str, extra: &[&str]) -> (Server, TempDir) {
+    let dir = TempDir::new("accesslog-logconfig");
+    let conf = dir.join(name);
+    let out = dir.join("out.log");
+    std::fs::write(&conf, text.replace("OUT", out.to_str().unwrap())).unwrap();
+    let mut args = vec![
+        "-w",
+        "1",
+        flag,
+        conf.to_str().unwrap(),
+        "--access-logformat",
+        "%(m)s %(U)s %(s)s \"%(a)s\"",
+    ];
+    args.extend_from_slice(extra);
+    args.push(APP);
+    (Server::start(&args), dir)
+}
+
+#[test]
+fn log_config_json_sends_access_lines_through_python_logging() {
+    // gunicorn 27 writes the same line with this config.
+    let conf = r#"{"root": {"level": "WARNING", "handlers": []},
+        "formatters": {"j": {"format": "{\"logger\": \"%(name)s\", \"line\": \"%(message)s\"}"}},
+        "handlers": {"f": {"class": "logging.FileHandler", "filename": "OUT", "formatter": "j"}},
+        "loggers": {"gunicorn.access": {"handlers": ["f"], "level": "INFO", "propagate": false}}}"#;
+    let dir_access = TempDir::new("accesslog-unused");
+    let unused = dir_access.join("unused.log");
+    let (s, dir) = with_log_config(
+        "--log-config-json",
+        "log.json",
+        conf,
+        &["--access-logfile", unused.to_str().unwrap()],
+    );
+    let r = request(s.port, "GET", "/json", &[("User-Agent", "x\"y")], b"");
+    assert_eq!(r.status, 200);
+    let out = dir.join("out.log");
+    let want = r#"{"logger": "gunicorn.access", "line": "GET /json 200 "x\"y""}"#;
+    assert!(
+        wait_until(Duration::from_secs(5), || read(&out).contains(want)),
+        "{}",
+        read(&out)
+    );
+    // The file given by --access-logfile is not written, with a warning.
+    assert!(!read(&unused).contains("/json"));
+    assert!(s
+        .log()
+        .contains("--access-logfile is not written with a logging config"));
+}
+
+#[test]
+fn log_config_ini_sends_access_lines_through_python_logging() {
+    let conf = "[loggers]\nkeys=root,access\n\n[handlers]\nkeys=f\n\n[formatters]\nkeys=plain\n\n\
+        [logger_root]\nlevel=WARNING\nhandlers=\n\n\
+        [logger_access]\nlevel=INFO\nhandlers=f\npropagate=0\nqualname=gunicorn.access\n\n\
+        [handler_f]\nclass=FileHandler\nformatter=plain\nargs=('OUT',)\n\n\
+        [formatter_plain]\nformat=INI %(name)s %(message)s\n";
+    let (s, dir) = with_log_config("--log-config", "log.ini", conf, &[]);
+    assert_eq!(get(s.port, "/ini").status, 200);
+    let out = dir.join("out.log");
+    assert!(
+        wait_until(Duration::from_secs(5), || read(&out)
+            .contains("INI gunicorn.access GET /ini 200 \"-\"")),
+        "{}",
+        read(&out)
+    );
+}
+
+#[test]
+fn a_missing_or_broken_log_config_stops_the_start() {
+    let dir = TempDir::new("accesslog-badconf");
+    let apps = apps_dir().display().to_string();
+    let missing = dir.join("nope.json");
+    let out = run_cli(
+        &[
+            "--chdir",
+            &apps,
+            "--log-config-json",
+            missing.to_str().unwrap(),
+            APP,
+        ],
+        &[],
+        dir.path(),
+    );
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("log config '{}' not found", missing.display())),
+        "{}",
+        out.stderr
+    );
+    // A config Python's logging refuses: the worker cannot boot, the
+    // message says why, and the master stops (gunicorn stops too).
+    let broken = dir.join("broken.json");
+    std::fs::write(&broken, r#"{"handlers": {}}"#).unwrap();
+    let mut s = Server::spawn(
+        &[
+            "-w",
+            "1",
+            "--log-config-json",
+            broken.to_str().unwrap(),
+            APP,
+        ],
+        &[],
+    );
+    let status = s.wait_exit(Duration::from_secs(20));
+    assert!(status.is_some_and(|st| !st.success()), "{}", s.log());
+    assert!(
+        s.log().contains("broken.json: Unable to configure"),
+        "{}",
+        s.log()
+    );
+}

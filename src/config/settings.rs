@@ -272,6 +272,12 @@ settings! {
     disable_redirect_access_to_syslog: bool = false;
         section "Logging", flags ["disable-redirect-access-to-syslog"], meta "", default_doc "false",
         help "With --log-syslog, keep access-log lines out of syslog (gunicorn sends them there too).";
+    logconfig: Option<String> = None;
+        section "Logging", flags ["log-config"], meta "FILE", default_doc "none",
+        help "Python logging config (ini, logging.config.fileConfig): the workers' access lines go to logger gunicorn.access.";
+    logconfig_json: Option<String> = None;
+        section "Logging", flags ["log-config-json"], meta "FILE", default_doc "none",
+        help "Python logging config as JSON (logging.config.dictConfig over gunicorn's defaults); wins over --log-config.";
 }
 
 impl Settings {

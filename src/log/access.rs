@@ -88,6 +88,14 @@ impl AccessLog {
         &self.format
     }
 
+    /// The line for `r`, without its newline, written nowhere (for a
+    /// caller that sends it elsewhere).
+    pub fn render(&mut self, r: &Record<'_>) -> &str {
+        self.line.clear();
+        self.format.render_into(r, &mut self.line);
+        self.line.trim_end_matches('\n')
+    }
+
     /// Write one line now.
     pub fn log(&mut self, r: &Record<'_>) {
         self.line.clear();

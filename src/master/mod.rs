@@ -232,6 +232,8 @@ impl Arbiter {
                 pythonpath: settings.pythonpath.as_deref().unwrap_or(""),
                 virtualenv: settings.virtualenv.as_deref(),
                 app: settings.app(),
+                // The master runs no logging config: the workers do.
+                logconfig: None,
             };
             match wsgi::load_app(&setup) {
                 Ok(app) => Some(app),

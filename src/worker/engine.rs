@@ -130,13 +130,16 @@ impl Worker {
         // As in gunicorn, there is an access log when it has a file or
         // goes to syslog.
         let to_syslog = settings.syslog && !settings.disable_redirect_access_to_syslog;
-        let access = if settings.accesslog.is_some() || to_syslog {
+        let python_logging = settings.logconfig.is_some() || settings.logconfig_json.is_some();
+        let access = if settings.accesslog.is_some() || to_syslog || python_logging {
             let format = crate::log::access::Format::parse(&settings.access_log_format)
                 .map_err(io::Error::other)?;
+            // With a Python logging config, the `gunicorn.access` logger
+            // takes every line (call.rs).
             Some(AccessLog::open(
-                settings.accesslog.as_deref(),
+                settings.accesslog.as_deref().filter(|_| !python_logging),
                 format,
-                to_syslog,
+                to_syslog && !python_logging,
             )?)
         } else {
             None

@@ -100,13 +100,21 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
         crate::log::capture_stdio();
     }
 
+    let logconfig = wsgi::LogConfig::from_settings(
+        settings.logconfig.as_deref(),
+        settings.logconfig_json.as_deref(),
+    );
     let app = match args.preloaded.take() {
-        Some(app) => Ok(app),
+        Some(app) => match &logconfig {
+            Some(conf) => wsgi::configure_logging(conf).map(|()| app),
+            None => Ok(app),
+        },
         None => wsgi::load_app(&wsgi::PySetup {
             base: args.python,
             pythonpath: settings.pythonpath.as_deref().unwrap_or(""),
             virtualenv: settings.virtualenv.as_deref(),
             app: settings.app(),
+            logconfig: logconfig.as_ref(),
         }),
     };
     let app = match app {

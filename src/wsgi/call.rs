@@ -210,19 +210,27 @@ fn log_access(
     duration: Duration,
 ) {
     let mut log = lock(access);
+    let python = super::pylog::enabled();
     let keys = log.format().environ_keys();
     let values: Vec<Option<Value<'static>>> = match environ {
         Some(env) => environ_values(py, env, keys),
         None => keys.iter().map(|k| head_value(k, head, peer)).collect(),
     };
-    log.log(&Record {
+    let record = Record {
         environ: &values,
         req_headers: &head.headers,
         status: r.status_code,
         resp_headers: r.headers(),
         body_bytes: r.body_bytes,
         duration,
-    });
+    };
+    if python {
+        // --log-config: the line goes to the `gunicorn.access` logger only.
+        let line = log.render(&record);
+        super::pylog::access(py, line);
+    } else {
+        log.log(&record);
+    }
 }
 
 /// The environ's values for `keys`: exact keys looked up, `{name}e` keys

@@ -190,6 +190,8 @@ pub struct PySetup<'a> {
     pub pythonpath: &'a str,
     pub virtualenv: Option<&'a str>,
     pub app: &'a str,
+    /// `--log-config`/`--log-config-json`, set up before the app loads.
+    pub logconfig: Option<&'a super::LogConfig>,
 }
 
 /// Start the interpreter the way pyo3's `Python::initialize` does
@@ -302,6 +304,17 @@ fn status_message(status: &pyo3::ffi::PyStatus) -> String {
 }
 
 /// Initialize the interpreter (after fork) and import the app.
+fn logging_in(py: Python<'_>, conf: &super::LogConfig) -> Result<(), LoadError> {
+    super::pylog::configure(py, conf)
+        .map_err(|e| LoadError::Boot(format!("log config {}: {}", conf.path(), e.value(py))))
+}
+
+/// Set up `--log-config`/`--log-config-json` in a worker whose app the
+/// master preloaded (the interpreter is running already).
+pub fn configure_logging(conf: &super::LogConfig) -> Result<(), LoadError> {
+    Python::attach(|py| logging_in(py, conf))
+}
+
 pub fn load_app(setup: &PySetup<'_>) -> Result<Py<PyAny>, LoadError> {
     initialize(setup.base.hash_seed)?;
     Python::attach(|py| {
@@ -320,6 +333,9 @@ pub fn load_app(setup: &PySetup<'_>) -> Result<Py<PyAny>, LoadError> {
                 ))
             })
             .map_err(|e| LoadError::Boot(format_exception(py, &e)))?;
+        if let Some(conf) = setup.logconfig {
+            logging_in(py, conf)?;
+        }
         let app = boot.getattr("load").and_then(|f| f.call1((setup.app,)));
         match app {
             Ok(app) => Ok(app.unbind()),

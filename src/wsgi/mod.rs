@@ -19,6 +19,7 @@ mod call;
 mod environ;
 mod input;
 mod load;
+mod pylog;
 mod response;
 mod socket;
 mod sockio;
@@ -27,7 +28,10 @@ mod streams;
 pub use call::WsgiApp;
 pub use environ::{percent_decode, Peer, ServerInfo, Wsgi};
 pub use input::Input;
-pub use load::{format_exception, load_app, new_hash_seed, LoadError, PyBase, PySetup};
+pub use load::{
+    configure_logging, format_exception, load_app, new_hash_seed, LoadError, PyBase, PySetup,
+};
+pub use pylog::LogConfig;
 pub use response::{Responder, SPILL_MAX};
 pub use socket::ConnSocket;
 pub use sockio::{set_progress, Progress};
