@@ -149,6 +149,16 @@ impl Spec {
 
     /// Append `v` formatted by this spec to `out`.
     pub fn format(&self, v: &Value<'_>, out: &mut String) {
+        if self.conv == b's' && self.width == 0 && self.precision.is_none() {
+            match v {
+                Value::Str(s) => out.push_str(s),
+                Value::Int(i) => {
+                    let _ = write!(out, "{i}");
+                }
+                _ => out.push_str(&v.text()),
+            }
+            return;
+        }
         let body: Cow<'_, str> = match self.conv {
             b's' | b'r' | b'a' => {
                 let t = match self.conv {

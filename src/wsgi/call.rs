@@ -212,8 +212,9 @@ fn log_access(
     let mut log = lock(access);
     let python = super::pylog::enabled();
     let keys = log.format().environ_keys();
-    let values: Vec<Option<Value<'static>>> = match environ {
-        Some(env) => environ_values(py, env, keys),
+    let objects = environ.map(|env| environ_values(py, env, keys));
+    let values: Vec<Option<Value<'_>>> = match &objects {
+        Some(objects) => objects.iter().map(|o| o.as_ref().map(to_value)).collect(),
         None => keys.iter().map(|k| head_value(k, head, peer)).collect(),
     };
     let record = Record {
@@ -233,23 +234,33 @@ fn log_access(
     }
 }
 
-/// The environ's values for `keys`: exact keys looked up, `{name}e` keys
+/// The access log's exact environ keys as Python strings, made once (a
+/// worker has one format).
+static EXACT_KEYS: std::sync::OnceLock<Vec<Option<Py<PyString>>>> = std::sync::OnceLock::new();
+
+/// The environ's objects for `keys`: exact keys looked up, `{name}e` keys
 /// matched case-insensitively (the last match in the environ's order wins,
 /// as in gunicorn's lower-cased dict).
-fn environ_values(
-    py: Python<'_>,
-    env: &Bound<'_, PyDict>,
+fn environ_values<'py>(
+    py: Python<'py>,
+    env: &Bound<'py, PyDict>,
     keys: &[EnvKey],
-) -> Vec<Option<Value<'static>>> {
-    let mut values: Vec<Option<Value<'static>>> = keys
+) -> Vec<Option<Bound<'py, PyAny>>> {
+    let exact = EXACT_KEYS.get_or_init(|| {
+        keys.iter()
+            .map(|k| match k {
+                EnvKey::Exact(name) => Some(PyString::new(py, name).unbind()),
+                EnvKey::Folded(_) => None,
+            })
+            .collect()
+    });
+    let mut values: Vec<Option<Bound<'py, PyAny>>> = keys
         .iter()
-        .map(|k| match k {
-            EnvKey::Exact(name) => env
-                .get_item(pyo3::types::PyString::intern(py, name))
-                .ok()
-                .flatten()
-                .map(|v| to_value(&v)),
-            EnvKey::Folded(_) => None,
+        .enumerate()
+        .map(|(i, k)| match (k, exact.get(i).and_then(|k| k.as_ref())) {
+            (EnvKey::Exact(_), Some(key)) => env.get_item(key.bind(py)).ok().flatten(),
+            (EnvKey::Exact(name), None) => env.get_item(*name).ok().flatten(),
+            (EnvKey::Folded(_), _) => None,
         })
         .collect();
     if keys.iter().any(|k| matches!(k, EnvKey::Folded(_))) {
@@ -261,7 +272,7 @@ fn environ_values(
             let lower = k.to_lowercase();
             for (i, key) in keys.iter().enumerate() {
                 if matches!(key, EnvKey::Folded(f) if *f == lower) {
-                    values[i] = Some(to_value(&v));
+                    values[i] = Some(v.clone());
                 }
             }
         }
@@ -271,9 +282,12 @@ fn environ_values(
 
 /// An environ value as an atom: `str`, `int` and `float` as themselves,
 /// anything else by its `str()` and `repr()`.
-fn to_value(v: &Bound<'_, PyAny>) -> Value<'static> {
+fn to_value<'a>(v: &'a Bound<'_, PyAny>) -> Value<'a> {
     if let Ok(s) = v.cast::<PyString>() {
-        return Value::Str(s.to_string_lossy().into_owned().into());
+        return Value::Str(match s.to_str() {
+            Ok(s) => s.into(),
+            Err(_) => s.to_string_lossy().into_owned().into(),
+        });
     }
     let text = |o: &Bound<'_, PyAny>| o.str().map(|s| s.to_string_lossy().into_owned());
     if v.is_exact_instance_of::<pyo3::types::PyInt>() {

@@ -282,13 +282,17 @@ fn value<'a>(atom: &'a Atom, r: &'a Record<'_>) -> Value<'a> {
         },
         Atom::Time => text(timefmt::clf_timestamp(timefmt::unix_now())),
         Atom::Request(m, u, p) => {
-            let part = |i| env(r, i).map(|v| v.text().into_owned());
-            text(format!(
-                "{} {} {}",
-                part(*m).unwrap_or_else(|| "-".into()),
-                part(*u).unwrap_or_else(|| "-".into()),
-                part(*p).unwrap_or_else(|| "-".into())
-            ))
+            let mut line = String::with_capacity(64);
+            for (n, i) in [*m, *u, *p].into_iter().enumerate() {
+                if n > 0 {
+                    line.push(' ');
+                }
+                match env(r, i) {
+                    Some(v) => line.push_str(&v.text()),
+                    None => line.push('-'),
+                }
+            }
+            text(line)
         }
         Atom::Status => text(r.status.to_string()),
         // gunicorn writes the count for both, 0 included (an empty body,
