@@ -410,3 +410,22 @@ fn a_missing_or_broken_log_config_stops_the_start() {
         s.log()
     );
 }
+
+#[test]
+fn remote_address_on_a_unix_socket_is_empty_as_in_gunicorn() {
+    let dir = TempDir::new("accesslog-unix");
+    let sock = dir.join("s.sock");
+    let bind = format!("unix:{}", sock.display());
+    let l = start("[%(h)s] %(r)s", &["-b", &bind]);
+    let mut c = Conn::connect_unix(&sock);
+    let r = c.request("GET", "/over-unix", &[], b"");
+    assert_eq!(r.status, 200);
+    let path = l.path.clone();
+    assert!(
+        wait_until(Duration::from_secs(5), || read(&path)
+            .lines()
+            .any(|line| line == "[] GET /over-unix HTTP/1.1")),
+        "{}",
+        read(&path)
+    );
+}
