@@ -91,16 +91,19 @@ def send(port, raw):
 
 
 class Served:
-    def __init__(self, name, argv, tmp):
+    def __init__(self, name, argv, tmp, fmt=FORMAT, log=None, extra=()):
         self.name = name
         self.port = free_port()
-        self.log = os.path.join(tmp, name + ".access.log")
+        if log is None:
+            self.log = os.path.join(tmp, name + ".access.log")
+            extra = ["--access-logfile", self.log] + list(extra)
+        else:
+            self.log = log
         self.err = open(os.path.join(tmp, name + ".error.log"), "wb")
         argv = argv + [
             "-w", "1", "-b", "127.0.0.1:%d" % self.port, "--chdir", APPS,
-            "--access-logfile", self.log, "--access-logformat", FORMAT,
-            "accesslog:app",
-        ]
+            "--access-logformat", fmt,
+        ] + list(extra) + ["accesslog:app"]
         self.proc = subprocess.Popen(argv, stdout=self.err, stderr=self.err,
                                      start_new_session=True)
         deadline = time.time() + 30
@@ -159,6 +162,31 @@ def compare(g, f):
     return None
 
 
+LOGCONFIG = """{"root": {"level": "WARNING", "handlers": []},
+ "formatters": {"j": {"format": "{\\"logger\\": \\"%%(name)s\\", \\"level\\": \\"%%(levelname)s\\", \\"line\\": \\"%%(message)s\\"}"}},
+ "handlers": {"f": {"class": "logging.FileHandler", "filename": "%s", "formatter": "j"}},
+ "loggers": {"gunicorn.access": {"handlers": ["f"], "level": "INFO", "propagate": false}}}"""
+
+
+def logconfig_case(args, tmp):
+    """Both servers with --log-config-json: the access line as the
+    config's JSON formatter writes it."""
+    servers = []
+    try:
+        for name, argv in (("gunicorn", shlex.split(args.gunicorn)), ("ferrocorn", [args.ferrocorn_bin])):
+            out = os.path.join(tmp, name + ".json.log")
+            conf = os.path.join(tmp, name + ".logconfig.json")
+            with open(conf, "w") as f:
+                f.write(LOGCONFIG % out)
+            servers.append(Served(name + "-logconfig", argv, tmp, fmt='%(m)s %(U)s %(s)s "%(a)s"',
+                                  log=out, extra=["--log-config-json", conf]))
+        raw = b'GET /json HTTP/1.1\r\nHost: h\r\nUser-Agent: say "hi"\r\n\r\n'
+        return [s.line_for(raw)[1] for s in servers]
+    finally:
+        for s in servers:
+            s.stop()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--gunicorn", required=True, help="command that runs gunicorn")
@@ -183,6 +211,16 @@ def main():
             if why or args.verbose:
                 print("#  gunicorn:  %s" % gl)
                 print("#  ferrocorn: %s" % fl)
+        g, f = logconfig_case(args, tmp)
+        if g == f and g:
+            passed += 1
+            print("ok accesslog through --log-config-json")
+        else:
+            failed += 1
+            print("FAIL accesslog through --log-config-json")
+        if g != f or not g or args.verbose:
+            print("#  gunicorn:  %s" % g)
+            print("#  ferrocorn: %s" % f)
         unknown = [l for l in servers[1].tail().splitlines() if "unknown atom" in l]
         if len(unknown) == 1:
             passed += 1
