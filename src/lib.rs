@@ -23,6 +23,7 @@
 //!   formats ([`log::timefmt`]).
 
 pub mod config;
+pub mod hooks;
 pub mod http;
 pub mod log;
 pub mod master;

@@ -6,7 +6,7 @@ use ferrocorn::config::{self, Action, Settings};
 use ferrocorn::log::access as accesslog;
 use ferrocorn::log::{self, Level};
 use ferrocorn::master::{upgrade_cmd, Arbiter};
-use ferrocorn::{error, wsgi};
+use ferrocorn::{error, hooks, wsgi};
 
 /// Exit code for usage and configuration errors.
 const USAGE: u8 = 2;
@@ -147,6 +147,8 @@ fn main() -> ExitCode {
     let env = |k: &str| std::env::var(k).ok();
     let action = match config::load(args.clone(), &env) {
         Ok(a) => a,
+        // An exception in a Python config file exits 1, as in gunicorn.
+        Err(e @ config::ConfigError::Python(_)) => return fail(e, 1),
         Err(e) => return fail(e, USAGE),
     };
     match action {
@@ -196,6 +198,21 @@ fn main() -> ExitCode {
                 Ok(base) => base,
                 Err(e) => return fail(e, 1),
             };
+            // The config host learns the final settings (`server.cfg`),
+            // then `on_starting` runs, before the sockets are bound.
+            hooks::setup(&s.to_toml_string(), &s.errorlog, &s.loglevel);
+            let server = hooks::ServerState {
+                pid: std::process::id(),
+                num_workers: s.workers,
+                proc_name: s.proc_name.as_deref().unwrap_or(s.app()),
+            };
+            hooks::call(
+                "on_starting",
+                &server,
+                None,
+                &[],
+                ferrocorn::master::hook_bound(&s),
+            );
             let arbiter = match Arbiter::new(*s, args, start_dir, exe, base) {
                 Ok(a) => a,
                 Err(e) => {

@@ -123,6 +123,12 @@ impl Arbiter {
             generation: self.generation,
             deadline: Instant::now() + boot + Duration::from_secs(5),
         });
+        crate::hooks::setup(
+            &self.settings.to_toml_string(),
+            &self.settings.errorlog,
+            &self.settings.loglevel,
+        );
+        self.hook("on_reload", None, &[]);
         self.manage_workers();
         true
     }

@@ -32,6 +32,7 @@ use std::sync::atomic::AtomicBool;
 use pyo3::prelude::*;
 
 use crate::config::Settings;
+use crate::hooks;
 use crate::master::listeners::Listener;
 use crate::sys::{self, Scoreboard, Signal, SignalQueue};
 use crate::wsgi::{self, Progress};
@@ -52,6 +53,10 @@ pub struct WorkerArgs<'a> {
     pub preloaded: Option<Py<PyAny>>,
     /// What the master's interpreters share (sys.path, hash seed).
     pub python: &'a wsgi::PyBase,
+    /// The config file to take worker-side hooks from, if it has any.
+    pub hooks: Option<String>,
+    /// gunicorn's `worker.age`: this worker's number in spawn order.
+    pub age: u64,
 }
 
 /// Entry point of a freshly forked worker. Returns the process exit code.
@@ -100,14 +105,39 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
         crate::log::capture_stdio();
     }
 
+    let setup = wsgi::PySetup {
+        base: args.python,
+        pythonpath: settings.pythonpath.as_deref().unwrap_or(""),
+        virtualenv: settings.virtualenv.as_deref(),
+        app: settings.app(),
+    };
+    // Worker-side hooks: the config file runs here too, then post_fork,
+    // before the app is imported (as in gunicorn).
+    let proc_name = settings
+        .proc_name
+        .clone()
+        .unwrap_or_else(|| settings.app().to_string());
+    let hooks = match &args.hooks {
+        Some(spec) => match wsgi::init_python(&setup) {
+            Ok(()) => hooks::WorkerHooks::load(
+                spec,
+                &settings.to_toml_string(),
+                args.master.as_raw() as u32,
+                args.age,
+            ),
+            Err(e) => {
+                error!("Exception in worker process:\n{}", e.to_string().trim_end());
+                return e.exit_code();
+            }
+        },
+        None => None,
+    };
+    if let Some(h) = &hooks {
+        h.call("post_fork", settings.workers, &proc_name);
+    }
     let app = match args.preloaded.take() {
         Some(app) => Ok(app),
-        None => wsgi::load_app(&wsgi::PySetup {
-            base: args.python,
-            pythonpath: settings.pythonpath.as_deref().unwrap_or(""),
-            virtualenv: settings.virtualenv.as_deref(),
-            app: settings.app(),
-        }),
+        None => wsgi::load_app(&setup),
     };
     let app = match app {
         Ok(app) => app,
@@ -123,6 +153,9 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
             return wsgi::WORKER_BOOT_ERROR;
         }
     };
+    if let Some(h) = &hooks {
+        h.call("post_worker_init", settings.workers, &proc_name);
+    }
     let code = match worker.exec.take_runner() {
         // The executor's threads run the loop (gthread).
         Some(runner) => {
@@ -157,6 +190,9 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
         );
     });
     info!("Worker exiting (pid: {})", std::process::id());
+    if let Some(h) = &hooks {
+        h.call("worker_exit", settings.workers, &proc_name);
+    }
     code
 }
 

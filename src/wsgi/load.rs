@@ -301,8 +301,10 @@ fn status_message(status: &pyo3::ffi::PyStatus) -> String {
     }
 }
 
-/// Initialize the interpreter (after fork) and import the app.
-pub fn load_app(setup: &PySetup<'_>) -> Result<Py<PyAny>, LoadError> {
+/// Initialize the interpreter (after fork) with `sys.path` and the
+/// virtualenv set up as for the app, importing nothing else (the config
+/// host runs the config file in it).
+pub fn init_python(setup: &PySetup<'_>) -> Result<(), LoadError> {
     initialize(setup.base.hash_seed)?;
     Python::attach(|py| {
         let boot = bootstrap(py).map_err(|e| LoadError::Boot(format_exception(py, &e)))?;
@@ -320,6 +322,15 @@ pub fn load_app(setup: &PySetup<'_>) -> Result<Py<PyAny>, LoadError> {
                 ))
             })
             .map_err(|e| LoadError::Boot(format_exception(py, &e)))?;
+        Ok(())
+    })
+}
+
+/// Initialize the interpreter (after fork) and import the app.
+pub fn load_app(setup: &PySetup<'_>) -> Result<Py<PyAny>, LoadError> {
+    init_python(setup)?;
+    Python::attach(|py| {
+        let boot = bootstrap(py).map_err(|e| LoadError::Boot(format_exception(py, &e)))?;
         let app = boot.getattr("load").and_then(|f| f.call1((setup.app,)));
         match app {
             Ok(app) => Ok(app.unbind()),
