@@ -169,7 +169,7 @@ fn is_python_config(spec: &str) -> bool {
 
 /// Run a Python config file in the config host and apply its settings.
 fn load_python(settings: &mut Settings, spec: &str) -> Result<(), ConfigError> {
-    if !spec.starts_with("python:") && !Path::new(spec).is_file() {
+    if !spec.starts_with("python:") && !Path::new(spec).exists() {
         return Err(ConfigError::File {
             path: spec.into(),
             reason: "no such file".into(),

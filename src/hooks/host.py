@@ -227,7 +227,7 @@ def serve(rfile, wfile):
         except ValueError:
             continue
         op = req.get("op")
-        reply = {"id": req.get("id"), "ok": True}
+        reply = {"id": req.get("id"), "ok": True, "pid": os.getpid()}
         try:
             if op == "load":
                 reply.update(load(req["spec"], set(req["known"]), set(req["hooks"])))

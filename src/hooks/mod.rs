@@ -86,7 +86,7 @@ pub struct Loaded {
 
 /// The config host: its pid and the master's end of the link.
 pub struct Host {
-    pid: Pid,
+    pid: Option<Pid>,
     sock: OwnedFd,
     buf: Vec<u8>,
     next_id: u64,
@@ -279,31 +279,37 @@ pub fn after_fork() {
 /// When the master exits: end the host (it also exits when the link
 /// closes, unless a hook keeps it busy).
 pub fn shutdown() {
-    if let Some(h) = host().take() {
-        drop(h.sock);
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline {
-            match nix::sys::wait::waitpid(h.pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
-                Ok(nix::sys::wait::WaitStatus::StillAlive) => {
-                    std::thread::sleep(Duration::from_millis(10))
-                }
-                _ => return,
-            }
+    let Some(h) = host().take() else {
+        return;
+    };
+    drop(h.sock);
+    let Some(pid) = h.pid else {
+        return;
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        if nix::sys::signal::kill(pid, None).is_err() {
+            return;
         }
-        let _ = nix::sys::signal::kill(h.pid, nix::sys::signal::Signal::SIGKILL);
-        let _ = nix::sys::wait::waitpid(h.pid, None);
+        std::thread::sleep(Duration::from_millis(10));
     }
+    warning!("The config host (pid {pid}) did not exit; killing it");
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
 }
 
 impl Host {
-    /// Fork the host. Called by the single-threaded master.
+    /// Fork the host. Called by the single-threaded master. The host is
+    /// forked twice so that it is not the master's child: the master's
+    /// children are its workers, as tools watching it expect.
     fn start() -> Result<Host, HookError> {
         let (ours, theirs) = sys::socketpair().map_err(HookError::Start)?;
         match sys::fork().map_err(|e| HookError::Start(e.into()))? {
-            Forked::Parent(pid) => {
+            Forked::Parent(middle) => {
                 drop(theirs);
+                let _ = nix::sys::wait::waitpid(middle, None);
                 Ok(Host {
-                    pid,
+                    // Learnt from the host's first reply.
+                    pid: None,
                     sock: ours,
                     buf: Vec::new(),
                     next_id: 1,
@@ -314,7 +320,11 @@ impl Host {
             }
             Forked::Child => {
                 drop(ours);
-                let code = host_main(theirs);
+                let code = match sys::fork() {
+                    Ok(Forked::Child) => host_main(theirs),
+                    Ok(Forked::Parent(_)) => 0,
+                    Err(_) => 1,
+                };
                 // SAFETY: _exit ends this forked process at once, without
                 // running the master's atexit handlers or destructors.
                 unsafe { libc::_exit(code) }
@@ -345,6 +355,9 @@ impl Host {
                     continue;
                 };
                 // A late reply to a call that outlasted its bound.
+                if let Some(pid) = reply["pid"].as_i64() {
+                    self.pid = Some(Pid::from_raw(pid as i32));
+                }
                 if reply["id"].as_u64() == Some(id) {
                     return Ok(reply);
                 }

@@ -1,0 +1,323 @@
+//! Python config files and gunicorn's server hooks: the file's settings
+//! and `os.environ` changes, every hook in the right process at the right
+//! moment with the right arguments (master-side ones in the config host,
+//! never in the master or a worker; worker-side ones in the worker
+//! concerned), hook failures, and config-file errors.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const APP: &str = r#"
+import os
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [("FROM_CONF=%s pid=%s" % (os.environ.get("FROM_CONF"), os.getpid())).encode()]
+"#;
+
+/// A config file that records every hook call as a JSON line in
+/// `hooks.jsonl`: the hook, the pid it ran in, and its arguments.
+const RECORDING_CONF: &str = r#"
+import json, os
+workers = "2"
+os.environ["FROM_CONF"] = "set at the top of the file"
+_LOG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hooks.jsonl")
+
+def _rec(hook, **kw):
+    kw["hook"] = hook
+    kw["in_pid"] = os.getpid()
+    with open(_LOG, "a") as f:
+        f.write(json.dumps(kw, default=str) + "\n")
+
+def _srv(s):
+    return {"pid": s.pid, "num_workers": s.num_workers, "workers_cfg": s.cfg.workers,
+            "has_log": all(hasattr(s.log, m) for m in ("debug", "info", "warning", "error", "exception", "critical"))}
+
+def _wrk(w):
+    return {"pid": w.pid, "ppid": w.ppid, "age": w.age, "alive": w.alive}
+
+def on_starting(server): _rec("on_starting", server=_srv(server))
+def when_ready(server): _rec("when_ready", server=_srv(server)); server.log.info("when_ready says hello")
+def on_reload(server): _rec("on_reload", server=_srv(server))
+def pre_fork(server, worker): _rec("pre_fork", server=_srv(server), worker=_wrk(worker))
+def post_fork(server, worker): _rec("post_fork", server=_srv(server), worker=_wrk(worker))
+def post_worker_init(worker): _rec("post_worker_init", worker=_wrk(worker))
+def child_exit(server, worker): _rec("child_exit", server=_srv(server), worker=_wrk(worker))
+def worker_exit(server, worker): _rec("worker_exit", worker=_wrk(worker))
+def nworkers_changed(server, new_value, old_value): _rec("nworkers_changed", new=new_value, old=old_value)
+def on_exit(server): _rec("on_exit", server=_srv(server))
+"#;
+
+fn calls(dir: &Path) -> Vec<Json> {
+    fs::read_to_string(dir.join("hooks.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| Json::parse(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+fn of<'a>(calls: &'a [Json], hook: &str) -> Vec<&'a Json> {
+    calls
+        .iter()
+        .filter(|c| c["hook"].str() == Some(hook))
+        .collect()
+}
+
+fn wait_for(what: &str, s: &Server, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ok() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; log:\n{}",
+            s.log()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn app_dir(conf: &str) -> TempDir {
+    let dir = TempDir::new("hooks");
+    fs::write(dir.join("hookapp.py"), APP).unwrap();
+    fs::write(dir.join("gunicorn.conf.py"), conf).unwrap();
+    dir
+}
+
+#[test]
+fn every_hook_runs_in_the_right_process_with_the_right_arguments() {
+    let dir = app_dir(RECORDING_CONF);
+    let conf = dir.join("gunicorn.conf.py");
+    let mut s = Server::spawn_in(
+        None,
+        &[],
+        Some(dir.path()),
+        &["-c", conf.to_str().unwrap(), "hookapp:app"],
+        &[],
+        true,
+    );
+    s.wait_ready();
+    let master = s.pid as u64;
+    let first = s.wait_workers(2, Duration::from_secs(20));
+    // The file's os.environ change reaches the app.
+    let r = get(s.port, "/");
+    assert!(
+        r.text().contains("FROM_CONF=set at the top of the file"),
+        "{}",
+        r.text()
+    );
+
+    s.signal(libc::SIGTTIN);
+    s.wait_workers(3, Duration::from_secs(20));
+    s.signal(libc::SIGTTOU);
+    wait_for("two workers after TTOU", &s, || s.worker_pids().len() == 2);
+    s.signal(libc::SIGHUP);
+    wait_for("the reload", &s, || s.log().contains("Reload complete"));
+    wait_for("the old generation to go", &s, || {
+        let now = s.worker_pids();
+        now.len() == 2 && now.iter().all(|p| !first.contains(p))
+    });
+    let victim = s.worker_pids()[0];
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    wait_for("a replacement worker", &s, || {
+        let now = s.worker_pids();
+        now.len() == 2 && !now.contains(&victim)
+    });
+    thread::sleep(Duration::from_millis(300));
+    s.signal(libc::SIGTERM);
+    assert!(
+        s.wait_exit(Duration::from_secs(20)).is_some(),
+        "log:\n{}",
+        s.log()
+    );
+
+    let c = calls(dir.path());
+    let log = s.log();
+    assert!(
+        log.contains("when_ready says hello"),
+        "server.log reaches the error log:\n{log}"
+    );
+    // Master-side hooks: once per event, all in one process that is
+    // neither the master nor a worker.
+    let master_side = [
+        "on_starting",
+        "when_ready",
+        "on_reload",
+        "pre_fork",
+        "child_exit",
+        "nworkers_changed",
+        "on_exit",
+    ];
+    let workers: Vec<u64> = of(&c, "post_fork")
+        .iter()
+        .map(|p| p["in_pid"].as_u64().unwrap())
+        .collect();
+    let host = of(&c, "on_starting")[0]["in_pid"].as_u64().unwrap();
+    assert_ne!(host, master);
+    assert!(!workers.contains(&host));
+    for call in &c {
+        if master_side.contains(&call["hook"].str().unwrap()) {
+            assert_eq!(call["in_pid"].as_u64(), Some(host), "{call:?}");
+        }
+    }
+    for hook in ["on_starting", "when_ready", "on_reload", "on_exit"] {
+        assert_eq!(of(&c, hook).len(), 1, "{hook}: {c:?}");
+    }
+    assert_eq!(
+        of(&c, "on_starting")[0]["server"]["pid"].as_u64(),
+        Some(master)
+    );
+    assert_eq!(
+        of(&c, "on_starting")[0]["server"]["workers_cfg"].as_u64(),
+        Some(2)
+    );
+    assert_eq!(
+        of(&c, "when_ready")[0]["server"]["has_log"].as_bool(),
+        Some(true)
+    );
+    // 2 at start, 1 on TTIN, 2 on HUP, 1 after the kill.
+    assert_eq!(workers.len(), 6, "{c:?}");
+    assert_eq!(of(&c, "pre_fork").len(), 6, "{c:?}");
+    for p in of(&c, "pre_fork") {
+        assert_eq!(p["worker"]["pid"].str(), Some("[booting]"));
+    }
+    // Worker-side hooks run in the worker concerned.
+    for hook in ["post_fork", "post_worker_init", "worker_exit"] {
+        for call in of(&c, hook) {
+            assert_eq!(
+                call["worker"]["pid"].as_u64(),
+                call["in_pid"].as_u64(),
+                "{call:?}"
+            );
+            assert_eq!(call["worker"]["ppid"].as_u64(), Some(master), "{call:?}");
+        }
+    }
+    assert_eq!(of(&c, "post_worker_init").len(), 6);
+    // Every worker but the killed one says goodbye itself.
+    assert_eq!(of(&c, "worker_exit").len(), 5, "{c:?}");
+    assert!(of(&c, "worker_exit")
+        .iter()
+        .all(|w| w["worker"]["pid"].as_u64() != Some(victim as u64)));
+    // child_exit once per worker that ended, the killed one included.
+    let mut exited: Vec<u64> = of(&c, "child_exit")
+        .iter()
+        .map(|w| w["worker"]["pid"].as_u64().unwrap())
+        .collect();
+    exited.sort();
+    let mut all = workers.clone();
+    all.sort();
+    assert_eq!(exited, all);
+    let changed: Vec<(u64, u64)> = of(&c, "nworkers_changed")
+        .iter()
+        .map(|n| (n["new"].as_u64().unwrap(), n["old"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(changed, vec![(3, 2), (2, 3)]);
+    // The host is gone with the master.
+    assert!(
+        !std::path::Path::new(&format!("/proc/{host}")).exists() || {
+            thread::sleep(Duration::from_secs(2));
+            !std::path::Path::new(&format!("/proc/{host}")).exists()
+        }
+    );
+}
+
+#[test]
+fn a_raising_hook_is_logged_and_a_hanging_one_is_bounded() {
+    let conf = r#"
+import time
+def when_ready(server):
+    raise ValueError("when_ready went wrong")
+def pre_fork(server, worker):
+    if worker.age == 1:
+        time.sleep(60)
+"#;
+    let dir = app_dir(conf);
+    let c = dir.join("gunicorn.conf.py");
+    let started = Instant::now();
+    let mut s = Server::spawn_in(
+        None,
+        &[],
+        Some(dir.path()),
+        &["-c", c.to_str().unwrap(), "--timeout", "2", "hookapp:app"],
+        &[],
+        true,
+    );
+    s.wait_ready();
+    assert_eq!(get(s.port, "/").status, 200);
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let log = s.log();
+    assert!(log.contains("Exception in when_ready hook"), "{log}");
+    assert!(log.contains("ValueError: when_ready went wrong"), "{log}");
+    assert!(
+        log.contains("pre_fork hook: the config host did not answer within 2 s"),
+        "{log}"
+    );
+}
+
+#[test]
+fn config_file_errors_name_the_file_and_line_and_exit_1() {
+    let dir = TempDir::new("hooks-err");
+    fs::write(dir.join("gunicorn.conf.py"), "workers = 2\nbind = [\n").unwrap();
+    let out = run_cli(&["hookapp:app"], &[], dir.path());
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    assert!(out.stderr.contains("gunicorn.conf.py:2"), "{}", out.stderr);
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.stderr);
+
+    fs::write(dir.join("bad.py"), "workers = 2\n\nx = undefined_name\n").unwrap();
+    let out = run_cli(&["-c", "bad.py", "hookapp:app"], &[], dir.path());
+    assert_eq!(out.code(), Some(1), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("bad.py:3") && out.stderr.contains("NameError"),
+        "{}",
+        out.stderr
+    );
+
+    let out = run_cli(&["-c", "missing.py", "hookapp:app"], &[], dir.path());
+    assert_ne!(out.code(), Some(0));
+    assert!(out.stderr.contains("missing.py"), "{}", out.stderr);
+}
+
+#[test]
+fn gunicorn_conf_py_is_read_by_default_and_ferrocorn_toml_wins() {
+    let dir = TempDir::new("hooks-default");
+    fs::write(
+        dir.join("gunicorn.conf.py"),
+        "import multiprocessing\nworkers = 3\nkeepalive = 7\nraw_env = ['A=1']\nunknown_name = 5\n",
+    )
+    .unwrap();
+    let out = run_cli(&["--print-config", "hookapp:app"], &[], dir.path());
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert!(out.stdout.contains("workers = 3"), "{}", out.stdout);
+    assert!(out.stdout.contains("keepalive = 7"), "{}", out.stdout);
+    assert!(out.stdout.contains("raw_env = [\"A=1\"]"), "{}", out.stdout);
+    // The command line still wins over the file.
+    let out = run_cli(
+        &["--print-config", "-w", "5", "hookapp:app"],
+        &[],
+        dir.path(),
+    );
+    assert!(out.stdout.contains("workers = 5"), "{}", out.stdout);
+
+    fs::write(dir.join("ferrocorn.toml"), "workers = 4\n").unwrap();
+    let out = run_cli(&["--print-config", "hookapp:app"], &[], dir.path());
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert!(out.stdout.contains("workers = 4"), "{}", out.stdout);
+    assert!(
+        out.stderr.contains("gunicorn.conf.py was not read"),
+        "{}",
+        out.stderr
+    );
+
+    // python:module, found from the launch directory.
+    fs::write(dir.join("mycfg.py"), "workers = 6\n").unwrap();
+    let out = run_cli(
+        &["--print-config", "-c", "python:mycfg", "hookapp:app"],
+        &[],
+        dir.path(),
+    );
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert!(out.stdout.contains("workers = 6"), "{}", out.stdout);
+}
