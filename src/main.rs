@@ -206,13 +206,12 @@ fn main() -> ExitCode {
                 num_workers: s.workers,
                 proc_name: s.proc_name.as_deref().unwrap_or(s.app()),
             };
-            hooks::call(
-                "on_starting",
-                &server,
-                None,
-                &[],
-                ferrocorn::master::hook_bound(&s),
-            );
+            let bound = ferrocorn::master::hook_bound(&s);
+            if !hooks::call("on_starting", &server, None, &[], bound) {
+                // As gunicorn, which stops when a start-up hook raises.
+                hooks::shutdown();
+                return fail("the on_starting hook raised (traceback above)", 1);
+            }
             let arbiter = match Arbiter::new(*s, args, start_dir, exe, base) {
                 Ok(a) => a,
                 Err(e) => {

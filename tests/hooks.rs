@@ -225,15 +225,33 @@ fn every_hook_runs_in_the_right_process_with_the_right_arguments() {
 }
 
 #[test]
-fn a_raising_hook_is_logged_and_a_hanging_one_is_bounded() {
-    let conf = r#"
-import time
-def when_ready(server):
-    raise ValueError("when_ready went wrong")
-def pre_fork(server, worker):
-    if worker.age == 1:
-        time.sleep(60)
-"#;
+fn a_raising_hook_is_logged_and_the_server_carries_on() {
+    let conf = "def nworkers_changed(server, new, old):\n    raise ValueError('nworkers_changed went wrong')\n";
+    let dir = app_dir(conf);
+    let c = dir.join("gunicorn.conf.py");
+    let mut s = Server::spawn_in(
+        None,
+        &[],
+        Some(dir.path()),
+        &["-c", c.to_str().unwrap(), "-w", "1", "hookapp:app"],
+        &[],
+        true,
+    );
+    s.wait_ready();
+    s.signal(libc::SIGTTIN);
+    s.wait_workers(2, Duration::from_secs(20));
+    wait_for("the traceback", &s, || {
+        s.log().contains("ValueError: nworkers_changed went wrong")
+    });
+    let log = s.log();
+    assert!(log.contains("Exception in nworkers_changed hook"), "{log}");
+    assert!(log.contains("Traceback (most recent call last)"), "{log}");
+    assert_eq!(get(s.port, "/").status, 200);
+}
+
+#[test]
+fn a_hanging_hook_is_bounded_and_does_not_stall_the_master() {
+    let conf = "import time\ndef pre_fork(server, worker):\n    if worker.age == 1:\n        time.sleep(60)\n";
     let dir = app_dir(conf);
     let c = dir.join("gunicorn.conf.py");
     let started = Instant::now();
@@ -241,7 +259,15 @@ def pre_fork(server, worker):
         None,
         &[],
         Some(dir.path()),
-        &["-c", c.to_str().unwrap(), "--timeout", "2", "hookapp:app"],
+        &[
+            "-c",
+            c.to_str().unwrap(),
+            "--timeout",
+            "2",
+            "-w",
+            "1",
+            "hookapp:app",
+        ],
         &[],
         true,
     );
@@ -249,12 +275,132 @@ def pre_fork(server, worker):
     assert_eq!(get(s.port, "/").status, 200);
     assert!(started.elapsed() < Duration::from_secs(15));
     let log = s.log();
-    assert!(log.contains("Exception in when_ready hook"), "{log}");
-    assert!(log.contains("ValueError: when_ready went wrong"), "{log}");
     assert!(
         log.contains("pre_fork hook: the config host did not answer within 2 s"),
         "{log}"
     );
+    // While the host is still stuck, later hooks are skipped, not waited for.
+    let t = Instant::now();
+    s.signal(libc::SIGTTIN);
+    s.wait_workers(2, Duration::from_secs(20));
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert!(
+        s.log()
+            .contains("pre_fork hook skipped: the config host is still running the pre_fork hook"),
+        "{}",
+        s.log()
+    );
+    assert!(!s.log().contains("WORKER TIMEOUT"), "{}", s.log());
+}
+
+#[test]
+fn a_raising_start_up_hook_stops_the_server_as_gunicorn_does() {
+    for hook in ["on_starting", "when_ready"] {
+        let dir = app_dir(&format!(
+            "def {hook}(server):\n    raise RuntimeError('{hook} refuses')\n"
+        ));
+        let c = dir.join("gunicorn.conf.py");
+        let mut s = Server::spawn_in(
+            None,
+            &[],
+            Some(dir.path()),
+            &["-c", c.to_str().unwrap(), "hookapp:app"],
+            &[],
+            true,
+        );
+        let st = s.wait_exit(Duration::from_secs(20)).expect("exits");
+        assert_eq!(st.code(), Some(1), "{hook}: {}", s.log());
+        assert!(
+            s.log().contains(&format!("RuntimeError: {hook} refuses")),
+            "{}",
+            s.log()
+        );
+        assert!(s.worker_pids().is_empty());
+    }
+}
+
+#[test]
+fn pre_and_post_request_see_gunicorns_objects() {
+    let conf = r#"
+import json, os
+_LOG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "req.jsonl")
+def pre_request(worker, req):
+    if req.path == "/boom":
+        raise RuntimeError("pre_request refuses")
+    with open(_LOG, "a") as f:
+        f.write(json.dumps({"hook": "pre", "in_pid": os.getpid(), "worker_pid": worker.pid,
+            "method": req.method, "uri": req.uri, "path": req.path, "query": req.query,
+            "version": "%d.%d" % req.version, "headers": req.headers, "remote_ip": req.remote_addr[0]}) + "\n")
+def post_request(worker, req, environ, resp):
+    with open(_LOG, "a") as f:
+        f.write(json.dumps({"hook": "post", "in_pid": os.getpid(), "path": req.path,
+            "status": resp.status, "status_code": resp.status_code, "sent": resp.sent,
+            "headers": resp.headers, "environ_path": environ["PATH_INFO"]}) + "\n")
+"#;
+    for class in ["sync", "gthread"] {
+        let dir = app_dir(conf);
+        let c = dir.join("gunicorn.conf.py");
+        let s = Server::spawn_in(
+            None,
+            &[],
+            Some(dir.path()),
+            &[
+                "-c",
+                c.to_str().unwrap(),
+                "-k",
+                class,
+                "-w",
+                "1",
+                "hookapp:app",
+            ],
+            &[],
+            true,
+        );
+        let mut s = s;
+        s.wait_ready();
+        let worker = s.wait_workers(1, Duration::from_secs(20))[0] as u64;
+        let r = request(s.port, "GET", "/p/a?x=1", &[("X-Thing", "yes")], b"");
+        assert_eq!(r.status, 200);
+        assert_eq!(get(s.port, "/boom").status, 500, "{class}");
+        let read = || -> Vec<Json> {
+            fs::read_to_string(dir.join("req.jsonl"))
+                .unwrap_or_default()
+                .lines()
+                .map(|l| Json::parse(l).unwrap())
+                .filter(|l| l["path"].str() != Some("/"))
+                .collect()
+        };
+        wait_for("post_request", &s, || read().len() >= 2);
+        let lines = read();
+        let pre = &lines[0];
+        assert_eq!(pre["hook"].str(), Some("pre"));
+        assert_eq!(pre["in_pid"].as_u64(), Some(worker));
+        assert_eq!(pre["worker_pid"].as_u64(), Some(worker));
+        assert_eq!(pre["method"].str(), Some("GET"));
+        assert_eq!(pre["uri"].str(), Some("/p/a?x=1"));
+        assert_eq!(pre["path"].str(), Some("/p/a"));
+        assert_eq!(pre["query"].str(), Some("x=1"));
+        assert_eq!(pre["version"].str(), Some("1.1"));
+        assert_eq!(pre["remote_ip"].str(), Some("127.0.0.1"));
+        let headers = format!("{:?}", pre["headers"]);
+        assert!(
+            headers.contains("X-THING") && headers.contains("yes"),
+            "{headers}"
+        );
+        let post = &lines[1];
+        assert_eq!(post["hook"].str(), Some("post"));
+        assert_eq!(post["status"].str(), Some("200 OK"));
+        assert_eq!(post["status_code"].as_u64(), Some(200));
+        assert_eq!(post["sent"].as_u64(), Some(r.body.len() as u64));
+        assert_eq!(post["environ_path"].str(), Some("/p/a"));
+        assert_eq!(
+            lines.len(),
+            2,
+            "no post_request for the refused request: {lines:?}"
+        );
+        let log = s.log();
+        assert!(log.contains("RuntimeError: pre_request refuses"), "{log}");
+    }
 }
 
 #[test]

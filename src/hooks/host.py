@@ -104,6 +104,44 @@ class Worker:
 LOG = Log()
 
 
+class Request:
+    """What pre_request and post_request get as `req`."""
+
+    def __init__(self, method, uri, path, query, minor, headers, remote_addr):
+        self.method = method
+        self.uri = uri
+        self.path = path
+        self.query = query
+        self.version = (1, minor)
+        self.headers = [(n.upper(), v) for n, v in headers]
+        self.remote_addr = remote_addr
+        self.scheme = "http"
+
+    def __repr__(self):
+        return "<Request %s %s>" % (self.method, self.uri)
+
+
+class Response:
+    """What post_request gets as `resp`."""
+
+    def __init__(self, status, headers, sent):
+        self.status = status
+        try:
+            self.status_code = int(status.split(None, 1)[0])
+        except (ValueError, IndexError, AttributeError):
+            self.status_code = None
+        self.headers = list(headers)
+        self.sent = sent
+        self.response_length = sent
+
+
+def request_hooks(worker_state):
+    """pre_request, post_request (or None) and the `worker` object."""
+    pre = _ns.get("pre_request")
+    post = _ns.get("post_request")
+    return (pre if callable(pre) else None, post if callable(post) else None, Worker(worker_state))
+
+
 def _where(spec, exc):
     """file:line of the error: the innermost frame in the config file, or
     (for python:module) the innermost frame outside importlib."""

@@ -29,7 +29,7 @@ use crate::sys::{self, Forked};
 use crate::{error, warning};
 
 mod worker_side;
-pub use worker_side::WorkerHooks;
+pub use worker_side::{RequestHooks, RequestInfo, WorkerHooks};
 
 /// The hook names gunicorn defines, and whether each runs in the master
 /// (here: in the config host) or in the worker.
@@ -96,6 +96,9 @@ pub struct Host {
     spec: String,
     /// The link broke (the host died): hooks are skipped from then on.
     broken: bool,
+    /// A call that outlasted its bound, still running in the host: later
+    /// hooks are skipped (not waited for) until it answers.
+    stuck: Option<(u64, String)>,
 }
 
 /// The master's config host, if the configuration is a Python file.
@@ -115,6 +118,11 @@ pub fn load(spec: &str, known: &[&str]) -> Result<Loaded, HookError> {
     let Some(h) = guard.as_mut() else {
         return Err(HookError::Host("did not start".into()));
     };
+    if let Some(busy) = h.still_stuck() {
+        return Err(HookError::Host(format!(
+            "is still running the {busy} hook; cannot read the config file"
+        )));
+    }
     let hooks: Vec<&str> = HOOKS.iter().map(|(n, _)| *n).collect();
     let reply = h.request(
         json!({"op": "load", "spec": spec, "known": known, "hooks": hooks}),
@@ -235,6 +243,10 @@ pub fn call(
         json!({"pid": w.pid.map(Value::from).unwrap_or_else(|| Value::from("[booting]")),
                "ppid": w.ppid, "age": w.age, "alive": w.alive})
     });
+    if let Some(busy) = h.still_stuck() {
+        error!("{hook} hook skipped: the config host is still running the {busy} hook");
+        return true;
+    }
     let msg = json!({
         "op": "call", "hook": hook,
         "server": {"pid": server.pid, "num_workers": server.num_workers, "proc_name": server.proc_name},
@@ -246,6 +258,9 @@ pub fn call(
             reply.get("failed").is_none()
         }
         Err(e) => {
+            if !h.broken {
+                h.stuck = Some((h.next_id - 1, hook.to_string()));
+            }
             error!("{hook} hook: {e}; carrying on");
             true
         }
@@ -316,6 +331,7 @@ impl Host {
                     hooks: Vec::new(),
                     spec: String::new(),
                     broken: false,
+                    stuck: None,
                 })
             }
             Forked::Child => {
@@ -329,6 +345,20 @@ impl Host {
                 // running the master's atexit handlers or destructors.
                 unsafe { libc::_exit(code) }
             }
+        }
+    }
+
+    /// The hook a call that outlasted its bound is still running, if so
+    /// (its reply, once there, is read and dropped here).
+    fn still_stuck(&mut self) -> Option<String> {
+        let (id, hook) = self.stuck.clone()?;
+        match self.wait_reply(id, Duration::ZERO) {
+            Ok(_) => {
+                self.stuck = None;
+                None
+            }
+            Err(_) if self.broken => None,
+            Err(_) => Some(hook),
         }
     }
 
@@ -347,6 +377,13 @@ impl Host {
             self.broken = true;
             return Err(HookError::Host(format!("is gone ({e})")));
         }
+        self.wait_reply(id, bound)
+    }
+
+    /// Wait up to `bound` for the reply to request `id`, dropping replies
+    /// to earlier requests that outlasted theirs.
+    fn wait_reply(&mut self, id: u64, bound: Duration) -> Result<Value, HookError> {
+        let mut f = std::fs::File::from(self.sock.try_clone().map_err(HookError::Start)?);
         let deadline = Instant::now() + bound;
         loop {
             while let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
@@ -354,7 +391,6 @@ impl Host {
                 let Ok(reply) = serde_json::from_slice::<Value>(&line) else {
                     continue;
                 };
-                // A late reply to a call that outlasted its bound.
                 if let Some(pid) = reply["pid"].as_i64() {
                     self.pid = Some(Pid::from_raw(pid as i32));
                 }
@@ -363,14 +399,14 @@ impl Host {
                 }
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(HookError::Host(format!(
-                    "did not answer within {:.0} s",
-                    bound.as_secs_f64()
-                )));
-            }
             let ready = sys::wait_any(&[self.sock.as_fd()], left).unwrap_or_default();
             if !ready.first().copied().unwrap_or(false) {
+                if Instant::now() >= deadline {
+                    return Err(HookError::Host(format!(
+                        "did not answer within {:.0} s",
+                        bound.as_secs_f64()
+                    )));
+                }
                 continue;
             }
             let mut chunk = [0u8; 64 * 1024];

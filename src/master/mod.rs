@@ -330,7 +330,11 @@ impl Arbiter {
                 nix::unistd::getppid()
             );
         }
-        self.hook("when_ready", None, &[]);
+        if !self.hook("when_ready", None, &[]) {
+            // As gunicorn, which stops when a start-up hook raises.
+            error!("Stopping: the when_ready hook raised");
+            return self.exit(1);
+        }
         self.status(true);
         self.manage_workers();
         loop {
@@ -561,19 +565,20 @@ impl Arbiter {
     }
 
     /// Run a master-side server hook in the config host (if the config
-    /// file defines it), waiting up to `hook_bound`.
+    /// file defines it), waiting up to `hook_bound`. Returns false if the
+    /// hook raised (the host logged it).
     fn hook(
         &self,
         name: &str,
         worker: Option<&crate::hooks::WorkerState>,
         args: &[serde_json::Value],
-    ) {
+    ) -> bool {
         let server = crate::hooks::ServerState {
             pid: self.pid,
             num_workers: self.settings.workers,
             proc_name: &proc_name(&self.settings),
         };
-        crate::hooks::call(name, &server, worker, args, hook_bound(&self.settings));
+        crate::hooks::call(name, &server, worker, args, hook_bound(&self.settings))
     }
 }
 

@@ -132,8 +132,12 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
         },
         None => None,
     };
+    // A post_fork or post_worker_init that raises fails the boot, as in
+    // gunicorn (the master then stops: "Worker failed to boot.").
     if let Some(h) = &hooks {
-        h.call("post_fork", settings.workers, &proc_name);
+        if !h.call("post_fork", settings.workers, &proc_name) {
+            return wsgi::WORKER_BOOT_ERROR;
+        }
     }
     let app = match args.preloaded.take() {
         Some(app) => Ok(app),
@@ -146,7 +150,8 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
             return e.exit_code();
         }
     };
-    let mut worker = match Worker::new(args, app, signals) {
+    let request_hooks = hooks.as_ref().and_then(hooks::WorkerHooks::request_hooks);
+    let mut worker = match Worker::new(args, app, signals, request_hooks) {
         Ok(w) => w,
         Err(e) => {
             error!("Worker failed to start: {e}");
@@ -154,7 +159,9 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
         }
     };
     if let Some(h) = &hooks {
-        h.call("post_worker_init", settings.workers, &proc_name);
+        if !h.call("post_worker_init", settings.workers, &proc_name) {
+            return wsgi::WORKER_BOOT_ERROR;
+        }
     }
     let code = match worker.exec.take_runner() {
         // The executor's threads run the loop (gthread).
