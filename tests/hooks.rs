@@ -467,3 +467,91 @@ fn gunicorn_conf_py_is_read_by_default_and_ferrocorn_toml_wins() {
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     assert!(out.stdout.contains("workers = 6"), "{}", out.stdout);
 }
+
+#[test]
+fn worker_int_and_worker_abort_run_in_the_worker_concerned() {
+    let conf = r#"
+import json, os
+_LOG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sig.jsonl")
+def _rec(hook, worker):
+    with open(_LOG, "a") as f:
+        f.write(json.dumps({"hook": hook, "in_pid": os.getpid(), "worker_pid": worker.pid}) + "\n")
+def worker_int(worker): _rec("worker_int", worker)
+def worker_abort(worker): _rec("worker_abort", worker)
+def worker_exit(server, worker): _rec("worker_exit", worker)
+"#;
+    let app = "import time\ndef app(environ, start_response):\n    if environ['PATH_INFO'] == '/sleep':\n        time.sleep(30)\n    start_response('200 OK', [])\n    return [b'ok']\n";
+    let read = |dir: &Path| -> Vec<Json> {
+        fs::read_to_string(dir.join("sig.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| Json::parse(l).unwrap())
+            .collect()
+    };
+    // SIGQUIT to a worker busy in a request: worker_int, then worker_exit.
+    let dir = app_dir(conf);
+    fs::write(dir.join("hookapp.py"), app).unwrap();
+    let c = dir.join("gunicorn.conf.py");
+    let mut s = Server::spawn_in(
+        None,
+        &[],
+        Some(dir.path()),
+        &[
+            "-c",
+            c.to_str().unwrap(),
+            "-w",
+            "1",
+            "--timeout",
+            "3",
+            "hookapp:app",
+        ],
+        &[],
+        true,
+    );
+    s.wait_ready();
+    let w = s.wait_workers(1, Duration::from_secs(20))[0];
+    let port = s.port;
+    let busy = thread::spawn(move || {
+        let mut c = Conn::connect(port);
+        c.send_request("GET", "/sleep", &[], b"");
+        let _ = c.try_read_response();
+    });
+    thread::sleep(Duration::from_millis(300));
+    unsafe { libc::kill(w, libc::SIGQUIT) };
+    wait_for("worker_int and worker_exit", &s, || {
+        read(dir.path()).len() >= 2
+    });
+    let got = read(dir.path());
+    assert_eq!(got[0]["hook"].str(), Some("worker_int"), "{got:?}");
+    assert_eq!(got[0]["in_pid"].as_u64(), Some(w as u64));
+    assert_eq!(got[0]["worker_pid"].as_u64(), Some(w as u64));
+    assert_eq!(got[1]["hook"].str(), Some("worker_exit"), "{got:?}");
+    busy.join().unwrap();
+    // The master's timeout (SIGABRT) on a stuck request: worker_abort in
+    // that worker.
+    let w = s.wait_workers(1, Duration::from_secs(20));
+    let w = *w
+        .iter()
+        .find(|p| **p as u64 != got[0]["in_pid"].as_u64().unwrap())
+        .expect("a new worker");
+    let busy = thread::spawn(move || {
+        let mut c = Conn::connect(port);
+        c.send_request("GET", "/sleep", &[], b"");
+        let _ = c.try_read_response();
+    });
+    wait_for("worker_abort", &s, || {
+        read(dir.path())
+            .iter()
+            .any(|l| l["hook"].str() == Some("worker_abort"))
+    });
+    let got = read(dir.path());
+    let abort = got
+        .iter()
+        .find(|l| l["hook"].str() == Some("worker_abort"))
+        .unwrap();
+    assert_eq!(abort["in_pid"].as_u64(), Some(w as u64), "{got:?}");
+    assert!(s.log().contains("WORKER TIMEOUT"), "{}", s.log());
+    // faulthandler still writes the stuck worker's stacks first.
+    assert!(s.log().contains("most recent call first"), "{}", s.log());
+    busy.join().unwrap();
+}

@@ -28,7 +28,9 @@ use thiserror::Error;
 use crate::sys::{self, Forked};
 use crate::{error, warning};
 
+mod signal_hooks;
 mod worker_side;
+pub use signal_hooks::{SignalHooks, INT_DONE, INT_PENDING};
 pub use worker_side::{RequestHooks, RequestInfo, WorkerHooks};
 
 /// The hook names gunicorn defines, and whether each runs in the master
@@ -180,16 +182,19 @@ pub fn defines(hook: &str) -> bool {
         .is_some_and(|h| !h.broken && h.hooks.iter().any(|n| n == hook))
 }
 
-/// The config file to run in each worker, when it defines any
-/// worker-side hook (the workers then run the file too, to get them).
-pub fn worker_spec() -> Option<String> {
-    let any = HOOKS
+/// The config file to run in each worker and the worker-side hooks it
+/// defines, when it defines any (the workers then run the file too, to
+/// get them).
+pub fn worker_spec() -> Option<(String, Vec<String>)> {
+    let defined: Vec<String> = HOOKS
         .iter()
-        .any(|(n, side)| *side == Side::Worker && defines(n));
-    if !any {
+        .filter(|(n, side)| *side == Side::Worker && defines(n))
+        .map(|(n, _)| n.to_string())
+        .collect();
+    if defined.is_empty() {
         return None;
     }
-    host().as_ref().map(|h| h.spec.clone())
+    host().as_ref().map(|h| (h.spec.clone(), defined))
 }
 
 /// After the master resolved the configuration: tell the host the final

@@ -53,8 +53,9 @@ pub struct WorkerArgs<'a> {
     pub preloaded: Option<Py<PyAny>>,
     /// What the master's interpreters share (sys.path, hash seed).
     pub python: &'a wsgi::PyBase,
-    /// The config file to take worker-side hooks from, if it has any.
-    pub hooks: Option<String>,
+    /// The config file to take worker-side hooks from, and the ones it
+    /// defines, if it has any.
+    pub hooks: Option<(String, Vec<String>)>,
     /// gunicorn's `worker.age`: this worker's number in spawn order.
     pub age: u64,
 }
@@ -76,10 +77,33 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
             return wsgi::WORKER_BOOT_ERROR;
         }
     };
-    for sig in [Signal::SIGINT, Signal::SIGQUIT] {
-        if let Err(e) = sys::exit_now_when_busy(sig, &IN_APP) {
-            error!("Cannot install signal handlers: {e}");
-            return wsgi::WORKER_BOOT_ERROR;
+    // worker_int / worker_abort: handlers that hand the signal to a
+    // thread running the hook (installed before Python's faulthandler).
+    let defined = |name: &str| {
+        args.hooks
+            .as_ref()
+            .is_some_and(|(_, d)| d.iter().any(|n| n == name))
+    };
+    let signal_hooks = if defined("worker_int") || defined("worker_abort") {
+        match hooks::SignalHooks::install(defined("worker_int"), defined("worker_abort")) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                error!("Cannot install signal handlers: {e}");
+                return wsgi::WORKER_BOOT_ERROR;
+            }
+        }
+    } else {
+        None
+    };
+    if !signal_hooks
+        .as_ref()
+        .is_some_and(hooks::SignalHooks::handles_int)
+    {
+        for sig in [Signal::SIGINT, Signal::SIGQUIT] {
+            if let Err(e) = sys::exit_now_when_busy(sig, &IN_APP) {
+                error!("Cannot install signal handlers: {e}");
+                return wsgi::WORKER_BOOT_ERROR;
+            }
         }
     }
     for sig in [
@@ -118,7 +142,7 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
         .clone()
         .unwrap_or_else(|| settings.app().to_string());
     let hooks = match &args.hooks {
-        Some(spec) => match wsgi::init_python(&setup) {
+        Some((spec, _)) => match wsgi::init_python(&setup) {
             Ok(()) => hooks::WorkerHooks::load(
                 spec,
                 &settings.to_toml_string(),
@@ -132,6 +156,10 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
         },
         None => None,
     };
+    let hooks = hooks.map(std::sync::Arc::new);
+    if let (Some(sh), Some(h)) = (signal_hooks, &hooks) {
+        sh.start(h.clone(), &IN_APP, settings.workers, proc_name.clone());
+    }
     // A post_fork or post_worker_init that raises fails the boot, as in
     // gunicorn (the master then stops: "Worker failed to boot.").
     if let Some(h) = &hooks {
@@ -150,7 +178,7 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
             return e.exit_code();
         }
     };
-    let request_hooks = hooks.as_ref().and_then(hooks::WorkerHooks::request_hooks);
+    let request_hooks = hooks.as_deref().and_then(hooks::WorkerHooks::request_hooks);
     let mut worker = match Worker::new(args, app, signals, request_hooks) {
         Ok(w) => w,
         Err(e) => {
@@ -197,6 +225,13 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
         );
     });
     info!("Worker exiting (pid: {})", std::process::id());
+    if hooks::INT_PENDING.load(std::sync::atomic::Ordering::SeqCst) {
+        // worker_int runs on its thread: let it finish first (bounded by
+        // the alarm its signal armed).
+        while !hooks::INT_DONE.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
     if let Some(h) = &hooks {
         h.call("worker_exit", settings.workers, &proc_name);
     }
