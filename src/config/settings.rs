@@ -137,6 +137,15 @@ settings! {
         section "Config File", flags ["print-config"], meta "",
         default_doc "false", cli_only true,
         help "Print the resolved configuration as TOML and exit.";
+    reload: bool = false;
+        section "Debugging", flags ["reload"], meta "", default_doc "false",
+        help "Restart the workers when a Python module they imported, or a --reload-extra-file, changes (for development).";
+    reload_engine: String = "auto".to_string();
+        section "Debugging", flags ["reload-engine"], meta "STRING", default_doc "auto",
+        help "How --reload notices changes: inotify (at once), poll (looks once a second) or auto (inotify).";
+    reload_extra_files: Vec<String> = Vec::new();
+        section "Debugging", flags ["reload-extra-file"], meta "FILES", default_doc "none",
+        help "More files for --reload to watch (templates, config); glob patterns like templates/**/*.html are expanded at each look. Repeatable.";
     bind: Vec<String> = match env_default(env, "PORT") {
             Some(port) => vec![format!("0.0.0.0:{port}")],
             None => vec!["127.0.0.1:8000".to_string()],

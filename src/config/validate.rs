@@ -35,6 +35,13 @@ pub(super) fn finish(
             "at least one worker is needed",
         ));
     }
+    if !matches!(s.reload_engine.as_str(), "auto" | "poll" | "inotify") {
+        return Err(invalid(
+            "--reload-engine",
+            s.reload_engine.clone(),
+            "expected auto, poll or inotify",
+        ));
+    }
     if s.worker_class == "sync" && s.threads > 1 {
         // gunicorn's rule: the sync worker with threads is the threaded one.
         s.worker_class = "gthread".to_string();

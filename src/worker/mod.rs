@@ -26,6 +26,7 @@ mod conn;
 mod engine;
 pub mod executor;
 mod h1;
+mod reload;
 
 use std::sync::atomic::AtomicBool;
 
@@ -190,6 +191,9 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
         if !h.call("post_worker_init", settings.workers, &proc_name) {
             return wsgi::WORKER_BOOT_ERROR;
         }
+    }
+    if settings.reload {
+        reload::start(&settings.reload_engine, settings.reload_extra_files.clone());
     }
     let code = match worker.exec.take_runner() {
         // The executor's threads run the loop (gthread).
