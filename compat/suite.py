@@ -511,6 +511,19 @@ def django_sse(ctx):
     )
 
 
+@case("paste")
+def paste_deploy_app(ctx):
+    with client() as http:
+        r = http.get(f"{ctx.base}/hello", timeout=HTTP_TIMEOUT)
+    check(r.status_code == 200, f"status {r.status_code}")
+    check(r.text == "hi from paste, world", f"body {r.text!r}: the ini's setting and --paste-global")
+    log = ctx.state / "paste-server.log"
+    deadline = time.monotonic() + 5
+    while "PASTELOG pasteapp pasteapp served /hello" not in log.read_text(errors="replace"):
+        check(time.monotonic() < deadline, "the ini's [loggers] did not configure logging")
+        time.sleep(0.1)
+
+
 @case("flask")
 def flask_stream_with_context(ctx):
     response = raw_request(ctx.port, "GET", "/ticks?n=5")
@@ -617,6 +630,10 @@ APPS = {
     # app: (APP_MODULE, description)
     "django": ("djsite.wsgi", "Django project"),
     "flask": ("flaskapp:app", "Flask app with a Werkzeug app at /wz"),
+    "paste": (
+        ["--paste", str(APPS_DIR / "paste.ini"), "--paste-global", "who=world"],
+        "PasteDeploy app",
+    ),
 }
 
 
@@ -679,7 +696,8 @@ def server_argv(server, binary, port, state, app_module):
         # gunicorn runs from the venv; ferrocorn embeds /usr/bin/python3 and
         # is pointed at it.
         flags += ["--virtualenv", sys.prefix]
-    return [str(binary), *flags, app_module]
+    tail = app_module if isinstance(app_module, list) else [app_module]
+    return [str(binary), *flags, *tail]
 
 
 class Results:

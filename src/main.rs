@@ -174,6 +174,7 @@ fn main() -> ExitCode {
                 pythonpath: s.pythonpath.as_deref().unwrap_or(""),
                 virtualenv: s.virtualenv.as_deref(),
                 app: s.app(),
+                paste_global: &s.paste_global,
             };
             match wsgi::load_app(&setup) {
                 Ok(_) => ExitCode::SUCCESS,

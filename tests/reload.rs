@@ -1,5 +1,6 @@
-//! `--reload`: a changed module (or a file matching --reload-extra-file)
-//! restarts the workers, which then serve the new code.
+//! Debugging settings: `--reload` (a changed module, or a file matching
+//! --reload-extra-file, restarts the workers, which then serve the new
+//! code) and `--spew` (every line of Python, as it runs).
 
 mod common;
 
@@ -106,4 +107,30 @@ fn a_bad_reload_engine_is_refused() {
         "{}",
         out.stderr
     );
+}
+
+#[test]
+fn spew_prints_every_line_the_app_runs() {
+    for class in ["sync", "gthread"] {
+        let dir = TempDir::new("spew");
+        let code = "def app(environ, start_response):\n    marker = 'spewed line'\n    start_response('200 OK', [])\n    return [b'ok']\n";
+        fs::write(dir.join("spewapp.py"), code).unwrap();
+        let s = Server::start_in_dir(dir.path(), &["--spew", "-k", class, "spewapp:app"]);
+        assert_eq!(get(s.port, "/").text(), "ok");
+        let t = Instant::now();
+        while !s.log().contains("spewapp:2:     marker = 'spewed line'") {
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "{class}: no spew; log:\n{}",
+                s.log()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+        assert!(
+            s.log()
+                .contains("spewapp:3:     start_response('200 OK', [])"),
+            "{}",
+            s.log()
+        );
+    }
 }

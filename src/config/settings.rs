@@ -146,6 +146,15 @@ settings! {
     reload_extra_files: Vec<String> = Vec::new();
         section "Debugging", flags ["reload-extra-file"], meta "FILES", default_doc "none",
         help "More files for --reload to watch (templates, config); glob patterns like templates/**/*.html are expanded at each look. Repeatable.";
+    spew: bool = false;
+        section "Debugging", flags ["spew"], meta "", default_doc "false",
+        help "Print every line of Python the workers execute, as it runs (module:line: source), to stdout. Slow; for chasing a hang.";
+    paste: Option<String> = None;
+        section "Server Mechanics", flags ["paste", "paster"], meta "STRING", default_doc "none",
+        help "Load the app from a PasteDeploy config file (FILE.ini, or FILE.ini#name for another app section) instead of APP_MODULE; its logging sections, if any, configure Python's logging in the workers.";
+    paste_global: Vec<String> = Vec::new();
+        section "Server Mechanics", flags ["paste-global"], meta "CONF", default_doc "none",
+        help "A KEY=VALUE global for the PasteDeploy config (as %(KEY)s in it). Repeatable.";
     bind: Vec<String> = match env_default(env, "PORT") {
             Some(port) => vec![format!("0.0.0.0:{port}")],
             None => vec!["127.0.0.1:8000".to_string()],
@@ -282,6 +291,7 @@ settings! {
 
 impl Settings {
     /// The app spec; present whenever `load` returned `Run`/`CheckConfig`.
+    /// With `--paste` (and no APP_MODULE) it is `paste:FILE[#name]`.
     pub fn app(&self) -> &str {
         self.wsgi_app.as_deref().unwrap_or("")
     }

@@ -467,6 +467,7 @@ fn host_main(sock: OwnedFd) -> i32 {
         pythonpath: "",
         virtualenv: venv.as_deref(),
         app: "",
+        paste_global: &[],
     };
     if let Err(e) = crate::wsgi::init_python(&setup) {
         error!("Config host: {e}");

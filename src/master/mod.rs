@@ -242,6 +242,7 @@ impl Arbiter {
                 pythonpath: settings.pythonpath.as_deref().unwrap_or(""),
                 virtualenv: settings.virtualenv.as_deref(),
                 app: settings.app(),
+                paste_global: &settings.paste_global,
             };
             match wsgi::load_app(&setup) {
                 Ok(app) => Some(app),

@@ -135,6 +135,7 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
         pythonpath: settings.pythonpath.as_deref().unwrap_or(""),
         virtualenv: settings.virtualenv.as_deref(),
         app: settings.app(),
+        paste_global: &settings.paste_global,
     };
     // Worker-side hooks: the config file runs here too, then post_fork,
     // before the app is imported (as in gunicorn).
@@ -167,6 +168,15 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
         if !h.call("post_fork", settings.workers, &proc_name) {
             return wsgi::WORKER_BOOT_ERROR;
         }
+    }
+    if settings.spew {
+        // Traced from the app's import on (the interpreter starts first).
+        if let Err(e) = wsgi::init_python(&setup) {
+            error!("Exception in worker process:\n{}", e.to_string().trim_end());
+            return e.exit_code();
+        }
+        wsgi::SPEW.store(true, std::sync::atomic::Ordering::Relaxed);
+        Python::attach(wsgi::spew_this_thread);
     }
     let app = match args.preloaded.take() {
         Some(app) => Ok(app),
