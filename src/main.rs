@@ -208,6 +208,9 @@ fn main() -> ExitCode {
                 proc_name: s.proc_name.as_deref().unwrap_or(s.app()),
             };
             let bound = ferrocorn::master::hook_bound(&s);
+            // gunicorn reports the first worker count too, before on_starting.
+            let first = [s.workers.into(), serde_json::Value::Null];
+            hooks::call("nworkers_changed", &server, None, &first, bound);
             if !hooks::call("on_starting", &server, None, &[], bound) {
                 // As gunicorn, which stops when a start-up hook raises.
                 hooks::shutdown();

@@ -128,6 +128,14 @@ impl Arbiter {
             &self.settings.errorlog,
             &self.settings.loglevel,
         );
+        // As gunicorn: the reloaded worker count is reported (even when
+        // unchanged), then on_reload.
+        let old_workers = self.previous.as_ref().map_or(0, |(s, _)| s.workers);
+        self.hook(
+            "nworkers_changed",
+            None,
+            &[self.settings.workers.into(), old_workers.into()],
+        );
         self.hook("on_reload", None, &[]);
         self.manage_workers();
         true
