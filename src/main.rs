@@ -201,7 +201,7 @@ fn main() -> ExitCode {
             };
             // The config host learns the final settings (`server.cfg`),
             // then `on_starting` runs, before the sockets are bound.
-            hooks::setup(&s.to_toml_string(), &s.errorlog, &s.loglevel);
+            hooks::setup(&s.to_toml_string(), &s.errorlog, &s.loglevel, &s.raw_env);
             let server = hooks::ServerState {
                 pid: std::process::id(),
                 num_workers: s.workers,

@@ -560,3 +560,45 @@ def worker_exit(server, worker): _rec("worker_exit", worker)
     assert!(s.log().contains("most recent call first"), "{}", s.log());
     busy.join().unwrap();
 }
+
+#[test]
+fn hooks_see_raw_env_and_outlive_a_stop_sent_to_the_whole_group() {
+    let conf = r#"
+import os
+_DIR = os.path.dirname(os.path.abspath(__file__))
+def when_ready(server):
+    with open(os.path.join(_DIR, "env.txt"), "w") as f:
+        f.write(os.environ.get("FROM_E", "missing"))
+def on_exit(server):
+    with open(os.path.join(_DIR, "exit.txt"), "w") as f:
+        f.write("on_exit ran")
+"#;
+    let dir = app_dir(conf);
+    let c = dir.join("gunicorn.conf.py");
+    let mut s = Server::spawn_in(
+        None,
+        &[],
+        Some(dir.path()),
+        &["-c", c.to_str().unwrap(), "-e", "FROM_E=yes", "hookapp:app"],
+        &[],
+        true,
+    );
+    s.wait_ready();
+    assert_eq!(fs::read_to_string(dir.join("env.txt")).unwrap(), "yes");
+    // TERM to every process of the group, as systemd's KillMode=control-group
+    // or a terminal's ^C (INT) do: the master's on_exit still runs.
+    unsafe { libc::kill(-s.pid, libc::SIGTERM) };
+    assert_eq!(
+        s.wait_exit(Duration::from_secs(20))
+            .and_then(|st| st.code()),
+        Some(0),
+        "{}",
+        s.log()
+    );
+    assert_eq!(
+        fs::read_to_string(dir.join("exit.txt")).unwrap_or_default(),
+        "on_exit ran",
+        "{}",
+        s.log()
+    );
+}

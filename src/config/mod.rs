@@ -126,8 +126,23 @@ pub fn load(
             .and_then(|(_, v)| v.last().cloned())
     };
     let config_path = named(&argv).or_else(|| env_level.as_ref().and_then(named));
+    // Where a Python config file imports from: the command line's (or
+    // the environment's) --virtualenv and --pythonpath, as gunicorn runs
+    // the file inside the venv it was started from.
+    let mut hint = settings.clone();
+    for level in env_level.iter().chain(std::iter::once(&argv)) {
+        for (name, vals) in &level.values {
+            if matches!(*name, "virtualenv" | "pythonpath") {
+                let _ = hint.apply_cli(name, vals.clone());
+            }
+        }
+    }
+    let paths = PyPaths {
+        virtualenv: hint.virtualenv.as_deref(),
+        pythonpath: hint.pythonpath.as_deref(),
+    };
     match &config_path {
-        Some(p) if is_python_config(p) => load_python(&mut settings, p)?,
+        Some(p) if is_python_config(p) => load_python(&mut settings, p, &paths)?,
         Some(p) => load_file(&mut settings, Path::new(p))?,
         None => {
             let toml = Path::new("ferrocorn.toml");
@@ -141,7 +156,7 @@ pub fn load(
                 load_file(&mut settings, toml)?;
                 settings.config = Some("ferrocorn.toml".into());
             } else if py.is_file() {
-                load_python(&mut settings, PY_DEFAULT)?;
+                load_python(&mut settings, PY_DEFAULT, &paths)?;
                 settings.config = Some(PY_DEFAULT.into());
             }
         }
@@ -167,8 +182,14 @@ fn is_python_config(spec: &str) -> bool {
     spec.starts_with("python:") || !spec.ends_with(".toml")
 }
 
+/// Where the config host imports from.
+struct PyPaths<'a> {
+    virtualenv: Option<&'a str>,
+    pythonpath: Option<&'a str>,
+}
+
 /// Run a Python config file in the config host and apply its settings.
-fn load_python(settings: &mut Settings, spec: &str) -> Result<(), ConfigError> {
+fn load_python(settings: &mut Settings, spec: &str, py: &PyPaths<'_>) -> Result<(), ConfigError> {
     if !spec.starts_with("python:") && !Path::new(spec).exists() {
         return Err(ConfigError::File {
             path: spec.into(),
@@ -188,8 +209,8 @@ fn load_python(settings: &mut Settings, spec: &str) -> Result<(), ConfigError> {
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| spec.to_string())
     };
-    let loaded =
-        crate::hooks::load(&full, &known).map_err(|e| ConfigError::Python(e.to_string()))?;
+    let loaded = crate::hooks::load(&full, &known, py.virtualenv, py.pythonpath)
+        .map_err(|e| ConfigError::Python(e.to_string()))?;
     if let Some(name) = loaded.objects.first() {
         return Err(ConfigError::File {
             path: spec.into(),

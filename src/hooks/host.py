@@ -220,10 +220,14 @@ def load(spec, known, hooks):
     return out
 
 
-def setup(cfg_toml, errorlog=None, loglevel=None):
+def setup(cfg_toml, errorlog=None, loglevel=None, raw_env=()):
     global _cfg
     if errorlog:
         _ferrocorn_log_init(errorlog, loglevel or "info")
+    for kv in raw_env:
+        key, sep, value = kv.partition("=")
+        if sep:
+            os.environ[key] = value
     values = tomllib.loads(cfg_toml)
     for name, fn in _ns.items():
         if callable(fn) and not name.startswith("__"):
@@ -270,7 +274,7 @@ def serve(rfile, wfile):
             if op == "load":
                 reply.update(load(req["spec"], set(req["known"]), set(req["hooks"])))
             elif op == "setup":
-                setup(req["cfg"], req.get("errorlog"), req.get("loglevel"))
+                setup(req["cfg"], req.get("errorlog"), req.get("loglevel"), req.get("raw_env") or ())
             elif op == "call":
                 reply.update(call(req["hook"], req.get("server"), req.get("worker"), req.get("args") or []))
         except ValueError as e:

@@ -111,11 +111,17 @@ fn host() -> std::sync::MutexGuard<'static, Option<Host>> {
 }
 
 /// Run the Python config file `spec` (a path, or `python:module`) in the
-/// config host, starting it on first use; `known` are the setting names.
-pub fn load(spec: &str, known: &[&str]) -> Result<Loaded, HookError> {
+/// config host, starting it on first use (importing from `virtualenv` and
+/// `pythonpath`); `known` are the setting names.
+pub fn load(
+    spec: &str,
+    known: &[&str],
+    virtualenv: Option<&str>,
+    pythonpath: Option<&str>,
+) -> Result<Loaded, HookError> {
     let mut guard = host();
     if guard.as_ref().is_none_or(|h| h.broken) {
-        *guard = Some(Host::start()?);
+        *guard = Some(Host::start(virtualenv, pythonpath.unwrap_or(""))?);
     }
     let Some(h) = guard.as_mut() else {
         return Err(HookError::Host("did not start".into()));
@@ -199,12 +205,14 @@ pub fn worker_spec() -> Option<(String, Vec<String>)> {
 
 /// After the master resolved the configuration: tell the host the final
 /// settings (`server.cfg`) and where the error log goes.
-pub fn setup(cfg_toml: &str, errorlog: &str, loglevel: &str) {
+/// `raw_env` (`-e K=V`) goes into the host's `os.environ` too, as it is
+/// in gunicorn's master, where the hooks run.
+pub fn setup(cfg_toml: &str, errorlog: &str, loglevel: &str, raw_env: &[String]) {
     let mut guard = host();
     let Some(h) = guard.as_mut() else {
         return;
     };
-    let msg = json!({"op": "setup", "cfg": cfg_toml, "errorlog": errorlog, "loglevel": loglevel});
+    let msg = json!({"op": "setup", "cfg": cfg_toml, "errorlog": errorlog, "loglevel": loglevel, "raw_env": raw_env});
     if let Err(e) = h.request(msg, LOAD_BOUND) {
         warning!("Config host: {e}");
     }
@@ -321,7 +329,7 @@ impl Host {
     /// Fork the host. Called by the single-threaded master. The host is
     /// forked twice so that it is not the master's child: the master's
     /// children are its workers, as tools watching it expect.
-    fn start() -> Result<Host, HookError> {
+    fn start(virtualenv: Option<&str>, pythonpath: &str) -> Result<Host, HookError> {
         let (ours, theirs) = sys::socketpair().map_err(HookError::Start)?;
         match sys::fork().map_err(|e| HookError::Start(e.into()))? {
             Forked::Parent(middle) => {
@@ -342,7 +350,7 @@ impl Host {
             Forked::Child => {
                 drop(ours);
                 let code = match sys::fork() {
-                    Ok(Forked::Child) => host_main(theirs),
+                    Ok(Forked::Child) => host_main(theirs, virtualenv, pythonpath),
                     Ok(Forked::Parent(_)) => 0,
                     Err(_) => 1,
                 };
@@ -451,8 +459,26 @@ fn _ferrocorn_log_init(path: &str, level: &str) {
 
 /// The host process: Python up, then serve the master's requests until the
 /// link closes.
-fn host_main(sock: OwnedFd) -> i32 {
+fn host_main(sock: OwnedFd, virtualenv: Option<&str>, pythonpath: &str) -> i32 {
     sys::set_proc_title("ferrocorn: config host");
+    // The host lives until the master lets go of the link (then it sees
+    // end-of-file): stop signals sent to the whole group (a terminal's ^C,
+    // systemd's KillMode=control-group) must not end it before the
+    // master's last hooks (child_exit, on_exit) have run.
+    for sig in [
+        sys::Signal::SIGTERM,
+        sys::Signal::SIGINT,
+        sys::Signal::SIGQUIT,
+        sys::Signal::SIGHUP,
+        sys::Signal::SIGUSR1,
+        sys::Signal::SIGUSR2,
+        sys::Signal::SIGTTIN,
+        sys::Signal::SIGTTOU,
+        sys::Signal::SIGWINCH,
+    ] {
+        sys::ignore_signal(sig);
+    }
+    sys::unblock_all_signals();
     let cwd = std::env::current_dir()
         .map(|d| d.display().to_string())
         .unwrap_or_else(|_| ".".into());
@@ -461,11 +487,10 @@ fn host_main(sock: OwnedFd) -> i32 {
         launch_dir: cwd,
         hash_seed: crate::wsgi::new_hash_seed(),
     };
-    let venv = std::env::var("VIRTUAL_ENV").ok().filter(|v| !v.is_empty());
     let setup = crate::wsgi::PySetup {
         base: &base,
-        pythonpath: "",
-        virtualenv: venv.as_deref(),
+        pythonpath,
+        virtualenv,
         app: "",
         paste_global: &[],
     };

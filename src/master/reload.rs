@@ -127,6 +127,7 @@ impl Arbiter {
             &self.settings.to_toml_string(),
             &self.settings.errorlog,
             &self.settings.loglevel,
+            &self.settings.raw_env,
         );
         // As gunicorn: the reloaded worker count is reported (even when
         // unchanged), then on_reload.
