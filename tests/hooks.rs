@@ -602,3 +602,61 @@ def on_exit(server):
         s.log()
     );
 }
+
+#[test]
+fn post_fork_reconnects_a_database_of_a_preloaded_app() {
+    // The common use: the app (imported once in the master with --preload)
+    // opens a database connection at import; post_fork gives each worker
+    // its own, as sqlite3 connections must not cross a fork.
+    let conf = r#"
+import os, sqlite3
+def post_fork(server, worker):
+    import dbapp
+    dbapp.DB = sqlite3.connect(dbapp.PATH)
+    dbapp.OPENED_IN = os.getpid()
+"#;
+    let app = r#"
+import os, sqlite3
+PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "app.db")
+DB = sqlite3.connect(PATH)
+DB.execute("create table if not exists t (pid integer)")
+DB.commit()
+OPENED_IN = os.getpid()
+def app(environ, start_response):
+    DB.execute("insert into t values (?)", (os.getpid(),))
+    DB.commit()
+    n = DB.execute("select count(*) from t").fetchone()[0]
+    start_response("200 OK", [("Connection", "close")])
+    return [("%s %s %s" % (os.getpid(), OPENED_IN, n)).encode()]
+"#;
+    let dir = app_dir(conf);
+    fs::write(dir.join("dbapp.py"), app).unwrap();
+    let c = dir.join("gunicorn.conf.py");
+    let mut s = Server::spawn_in(
+        None,
+        &[],
+        Some(dir.path()),
+        &[
+            "-c",
+            c.to_str().unwrap(),
+            "--preload",
+            "-w",
+            "2",
+            "dbapp:app",
+        ],
+        &[],
+        true,
+    );
+    s.wait_ready();
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..40 {
+        let text = get(s.port, "/").text();
+        let parts: Vec<&str> = text.split(' ').collect();
+        assert_eq!(
+            parts[0], parts[1],
+            "the connection was opened in the worker: {text}"
+        );
+        seen.insert(parts[0].to_string());
+    }
+    assert!(!seen.is_empty());
+}
