@@ -80,6 +80,15 @@ fn wait_for(what: &str, s: &Server, mut ok: impl FnMut() -> bool) {
     }
 }
 
+/// Start ferrocorn with `-c DIR/gunicorn.conf.py ARGS`, the app in DIR,
+/// without waiting.
+fn spawn_with_conf(dir: &TempDir, args: &[&str]) -> Server {
+    let conf = dir.join("gunicorn.conf.py");
+    let mut all = vec!["-c", conf.to_str().expect("utf-8 path")];
+    all.extend_from_slice(args);
+    Server::spawn_in(None, &[], Some(dir.path()), &all, &[], true)
+}
+
 fn app_dir(conf: &str) -> TempDir {
     let dir = TempDir::new("hooks");
     fs::write(dir.join("hookapp.py"), APP).unwrap();
@@ -90,15 +99,7 @@ fn app_dir(conf: &str) -> TempDir {
 #[test]
 fn every_hook_runs_in_the_right_process_with_the_right_arguments() {
     let dir = app_dir(RECORDING_CONF);
-    let conf = dir.join("gunicorn.conf.py");
-    let mut s = Server::spawn_in(
-        None,
-        &[],
-        Some(dir.path()),
-        &["-c", conf.to_str().unwrap(), "hookapp:app"],
-        &[],
-        true,
-    );
+    let mut s = spawn_with_conf(&dir, &["hookapp:app"]);
     s.wait_ready();
     let master = s.pid as u64;
     let first = s.wait_workers(2, Duration::from_secs(20));
@@ -233,15 +234,7 @@ fn every_hook_runs_in_the_right_process_with_the_right_arguments() {
 fn a_raising_hook_is_logged_and_the_server_carries_on() {
     let conf = "def nworkers_changed(server, new, old):\n    raise ValueError('nworkers_changed went wrong')\n";
     let dir = app_dir(conf);
-    let c = dir.join("gunicorn.conf.py");
-    let mut s = Server::spawn_in(
-        None,
-        &[],
-        Some(dir.path()),
-        &["-c", c.to_str().unwrap(), "-w", "1", "hookapp:app"],
-        &[],
-        true,
-    );
+    let mut s = spawn_with_conf(&dir, &["-w", "1", "hookapp:app"]);
     s.wait_ready();
     s.signal(libc::SIGTTIN);
     s.wait_workers(2, Duration::from_secs(20));
@@ -258,24 +251,8 @@ fn a_raising_hook_is_logged_and_the_server_carries_on() {
 fn a_hanging_hook_is_bounded_and_does_not_stall_the_master() {
     let conf = "import time\ndef pre_fork(server, worker):\n    if worker.age == 1:\n        time.sleep(60)\n";
     let dir = app_dir(conf);
-    let c = dir.join("gunicorn.conf.py");
     let started = Instant::now();
-    let mut s = Server::spawn_in(
-        None,
-        &[],
-        Some(dir.path()),
-        &[
-            "-c",
-            c.to_str().unwrap(),
-            "--timeout",
-            "2",
-            "-w",
-            "1",
-            "hookapp:app",
-        ],
-        &[],
-        true,
-    );
+    let mut s = spawn_with_conf(&dir, &["--timeout", "2", "-w", "1", "hookapp:app"]);
     s.wait_ready();
     assert_eq!(get(s.port, "/").status, 200);
     assert!(started.elapsed() < Duration::from_secs(15));
@@ -304,15 +281,7 @@ fn a_raising_start_up_hook_stops_the_server_as_gunicorn_does() {
         let dir = app_dir(&format!(
             "def {hook}(server):\n    raise RuntimeError('{hook} refuses')\n"
         ));
-        let c = dir.join("gunicorn.conf.py");
-        let mut s = Server::spawn_in(
-            None,
-            &[],
-            Some(dir.path()),
-            &["-c", c.to_str().unwrap(), "hookapp:app"],
-            &[],
-            true,
-        );
+        let mut s = spawn_with_conf(&dir, &["hookapp:app"]);
         let st = s.wait_exit(Duration::from_secs(20)).expect("exits");
         assert_eq!(st.code(), Some(1), "{hook}: {}", s.log());
         assert!(
@@ -344,24 +313,7 @@ def post_request(worker, req, environ, resp):
 "#;
     for class in ["sync", "gthread"] {
         let dir = app_dir(conf);
-        let c = dir.join("gunicorn.conf.py");
-        let s = Server::spawn_in(
-            None,
-            &[],
-            Some(dir.path()),
-            &[
-                "-c",
-                c.to_str().unwrap(),
-                "-k",
-                class,
-                "-w",
-                "1",
-                "hookapp:app",
-            ],
-            &[],
-            true,
-        );
-        let mut s = s;
+        let mut s = spawn_with_conf(&dir, &["-k", class, "-w", "1", "hookapp:app"]);
         s.wait_ready();
         let worker = s.wait_workers(1, Duration::from_secs(20))[0] as u64;
         let r = request(s.port, "GET", "/p/a?x=1", &[("X-Thing", "yes")], b"");
@@ -496,23 +448,7 @@ def worker_exit(server, worker): _rec("worker_exit", worker)
     // SIGQUIT to a worker busy in a request: worker_int, then worker_exit.
     let dir = app_dir(conf);
     fs::write(dir.join("hookapp.py"), app).unwrap();
-    let c = dir.join("gunicorn.conf.py");
-    let mut s = Server::spawn_in(
-        None,
-        &[],
-        Some(dir.path()),
-        &[
-            "-c",
-            c.to_str().unwrap(),
-            "-w",
-            "1",
-            "--timeout",
-            "3",
-            "hookapp:app",
-        ],
-        &[],
-        true,
-    );
+    let mut s = spawn_with_conf(&dir, &["-w", "1", "--timeout", "3", "hookapp:app"]);
     s.wait_ready();
     let w = s.wait_workers(1, Duration::from_secs(20))[0];
     let port = s.port;
@@ -574,15 +510,7 @@ def on_exit(server):
         f.write("on_exit ran")
 "#;
     let dir = app_dir(conf);
-    let c = dir.join("gunicorn.conf.py");
-    let mut s = Server::spawn_in(
-        None,
-        &[],
-        Some(dir.path()),
-        &["-c", c.to_str().unwrap(), "-e", "FROM_E=yes", "hookapp:app"],
-        &[],
-        true,
-    );
+    let mut s = spawn_with_conf(&dir, &["-e", "FROM_E=yes", "hookapp:app"]);
     s.wait_ready();
     assert_eq!(fs::read_to_string(dir.join("env.txt")).unwrap(), "yes");
     // TERM to every process of the group, as systemd's KillMode=control-group
@@ -631,22 +559,7 @@ def app(environ, start_response):
 "#;
     let dir = app_dir(conf);
     fs::write(dir.join("dbapp.py"), app).unwrap();
-    let c = dir.join("gunicorn.conf.py");
-    let mut s = Server::spawn_in(
-        None,
-        &[],
-        Some(dir.path()),
-        &[
-            "-c",
-            c.to_str().unwrap(),
-            "--preload",
-            "-w",
-            "2",
-            "dbapp:app",
-        ],
-        &[],
-        true,
-    );
+    let mut s = spawn_with_conf(&dir, &["--preload", "-w", "2", "dbapp:app"]);
     s.wait_ready();
     let mut seen = std::collections::HashSet::new();
     for _ in 0..40 {
