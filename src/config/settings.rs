@@ -137,6 +137,24 @@ settings! {
         section "Config File", flags ["print-config"], meta "",
         default_doc "false", cli_only true,
         help "Print the resolved configuration as TOML and exit.";
+    reload: bool = false;
+        section "Debugging", flags ["reload"], meta "", default_doc "false",
+        help "Restart the workers when a Python module they imported, or a --reload-extra-file, changes (for development).";
+    reload_engine: String = "auto".to_string();
+        section "Debugging", flags ["reload-engine"], meta "STRING", default_doc "auto",
+        help "How --reload notices changes: inotify (at once), poll (looks once a second) or auto (inotify).";
+    reload_extra_files: Vec<String> = Vec::new();
+        section "Debugging", flags ["reload-extra-file"], meta "FILES", default_doc "none",
+        help "More files for --reload to watch (templates, config); glob patterns like templates/**/*.html are expanded at each look. Repeatable.";
+    spew: bool = false;
+        section "Debugging", flags ["spew"], meta "", default_doc "false",
+        help "Print every line of Python the workers execute, as it runs (module:line: source), to stdout. Slow; for chasing a hang.";
+    paste: Option<String> = None;
+        section "Server Mechanics", flags ["paste", "paster"], meta "STRING", default_doc "none",
+        help "Load the app from a PasteDeploy config file (FILE.ini, or FILE.ini#name for another app section) instead of APP_MODULE; its logging sections, if any, configure Python's logging in the workers.";
+    paste_global: Vec<String> = Vec::new();
+        section "Server Mechanics", flags ["paste-global"], meta "CONF", default_doc "none",
+        help "A KEY=VALUE global for the PasteDeploy config (as %(KEY)s in it). Repeatable.";
     bind: Vec<String> = match env_default(env, "PORT") {
             Some(port) => vec![format!("0.0.0.0:{port}")],
             None => vec!["127.0.0.1:8000".to_string()],
@@ -282,6 +300,7 @@ settings! {
 
 impl Settings {
     /// The app spec; present whenever `load` returned `Run`/`CheckConfig`.
+    /// With `--paste` (and no APP_MODULE) it is `paste:FILE[#name]`.
     pub fn app(&self) -> &str {
         self.wsgi_app.as_deref().unwrap_or("")
     }

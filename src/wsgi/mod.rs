@@ -29,7 +29,8 @@ pub use call::WsgiApp;
 pub use environ::{percent_decode, Peer, ServerInfo, Wsgi};
 pub use input::Input;
 pub use load::{
-    configure_logging, format_exception, load_app, new_hash_seed, LoadError, PyBase, PySetup,
+    configure_logging, format_exception, init_python, load_app, new_hash_seed, spew_this_thread,
+    LoadError, PyBase, PySetup, SPEW,
 };
 pub use pylog::LogConfig;
 pub use response::{Responder, SPILL_MAX};
