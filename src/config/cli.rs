@@ -50,7 +50,8 @@ fn build_command() -> clap::Command {
         .arg(Arg::new("APP_MODULE").index(1).help(
             "The WSGI app: MODULE[:ATTR] (ATTR defaults to 'application') or MODULE:FACTORY(ARGS)",
         ));
-    for def in SETTINGS {
+    // Settings gunicorn has no flag for are TOML keys only.
+    for def in SETTINGS.iter().filter(|d| !d.long.is_empty()) {
         let mut arg = Arg::new(def.name)
             .long(def.long[0])
             .help_heading(def.section)
@@ -63,10 +64,16 @@ fn build_command() -> clap::Command {
         }
         arg = match def.arity {
             Arity::Flag => arg.action(ArgAction::SetTrue),
-            Arity::One => arg
-                .action(ArgAction::Append)
-                .value_name(def.value_name)
-                .allow_hyphen_values(true),
+            Arity::One => {
+                let arg = arg
+                    .action(ArgAction::Append)
+                    .value_name(def.value_name)
+                    .allow_hyphen_values(true);
+                match def.missing {
+                    Some(v) => arg.num_args(0..=1).default_missing_value(v),
+                    None => arg,
+                }
+            }
             Arity::Many => arg
                 .action(ArgAction::Append)
                 .value_name(def.value_name)
@@ -95,7 +102,7 @@ pub(super) fn parse_level(args: Vec<OsString>) -> Result<CliLevel, ConfigError> 
         .try_get_matches_from(args)
         .map_err(one_line)?;
     let mut values = Vec::new();
-    for def in SETTINGS {
+    for def in SETTINGS.iter().filter(|d| !d.long.is_empty()) {
         match def.arity {
             Arity::Flag => {
                 if m.get_flag(def.name) {

@@ -67,6 +67,10 @@ fn flag_synopsis(def: &SettingDef) -> String {
     for l in def.long {
         names.push(format!("\\fB\\-\\-{}\\fR", roff(l)));
     }
+    if names.is_empty() {
+        // No flag in gunicorn either: a config-file key only.
+        return format!("\\fB{}\\fR (config file only)", roff(def.name));
+    }
     let mut line = names.join(", ");
     if def.arity != Arity::Flag {
         let _ = write!(line, " \\fI{}\\fR", roff(def.value_name));
@@ -489,7 +493,7 @@ pub fn zsh_completion() -> String {
             zsh_desc(help)
         );
     }
-    for def in SETTINGS {
+    for def in SETTINGS.iter().filter(|d| !d.long.is_empty()) {
         let mut names: Vec<String> = Vec::new();
         if let Some(c) = def.short {
             names.push(if def.arity == Arity::Flag {

@@ -27,15 +27,18 @@ mod bind;
 mod cli;
 pub mod docs;
 mod file;
+mod net;
 mod settings;
+mod table;
 mod validate;
 mod value;
 
 pub use bind::{parse_bind, BindAddr};
 pub use cli::help_text;
+pub use net::{split_list, IpNet};
 pub use settings::{SettingDef, Settings, SETTINGS};
 pub use validate::parse_umask;
-pub use value::{Arity, SettingValue};
+pub use value::{Arity, Enabled, SettingValue, StrMap};
 
 use cli::{parse_level, shell_split, CliLevel};
 use file::load_file;
@@ -59,7 +62,7 @@ pub enum ConfigError {
     UnknownKey { path: PathBuf, key: String },
     #[error("invalid bind address '{addr}': {reason}")]
     Bind { addr: String, reason: String },
-    #[error("{setting} is not supported yet by ferrocorn {version}: {reason}")]
+    #[error("{setting} cannot be changed in ferrocorn {version}: {reason}")]
     Unsupported {
         setting: String,
         version: &'static str,
@@ -140,6 +143,9 @@ pub fn load(
         }
         if let Some(app) = &level.app {
             settings.wsgi_app = Some(app.clone());
+            // As gunicorn: the positional APP_MODULE names the processes
+            // unless proc_name says otherwise.
+            settings.default_proc_name = app.clone();
         }
     }
     finish(settings, env)

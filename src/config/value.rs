@@ -165,3 +165,86 @@ impl SettingValue for Vec<String> {
         Ok(values)
     }
 }
+
+/// A setting that is on by default and whose flag turns it off (gunicorn's
+/// `--no-sendfile` is `sendfile = false` in a config file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enabled(pub bool);
+
+impl SettingValue for Enabled {
+    const ARITY: Arity = Arity::Flag;
+    fn parse_str(s: &str) -> Result<Self, String> {
+        bool::parse_str(s).map(Enabled)
+    }
+    fn from_toml(v: &toml::Value) -> Result<Self, String> {
+        bool::from_toml(v).map(Enabled)
+    }
+    fn to_toml(&self) -> Option<String> {
+        self.0.to_toml()
+    }
+    /// Giving the flag is what switches the setting off.
+    fn from_cli(values: Vec<String>) -> Result<Self, (String, String)> {
+        let last = values.into_iter().last().unwrap_or_default();
+        match bool::parse_str(&last) {
+            Ok(given) => Ok(Enabled(!given)),
+            Err(e) => Err((last, e)),
+        }
+    }
+}
+
+/// A table of string to string, in the order given (gunicorn's dict
+/// settings, e.g. `secure_scheme_headers`): a TOML inline table, or
+/// `NAME=VALUE,NAME=VALUE` as text.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StrMap(pub Vec<(String, String)>);
+
+impl StrMap {
+    pub fn of(pairs: &[(&str, &str)]) -> StrMap {
+        StrMap(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+}
+
+impl SettingValue for StrMap {
+    fn parse_str(s: &str) -> Result<Self, String> {
+        let mut out = Vec::new();
+        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            match item.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => {
+                    out.push((k.trim().to_string(), v.trim().to_string()))
+                }
+                _ => return Err("expected NAME=VALUE pairs separated by commas".into()),
+            }
+        }
+        Ok(StrMap(out))
+    }
+    fn from_toml(v: &toml::Value) -> Result<Self, String> {
+        let t = v
+            .as_table()
+            .ok_or_else(|| "expected a table of strings, e.g. { NAME = \"value\" }".to_string())?;
+        t.iter()
+            .map(|(k, v)| match v.as_str() {
+                Some(s) => Ok((k.clone(), s.to_string())),
+                None => Err(format!("expected a string value for '{k}'")),
+            })
+            .collect::<Result<_, _>>()
+            .map(StrMap)
+    }
+    fn to_toml(&self) -> Option<String> {
+        // Sorted, as a TOML table reads back, so printing is stable.
+        let mut items: Vec<String> = self
+            .0
+            .iter()
+            .map(|(k, v)| format!("{} = {}", toml_str(k), toml_str(v)))
+            .collect();
+        items.sort();
+        if items.is_empty() {
+            return Some("{}".into());
+        }
+        Some(format!("{{ {} }}", items.join(", ")))
+    }
+}

@@ -178,7 +178,9 @@ pub struct Arbiter {
 }
 
 fn proc_name(s: &Settings) -> String {
-    s.proc_name.clone().unwrap_or_else(|| s.app().to_string())
+    s.proc_name
+        .clone()
+        .unwrap_or_else(|| s.default_proc_name.clone())
 }
 
 impl Arbiter {
@@ -314,6 +316,17 @@ impl Arbiter {
             info!("Listening at: {} ({})", l.describe(), self.pid);
         }
         info!("Using worker: {}", self.settings.worker_class);
+        if self.settings.http_parser != "auto" {
+            info!(
+                "http_parser = {}: ferrocorn always uses its own HTTP parser",
+                self.settings.http_parser
+            );
+        }
+        if let Some(dir) = &self.settings.tmp_upload_dir {
+            warning!(
+                "tmp_upload_dir = {dir} has no effect: request bodies are never spooled to disk (gunicorn 27 does not use it either)"
+            );
+        }
         if self.predecessor.is_some() {
             info!(
                 "Upgrade: booting as the successor of master {}",

@@ -1,0 +1,220 @@
+//! gunicorn's settings, all known: every setting round-trips through
+//! `--print-config`, every flag is accepted at its default (or refused with
+//! one line naming it, never clap's unknown-argument error), and the
+//! levels apply in order (default < file < GUNICORN_CMD_ARGS <
+//! FERROCORN_CMD_ARGS < command line).
+
+mod common;
+
+use std::fs;
+
+use common::*;
+use ferrocorn::config::{Arity, SETTINGS};
+
+fn cli_in(dir: &TempDir, args: &[&str], env: &[(&str, &str)]) -> CliOutput {
+    run_cli(args, env, dir.path())
+}
+
+fn ok(out: &CliOutput) -> &str {
+    assert_eq!(out.code(), Some(0), "stderr: {}", out.stderr);
+    &out.stdout
+}
+
+/// Exit 2 and exactly one line on stderr, which names `needle`.
+fn one_line_refusal(out: &CliOutput, needle: &str) {
+    let lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert_eq!(out.code(), Some(2), "{needle}: stderr: {}", out.stderr);
+    assert_eq!(lines.len(), 1, "{needle}: stderr: {}", out.stderr);
+    assert!(lines[0].contains(needle), "{needle}: {}", lines[0]);
+    for bad in ["unexpected argument", "unknown setting", "panicked"] {
+        assert!(!lines[0].contains(bad), "{needle}: {}", lines[0]);
+    }
+}
+
+#[test]
+fn every_setting_round_trips_through_print_config() {
+    let dir = TempDir::new("roundtrip");
+    // Some values away from their defaults too, of each kind.
+    let first = cli_in(
+        &dir,
+        &[
+            "--print-config",
+            "-w",
+            "3",
+            "-b",
+            "127.0.0.1:9001",
+            "-b",
+            "unix:/tmp/x.sock",
+            "--no-sendfile",
+            "--header-map",
+            "refuse",
+            "--forwarded-allow-ips",
+            "10.0.0.0/8,::1",
+            "--forwarder-headers",
+            "SCRIPT_NAME,X_CUSTOM",
+            "-e",
+            "A=b c",
+            "--http-parser",
+            "python",
+            "hello:app",
+        ],
+        &[],
+    );
+    let text = ok(&first).to_string();
+    let table: toml::Table = text.parse().expect("--print-config prints TOML");
+    for def in SETTINGS.iter().filter(|d| !d.cli_only) {
+        let listed =
+            table.contains_key(def.name) || text.contains(&format!("# {} is not set\n", def.name));
+        assert!(listed, "--print-config does not list {}", def.name);
+    }
+    assert_eq!(table["sendfile"].as_bool(), Some(false));
+    assert_eq!(table["header_map"].as_str(), Some("refuse"));
+    let conf = dir.join("printed.toml");
+    fs::write(&conf, &text).unwrap();
+    let second = cli_in(&dir, &["--print-config", "-c", conf.to_str().unwrap()], &[]);
+    assert_eq!(
+        ok(&second),
+        text,
+        "printing what was printed changes nothing"
+    );
+}
+
+/// The value to give `def`'s flag so that it means the default, from the
+/// default configuration as printed; `None` when no command-line value can
+/// say "empty list".
+fn default_args(def: &ferrocorn::config::SettingDef, printed: &toml::Table) -> Option<Vec<String>> {
+    let flag = format!("--{}", def.long[0]);
+    if def.arity == Arity::Flag {
+        return Some(vec![flag]);
+    }
+    let Some(v) = printed.get(def.name) else {
+        // Not set: an empty value is "not set".
+        return Some(vec![flag, String::new()]);
+    };
+    let one = |v: &toml::Value| match v {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    match v {
+        toml::Value::Array(items) if items.is_empty() => None,
+        toml::Value::Array(items) => {
+            Some(items.iter().flat_map(|i| [flag.clone(), one(i)]).collect())
+        }
+        other => Some(vec![flag, one(other)]),
+    }
+}
+
+#[test]
+fn every_flag_is_accepted_at_its_default_or_refused_in_one_line() {
+    let dir = TempDir::new("flags");
+    let baseline = cli_in(&dir, &["--print-config"], &[]);
+    let base_text = ok(&baseline).to_string();
+    let printed: toml::Table = base_text.parse().unwrap();
+    let mut checked = 0;
+    for def in SETTINGS
+        .iter()
+        .filter(|d| !d.long.is_empty() && !d.cli_only)
+    {
+        let Some(args) = default_args(def, &printed) else {
+            continue;
+        };
+        let mut all: Vec<&str> = vec!["--print-config"];
+        all.extend(args.iter().map(String::as_str));
+        let out = cli_in(&dir, &all, &[]);
+        let flag = format!("--{}", def.long[0]);
+        if def.arity == Arity::Flag {
+            // A switch may change the value: then it either works or is
+            // refused with one line naming it.
+            if out.code() == Some(0) {
+                let t: toml::Table = out.stdout.parse().unwrap();
+                assert!(t.contains_key(def.name), "{flag}");
+            } else {
+                one_line_refusal(&out, &flag);
+                assert!(def.unsupported.is_some(), "{flag} refused: {}", out.stderr);
+            }
+        } else {
+            assert_eq!(ok(&out), base_text, "{flag} at its default changes nothing");
+        }
+        // Every alias and the short form are flags too.
+        for alias in def
+            .long
+            .iter()
+            .skip(1)
+            .map(|l| format!("--{l}"))
+            .chain(def.short.map(|c| format!("-{c}")))
+        {
+            let mut a = args.clone();
+            a[0] = alias.clone();
+            let mut all: Vec<&str> = vec!["--print-config"];
+            all.extend(a.iter().map(String::as_str));
+            let out = cli_in(&dir, &all, &[]);
+            assert!(
+                !out.stderr.contains("unexpected argument"),
+                "{alias}: {}",
+                out.stderr
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked > 80, "only {checked} flags checked");
+}
+
+#[test]
+fn refused_settings_name_themselves_and_say_why() {
+    let dir = TempDir::new("refused");
+    for (args, needle, why) in [
+        (
+            &["--certfile", "/x.pem"][..],
+            "--certfile",
+            "not available yet: TLS",
+        ),
+        (
+            &["--http-protocols", "h2"],
+            "--http-protocols",
+            "not available yet: HTTP/2",
+        ),
+        (
+            &["--proxy-protocol"],
+            "--proxy-protocol",
+            "not available yet: the PROXY protocol",
+        ),
+        (&["--protocol", "uwsgi"], "--protocol", "uwsgi"),
+        (
+            &["--statsd-host", "localhost:8125"],
+            "--statsd-host",
+            "statsd",
+        ),
+        (
+            &["--control-socket", "/tmp/c.ctl"],
+            "--control-socket",
+            "control socket",
+        ),
+        (&["--asgi-loop", "uvloop"], "--asgi-loop", "ASGI"),
+        (
+            &["--dirty-workers", "2"],
+            "--dirty-workers",
+            "no dirty-arbiter pool",
+        ),
+        (
+            &["--worker-tmp-dir", "/dev/shm"],
+            "--worker-tmp-dir",
+            "heartbeat",
+        ),
+    ] {
+        let mut all = vec!["--print-config"];
+        all.extend_from_slice(args);
+        let out = cli_in(&dir, &all, &[]);
+        one_line_refusal(&out, needle);
+        assert!(out.stderr.contains(why), "{needle}: {}", out.stderr);
+    }
+    // A config-file-only setting is named by its key.
+    let conf = dir.join("hooks.toml");
+    fs::write(&conf, "dirty_post_fork = \"mod.fn\"\n").unwrap();
+    let out = cli_in(&dir, &["--print-config", "-c", conf.to_str().unwrap()], &[]);
+    one_line_refusal(&out, "dirty_post_fork");
+    assert!(out.stderr.contains("dirty-arbiter"), "{}", out.stderr);
+}
