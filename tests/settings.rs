@@ -218,3 +218,86 @@ fn refused_settings_name_themselves_and_say_why() {
     one_line_refusal(&out, "dirty_post_fork");
     assert!(out.stderr.contains("dirty-arbiter"), "{}", out.stderr);
 }
+
+fn value(out: &CliOutput, name: &str) -> Option<String> {
+    let t: toml::Table = ok(out).parse().unwrap();
+    t.get(name).map(|v| v.to_string())
+}
+
+#[test]
+fn gunicorn_cmd_args_sits_between_the_file_and_ferrocorn_cmd_args() {
+    let dir = TempDir::new("gcmd");
+    let conf = dir.join("f.toml");
+    fs::write(&conf, "workers = 2\nbacklog = 100\ntimeout = 7\n").unwrap();
+    let c = conf.to_str().unwrap();
+    let both = [
+        (
+            "GUNICORN_CMD_ARGS",
+            "--workers 3 --backlog 300 --max-requests 9",
+        ),
+        ("FERROCORN_CMD_ARGS", "--workers 4"),
+    ];
+    let out = cli_in(&dir, &["--print-config", "-c", c], &both);
+    // file < GUNICORN_CMD_ARGS < FERROCORN_CMD_ARGS
+    assert_eq!(value(&out, "workers").as_deref(), Some("4"));
+    assert_eq!(value(&out, "backlog").as_deref(), Some("300"));
+    assert_eq!(value(&out, "timeout").as_deref(), Some("7"));
+    assert_eq!(value(&out, "max_requests").as_deref(), Some("9"));
+    // ... < command line
+    let out = cli_in(
+        &dir,
+        &["--print-config", "-c", c, "-w", "5", "--backlog", "500"],
+        &both,
+    );
+    assert_eq!(value(&out, "workers").as_deref(), Some("5"));
+    assert_eq!(value(&out, "backlog").as_deref(), Some("500"));
+    // default < GUNICORN_CMD_ARGS alone, split as a shell would.
+    let out = cli_in(
+        &dir,
+        &["--print-config"],
+        &[(
+            "GUNICORN_CMD_ARGS",
+            "-e 'A=b c' --bind=127.0.0.1:9123 --log-level warning",
+        )],
+    );
+    assert_eq!(value(&out, "raw_env").as_deref(), Some(r#"["A=b c"]"#));
+    assert_eq!(
+        value(&out, "bind").as_deref(),
+        Some(r#"["127.0.0.1:9123"]"#)
+    );
+    assert_eq!(value(&out, "loglevel").as_deref(), Some(r#""warning""#));
+    // GUNICORN_CMD_ARGS can name the config file, as in gunicorn.
+    let out = cli_in(
+        &dir,
+        &["--print-config"],
+        &[("GUNICORN_CMD_ARGS", &format!("-c {c}"))],
+    );
+    assert_eq!(value(&out, "timeout").as_deref(), Some("7"));
+}
+
+#[test]
+fn bad_gunicorn_cmd_args_are_one_line_naming_the_variable() {
+    let dir = TempDir::new("gbad");
+    let out = cli_in(
+        &dir,
+        &["--print-config"],
+        &[("GUNICORN_CMD_ARGS", "--no-such-flag")],
+    );
+    // A flag gunicorn does not have either is still a usage error.
+    assert_eq!(out.code(), Some(2), "{}", out.stderr);
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.stderr);
+    assert!(out.stderr.contains("GUNICORN_CMD_ARGS: "), "{}", out.stderr);
+    assert!(out.stderr.contains("--no-such-flag"), "{}", out.stderr);
+    let out = cli_in(
+        &dir,
+        &["--print-config"],
+        &[("GUNICORN_CMD_ARGS", "-e 'open")],
+    );
+    one_line_refusal(&out, "GUNICORN_CMD_ARGS");
+    let out = cli_in(
+        &dir,
+        &["--print-config"],
+        &[("GUNICORN_CMD_ARGS", "--workers x")],
+    );
+    one_line_refusal(&out, "GUNICORN_CMD_ARGS: invalid value 'x' for --workers");
+}

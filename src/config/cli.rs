@@ -1,7 +1,7 @@
 //! The command line: the clap command built from the settings table (and
-//! so the `--help` text), parsing one level of arguments (argv or
-//! `FERROCORN_CMD_ARGS`) into per-setting values, and the shell-like
-//! splitting of `FERROCORN_CMD_ARGS`.
+//! so the `--help` text), parsing one level of arguments (argv,
+//! `FERROCORN_CMD_ARGS` or `GUNICORN_CMD_ARGS`) into per-setting values,
+//! and the shell-like splitting of those variables.
 
 use std::ffi::OsString;
 
@@ -124,9 +124,9 @@ pub(super) fn parse_level(args: Vec<OsString>) -> Result<CliLevel, ConfigError> 
     })
 }
 
-/// Split `FERROCORN_CMD_ARGS` like a POSIX shell would (quotes and
+/// Split `FERROCORN_CMD_ARGS` or `GUNICORN_CMD_ARGS` like a POSIX shell would (quotes and
 /// backslashes; no expansion).
-pub(super) fn shell_split(s: &str) -> Result<Vec<OsString>, ConfigError> {
+pub(super) fn shell_split(s: &str) -> Result<Vec<OsString>, String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut in_word = false;
@@ -139,7 +139,7 @@ pub(super) fn shell_split(s: &str) -> Result<Vec<OsString>, ConfigError> {
                     match chars.next() {
                         Some('\'') => break,
                         Some(c) => cur.push(c),
-                        None => return Err(ConfigError::EnvArgs("unterminated ' quote".into())),
+                        None => return Err("unterminated ' quote".to_string()),
                     }
                 }
             }
@@ -150,12 +150,10 @@ pub(super) fn shell_split(s: &str) -> Result<Vec<OsString>, ConfigError> {
                         Some('"') => break,
                         Some('\\') => match chars.next() {
                             Some(c) => cur.push(c),
-                            None => {
-                                return Err(ConfigError::EnvArgs("unterminated \" quote".into()))
-                            }
+                            None => return Err("unterminated \" quote".to_string()),
                         },
                         Some(c) => cur.push(c),
-                        None => return Err(ConfigError::EnvArgs("unterminated \" quote".into())),
+                        None => return Err("unterminated \" quote".to_string()),
                     }
                 }
             }

@@ -5,7 +5,8 @@
 //!
 //! Precedence, lowest first: defaults (some read from the environment, as
 //! gunicorn does: `PORT`, `WEB_CONCURRENCY`, `FORWARDED_ALLOW_IPS`,
-//! `VIRTUAL_ENV`) < config file < `FERROCORN_CMD_ARGS` < command line.
+//! `VIRTUAL_ENV`) < config file < `GUNICORN_CMD_ARGS` < `FERROCORN_CMD_ARGS`
+//! < command line. Both variables are split like a shell would split them.
 //!
 //! This module owns the public API ([`load`], [`Action`], [`ConfigError`],
 //! [`seconds`] and the re-exports below) and the order in which the levels
@@ -68,8 +69,9 @@ pub enum ConfigError {
         version: &'static str,
         reason: &'static str,
     },
-    #[error("FERROCORN_CMD_ARGS: {0}")]
-    EnvArgs(String),
+    /// A problem in `FERROCORN_CMD_ARGS` or `GUNICORN_CMD_ARGS` (named).
+    #[error("{var}: {reason}")]
+    EnvArgs { var: &'static str, reason: String },
     #[error("No application module specified.")]
     NoApp,
 }
@@ -107,12 +109,16 @@ pub fn load(
     if argv.version {
         return Ok(Action::Version);
     }
-    let env_level = match env("FERROCORN_CMD_ARGS") {
-        Some(s) if !s.trim().is_empty() => {
-            Some(parse_level(shell_split(&s)?).map_err(|e| ConfigError::EnvArgs(e.to_string()))?)
+    // The environment's argument levels, lowest first: gunicorn's, then
+    // ferrocorn's own (which wins when both set the same setting).
+    let mut env_levels = Vec::new();
+    for var in ["GUNICORN_CMD_ARGS", "FERROCORN_CMD_ARGS"] {
+        if let Some(s) = env(var).filter(|s| !s.trim().is_empty()) {
+            let in_var = |reason: String| ConfigError::EnvArgs { var, reason };
+            let args = shell_split(&s).map_err(in_var)?;
+            env_levels.push((var, parse_level(args).map_err(|e| in_var(e.to_string()))?));
         }
-        _ => None,
-    };
+    }
 
     let mut settings = Settings::defaults(env);
 
@@ -125,7 +131,7 @@ pub fn load(
             .find(|(n, _)| *n == "config")
             .and_then(|(_, v)| v.last().cloned())
     };
-    let config_path = named(&argv).or_else(|| env_level.as_ref().and_then(named));
+    let config_path = named(&argv).or_else(|| env_levels.iter().rev().find_map(|(_, l)| named(l)));
     match &config_path {
         Some(p) => load_file(&mut settings, Path::new(p))?,
         None => {
@@ -137,9 +143,21 @@ pub fn load(
         }
     }
 
-    for level in env_level.iter().chain(std::iter::once(&argv)) {
+    let levels = env_levels
+        .iter()
+        .map(|(var, level)| (Some(*var), level))
+        .chain(std::iter::once((None, &argv)));
+    for (var, level) in levels {
         for (name, vals) in &level.values {
-            settings.apply_cli(name, vals.clone())?;
+            settings
+                .apply_cli(name, vals.clone())
+                .map_err(|e| match var {
+                    Some(var) => ConfigError::EnvArgs {
+                        var,
+                        reason: e.to_string(),
+                    },
+                    None => e,
+                })?;
         }
         if let Some(app) = &level.app {
             settings.wsgi_app = Some(app.clone());
