@@ -117,7 +117,7 @@ settings! {
             .unwrap_or_else(|| vec!["127.0.0.1".to_string(), "::1".to_string()]);
         section "Server Mechanics", flags ["forwarded-allow-ips"], meta "STRING",
         default_doc "127.0.0.1,::1, or $FORWARDED_ALLOW_IPS",
-        help "Comma-separated client addresses trusted to set X-Forwarded-Proto ('*' trusts all).";
+        help "Comma-separated addresses or networks (10.0.0.0/8, fd00::/8) of the proxies trusted to set the secure_scheme_headers and forwarder_headers ('*' trusts all; a unix-socket peer is always trusted).";
     secure_scheme_headers: StrMap = StrMap::of(&[
             ("X-FORWARDED-PROTOCOL", "ssl"),
             ("X-FORWARDED-PROTO", "https"),

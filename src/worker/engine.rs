@@ -24,7 +24,7 @@ use crate::log::access::AccessLog;
 use crate::log::timefmt::DateCache;
 use crate::master::listeners::Kind;
 use crate::sys::{self, Scoreboard, Signal, SignalQueue};
-use crate::wsgi::{Peer, ServerInfo, Wsgi, WsgiApp};
+use crate::wsgi::{Forwarding, Peer, ServerInfo, Wsgi, WsgiApp};
 use crate::{debug, error, info, warning};
 
 /// A sync worker polls for new events after serving this many requests,
@@ -142,7 +142,7 @@ impl Worker {
                 app,
                 settings.workers > 1,
                 threaded,
-                &settings.forwarded_allow_ips,
+                Forwarding::from_settings(settings),
             )
         })
         .map_err(|e| io::Error::other(e.to_string()))?;

@@ -77,12 +77,25 @@ fn run_job(py: Python<'_>, shared: &WsgiApp, job: Job) -> Done {
             py,
             ConnSocket::new(responder.clone().unbind(), fd, early, family),
         )?;
-        match wsgi.path_info(&head.path) {
+        let script_name = wsgi.script_name(&head, &peer);
+        let refused = wsgi.forwarding.refused(&head, &peer);
+        let path_info = match refused {
+            // header_map = refuse: gunicorn's 400 for the header's name.
+            Some(name) => Err((
+                400,
+                format!("Invalid HTTP header name: '{}'", name.to_ascii_uppercase()),
+            )),
+            None => wsgi
+                .path_info(&head.path, script_name)
+                .map_err(|p| (500, p)),
+        };
+        match path_info {
             Ok(path_info) => {
                 let result = wsgi
                     .environ(
                         py,
                         &head,
+                        script_name,
                         path_info,
                         &peer,
                         server,
@@ -115,7 +128,12 @@ fn run_job(py: Python<'_>, shared: &WsgiApp, job: Job) -> Done {
                     }
                 }
             }
-            Err(problem) => {
+            Err((400, problem)) => {
+                warning!("Invalid request from ip={}: {problem}", remote_ip(&peer));
+                let body = format!("{problem}\n");
+                settled(py, &responder)?.error_response("400 Bad Request", &body);
+            }
+            Err((_, problem)) => {
                 warning!(
                     "Invalid request from ip={}: Configuration problem: {problem}",
                     remote_ip(&peer)

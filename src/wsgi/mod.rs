@@ -25,7 +25,7 @@ mod sockio;
 mod streams;
 
 pub use call::WsgiApp;
-pub use environ::{percent_decode, Peer, ServerInfo, Wsgi};
+pub use environ::{percent_decode, Forwarding, HeaderMap, Peer, ServerInfo, Wsgi};
 pub use input::Input;
 pub use load::{format_exception, load_app, new_hash_seed, LoadError, PyBase, PySetup};
 pub use response::{Responder, SPILL_MAX};
