@@ -143,7 +143,7 @@ settings! {
         help "Accept any token as the request method (lowercase letters, '#', fewer than 3 or more than 20 characters); by default such a request gets 400.";
     permit_unconventional_http_version: bool = false;
         section "Server Mechanics", flags ["permit-unconventional-http-version"], meta "", default_doc "false",
-        help "Accept HTTP versions other than 1.0 and 1.1 in the request line (any HTTP/1.x, served as HTTP/1.1); by default such a request gets 400.";
+        help "Accept any HTTP/D.D in the request line, not only HTTP/1.0 and HTTP/1.1; the request is served as HTTP/1.1 and SERVER_PROTOCOL shows the version as sent. By default such a request gets 400.";
     casefold_http_method: bool = false;
         section "Server Mechanics", flags ["casefold-http-method"], meta "", default_doc "false",
         help "Upper-case the request method before the app sees it (with permit_unconventional_http_method, 'get' arrives as GET).";

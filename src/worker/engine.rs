@@ -177,6 +177,13 @@ impl Worker {
                 max_line: settings.limit_request_line as usize,
                 max_fields: settings.limit_request_fields as usize,
                 max_field_size: settings.limit_request_field_size as usize,
+                leniency: http::Leniency {
+                    obsolete_folding: settings.permit_obsolete_folding,
+                    strip_header_spaces: settings.strip_header_spaces,
+                    unconventional_method: settings.permit_unconventional_http_method,
+                    unconventional_version: settings.permit_unconventional_http_version,
+                    casefold_method: settings.casefold_http_method,
+                },
             },
             keepalive: crate::config::seconds(settings.keepalive),
             max_conns: settings.worker_connections.max(1) as usize,

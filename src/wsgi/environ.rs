@@ -316,14 +316,18 @@ impl Wsgi {
         env.set_item(k.path_info.bind(py), PyString::new(py, &path))?;
         env.set_item(k.query_string.bind(py), PyString::new(py, &head.query))?;
         env.set_item(k.raw_uri.bind(py), PyString::new(py, &head.target))?;
-        env.set_item(
-            k.server_protocol.bind(py),
-            if head.minor_version == 0 {
-                self.http10.bind(py)
-            } else {
-                self.http11.bind(py)
-            },
-        )?;
+        match &head.protocol {
+            // permit_unconventional_http_version: the version as sent.
+            Some(p) => env.set_item(k.server_protocol.bind(py), PyString::new(py, p))?,
+            None => env.set_item(
+                k.server_protocol.bind(py),
+                if head.minor_version == 0 {
+                    self.http10.bind(py)
+                } else {
+                    self.http11.bind(py)
+                },
+            )?,
+        }
         env.set_item(k.server_software.bind(py), self.software.bind(py))?;
 
         let fwd = &self.forwarding;
