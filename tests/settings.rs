@@ -301,3 +301,58 @@ fn bad_gunicorn_cmd_args_are_one_line_naming_the_variable() {
     );
     one_line_refusal(&out, "GUNICORN_CMD_ARGS: invalid value 'x' for --workers");
 }
+
+/// `-D` with and without `-R`: whether what the daemon writes to stderr
+/// (the error log, `-` by default) still reaches the file the shell
+/// redirected stderr to.
+fn daemon_stderr(inherit: bool) -> String {
+    use std::process::Stdio;
+    use std::time::Duration;
+    let dir = TempDir::new(if inherit { "stdio-r" } else { "stdio" });
+    let pidf = dir.join("d.pid");
+    let errf = dir.join("stderr.txt");
+    let apps = apps_dir();
+    let mut cmd = ferrocorn_command();
+    cmd.args(["-D", "-p", pidf.to_str().unwrap(), "-b", "127.0.0.1:0"])
+        .args(["--chdir", apps.to_str().unwrap(), "-w", "1"]);
+    if inherit {
+        cmd.arg("-R");
+    }
+    cmd.arg("hello:app")
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(fs::File::create(&errf).unwrap()));
+    let status = cmd.status().unwrap();
+    assert!(status.success(), "ferrocorn -D: {status:?}");
+    let mut master = 0;
+    wait_until(Duration::from_secs(20), || {
+        master = fs::read_to_string(&pidf)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        master > 0
+    });
+    assert!(master > 0, "no pidfile");
+    // The worker's boot line is written after the daemon detached.
+    wait_until(Duration::from_secs(if inherit { 20 } else { 2 }), || {
+        fs::read_to_string(&errf)
+            .unwrap_or_default()
+            .contains("Booting worker")
+    });
+    kill(master, libc::SIGTERM);
+    wait_until(Duration::from_secs(20), || !alive(master));
+    fs::read_to_string(&errf).unwrap_or_default()
+}
+
+#[test]
+fn enable_stdio_inheritance_keeps_a_daemons_stderr() {
+    assert!(
+        daemon_stderr(true).contains("Booting worker"),
+        "-R: the daemon's stderr did not reach the redirected file"
+    );
+    assert!(
+        !daemon_stderr(false).contains("Booting worker"),
+        "without -R a daemon's stderr goes to /dev/null"
+    );
+}

@@ -218,7 +218,7 @@ impl Arbiter {
         // A successor is detached already (its predecessor was): forking
         // again would break the link between the two.
         if settings.daemon && inherited.predecessor.is_none() {
-            sys::daemonize().map_err(MasterError::Daemon)?;
+            sys::daemonize(settings.enable_stdio_inheritance).map_err(MasterError::Daemon)?;
         }
         let pid = std::process::id();
         let pidfile = settings.pidfile.as_ref().map(PathBuf::from);

@@ -144,6 +144,10 @@ impl Worker {
                 threaded,
                 Forwarding::from_settings(settings),
             )
+            .map(|mut w| {
+                w.sendfile = settings.sendfile.0;
+                w
+            })
         })
         .map_err(|e| io::Error::other(e.to_string()))?;
         let app: Arc<dyn App> = Arc::new(WsgiApp {

@@ -105,7 +105,7 @@ fn run_job(py: Python<'_>, shared: &WsgiApp, job: Job) -> Done {
                     )
                     .and_then(|environ| wsgi.app.bind(py).call1((environ, &responder)));
                 let res = match result {
-                    Ok(iterable) => write_iterable(py, &responder, &iterable),
+                    Ok(iterable) => write_iterable(py, &responder, &iterable, wsgi.sendfile),
                     Err(e) => Err(e),
                 };
                 if let Err(e) = res {
@@ -224,13 +224,16 @@ fn log_access(
     });
 }
 
-/// Send the app's response iterable, calling its `close()` in every case.
+/// Send the app's response iterable, calling its `close()` in every case;
+/// `sendfile`: a `wsgi.file_wrapper` around a regular file may go out with
+/// sendfile(2) (off with `--no-sendfile`: it is iterated in blocks).
 fn write_iterable(
     py: Python<'_>,
     responder: &Bound<'_, Responder>,
     iterable: &Bound<'_, PyAny>,
+    sendfile: bool,
 ) -> PyResult<()> {
-    let res = send_iterable(py, responder, iterable);
+    let res = send_iterable(py, responder, iterable, sendfile);
     let closed = match iterable.getattr(pyo3::intern!(py, "close")) {
         Ok(close) => close.call0().map(|_| ()),
         Err(_) => Ok(()),
@@ -242,8 +245,9 @@ fn send_iterable(
     py: Python<'_>,
     responder: &Bound<'_, Responder>,
     iterable: &Bound<'_, PyAny>,
+    sendfile: bool,
 ) -> PyResult<()> {
-    if let Ok(fw) = iterable.cast::<FileWrapper>() {
+    if let Some(fw) = iterable.cast::<FileWrapper>().ok().filter(|_| sendfile) {
         if send_file(py, responder, &fw.borrow())? {
             return settled(py, responder)?.finish(py);
         }

@@ -173,6 +173,9 @@ pub struct Wsgi {
     /// the lock is never held while Python code could run.
     header_keys: Mutex<HashMap<String, Py<PyString>>>,
     pub forwarding: Forwarding,
+    /// `sendfile` (`--no-sendfile` turns it off): `wsgi.file_wrapper`
+    /// responses of regular files go out with sendfile(2).
+    pub sendfile: bool,
 }
 
 /// Fixed facts about the server a request arrived on.
@@ -215,6 +218,7 @@ impl Wsgi {
             methods,
             header_keys: Mutex::new(HashMap::new()),
             forwarding,
+            sendfile: true,
         })
     }
 
