@@ -356,3 +356,65 @@ fn enable_stdio_inheritance_keeps_a_daemons_stderr() {
         "without -R a daemon's stderr goes to /dev/null"
     );
 }
+
+fn title(pid: i32) -> String {
+    let raw = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&raw)
+        .replace('\0', " ")
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn default_proc_name_names_processes_unless_the_app_is_positional() {
+    let dir = TempDir::new("pname");
+    let conf = dir.join("c.toml");
+    fs::write(
+        &conf,
+        "wsgi_app = \"hello:app\"\ndefault_proc_name = \"shop\"\n",
+    )
+    .unwrap();
+    let c = conf.to_str().unwrap();
+    // The app from the config file: default_proc_name is the name.
+    let s = Server::start(&["-c", c]);
+    assert_eq!(title(s.pid), "ferrocorn: master [shop]");
+    drop(s);
+    // A positional APP_MODULE replaces it, as in gunicorn; -n beats both.
+    let s = Server::start(&["-c", c, "hello:app"]);
+    assert_eq!(title(s.pid), "ferrocorn: master [hello:app]");
+    drop(s);
+    let s = Server::start(&["-c", c, "-n", "front", "hello:app"]);
+    assert_eq!(title(s.pid), "ferrocorn: master [front]");
+}
+
+#[test]
+fn http_parser_and_tmp_upload_dir_say_once_what_they_do() {
+    let dir = TempDir::new("parser");
+    let conf = dir.join("c.toml");
+    fs::write(
+        &conf,
+        "http_parser = \"python\"\ntmp_upload_dir = \"/tmp\"\n",
+    )
+    .unwrap();
+    let s = Server::start(&["-c", conf.to_str().unwrap(), "hello:app"]);
+    let log = s.log();
+    let info: Vec<&str> = log.lines().filter(|l| l.contains("http_parser")).collect();
+    assert_eq!(info.len(), 1, "{log}");
+    assert!(
+        info[0].contains("[INFO]") && info[0].contains("its own HTTP parser"),
+        "{log}"
+    );
+    let warn: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("tmp_upload_dir"))
+        .collect();
+    assert_eq!(warn.len(), 1, "{log}");
+    assert!(
+        warn[0].contains("[WARNING]") && warn[0].contains("no effect"),
+        "{log}"
+    );
+    drop(s);
+    // At their defaults, nothing is said.
+    let s = Server::start(&["hello:app"]);
+    assert!(!s.log().contains("http_parser") && !s.log().contains("tmp_upload_dir"));
+}
