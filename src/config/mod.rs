@@ -11,12 +11,16 @@
 //! This module owns the public API ([`load`], [`Action`], [`ConfigError`],
 //! [`seconds`] and the re-exports below) and the order in which the levels
 //! are applied. By concern:
-//! - `settings.rs`: the settings table and the [`Settings`] struct.
+//! - `settings.rs`: the settings table, one definition per setting.
+//! - `table.rs`: the `settings!` macro that makes the [`Settings`] struct
+//!   and [`SETTINGS`] from it, and [`SettingDef`].
 //! - `value.rs`: how each value type is parsed and printed.
-//! - `cli.rs`: command-line and `FERROCORN_CMD_ARGS` parsing, `--help`.
+//! - `cli.rs`: command-line, `GUNICORN_CMD_ARGS` and `FERROCORN_CMD_ARGS`
+//!   parsing, `--help`.
 //! - `file.rs`: the TOML config file and `--print-config`.
 //! - `validate.rs`: checks across the resolved settings; the [`Action`].
 //! - `bind.rs`: `bind` addresses.
+//! - `net.rs`: addresses and networks of trusted peers ([`IpNet`]).
 //! - [`docs`]: the man page, completions and example config.
 
 use std::ffi::OsString;

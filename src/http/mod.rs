@@ -18,6 +18,11 @@
 //! * `Content-Length` / `Transfer-Encoding` framing is validated strictly,
 //! * methods are restricted the way gunicorn restricts them.
 //!
+//! What gunicorn's relaxing settings allow ([`Leniency`]: obsolete line
+//! folding, spaces before a colon, unconventional methods and versions) is
+//! rewritten into the strict form by `lenient.rs` before tokenizing; with
+//! those settings off nothing is rewritten.
+//!
 //! Nothing in here panics on any input.
 
 mod body;
