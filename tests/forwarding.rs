@@ -135,3 +135,58 @@ fn bad_forwarding_settings_are_one_line_errors() {
         assert!(out.stderr.contains(needle), "{args:?}: {}", out.stderr);
     }
 }
+
+/// A free port on both 127.0.0.1 and ::1 (found by binding, then freed).
+fn free_dual_port() -> u16 {
+    loop {
+        let v6 = std::net::TcpListener::bind("[::1]:0").unwrap();
+        let port = v6.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn scheme_over_ipv6(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("::1", port)).unwrap();
+    c.write_all(
+        b"GET /v6 HTTP/1.1\r\nHost: h\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    c.read_to_end(&mut out).unwrap();
+    let r = parse_responses(&out).remove(0);
+    r.json()["wsgi.url_scheme"].str().unwrap_or("?").to_string()
+}
+
+#[test]
+fn ipv6_networks_are_trusted_too() {
+    let port = free_dual_port();
+    let v4 = format!("127.0.0.1:{port}");
+    let v6 = format!("[::1]:{port}");
+    let s = Server::start(&[
+        "echo:app",
+        "-b",
+        &v4,
+        "-b",
+        &v6,
+        "--forwarded-allow-ips",
+        "::/64",
+    ]);
+    assert_eq!(scheme_over_ipv6(s.port), "https", "::1 is in ::/64");
+    drop(s);
+    let port = free_dual_port();
+    let v4 = format!("127.0.0.1:{port}");
+    let v6 = format!("[::1]:{port}");
+    let s = Server::start(&[
+        "echo:app",
+        "-b",
+        &v4,
+        "-b",
+        &v6,
+        "--forwarded-allow-ips",
+        "fd00::/8,127.0.0.1",
+    ]);
+    assert_eq!(scheme_over_ipv6(s.port), "http", "::1 is not in fd00::/8");
+}
