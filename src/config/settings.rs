@@ -355,7 +355,7 @@ settings! {
         section "Dirty Arbiter Hooks", flags [], meta "CALLABLE", default_doc "none",
         unsupported "this version has no dirty-arbiter pool",
         help "Hook called when a dirty-arbiter worker exits.";
-    control_socket: String = match env_default(env, "XDG_RUNTIME_DIR") {
+    control_socket: String = match env_default(env, "XDG_RUNTIME_DIR").filter(|d| std::path::Path::new(d).is_dir()) {
             Some(dir) => format!("{dir}/gunicorn.ctl"),
             None => format!("{}/.gunicorn/gunicorn.ctl", env_default(env, "HOME").unwrap_or_default()),
         };
