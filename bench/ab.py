@@ -168,13 +168,22 @@ def run_rounds(args, wls, sides):
                             head, res["reason"], res["log"]))
                         continue
                     cpu = res.get("cpu") or {}
-                    B.log("%s %9.0f req/s  %7.2f us/req (workers)  errors %d"
-                          "  other load %s%%" % (
+                    B.log("%s %9.0f req/s  %7.2f us/req (workers)  busiest "
+                          "worker %s%%  errors %d  other load %s%%" % (
                               head, res["stats"]["rps"],
                               cpu.get("workers_cpu_us_per_req") or 0,
+                              B._fmt(busiest_share(res), ".0f"),
                               res["stats"]["errors_total"],
                               B._fmt(cpu.get("foreign_cpu_pct"), ".0f")))
     return runs
+
+
+def busiest_share(res):
+    """The busiest worker's share of the workers' CPU in one run, in
+    percent (50 with two workers evenly loaded)."""
+    each = (res.get("cpu") or {}).get("workers_cpu_each_s") or []
+    total = sum(each)
+    return max(each) / total * 100.0 if total > 0 else None
 
 
 def summarise(args, wls, runs):
@@ -198,6 +207,8 @@ def summarise(args, wls, runs):
                     "us_per_req": _median(us),
                     "us_per_req_all": us,
                     "us_spread_pct": _spread(us),
+                    "busiest_worker_pct": _median(
+                        [busiest_share(r) for r in good]),
                     "errors": sum(r["stats"]["errors_total"] for r in good),
                     "other_load_pct_max": max(
                         [(r.get("cpu") or {}).get("foreign_cpu_pct") or 0.0
@@ -214,7 +225,7 @@ def rounds_table(args, rows):
     a, b = args.a_label, args.b_label
     head = ["workload", "class", "%s req/s" % a, "%s req/s" % b, "B/A",
             "%s us/req" % a, "%s us/req" % b, "B/A", "spread %",
-            "errors", "other load %"]
+            "busiest worker %", "errors", "other load %"]
     out = []
     for r in rows:
         ra, rb = r[a], r[b]
@@ -229,6 +240,8 @@ def rounds_table(args, rows):
             B._fmt(ra["us_per_req"], ".2f"), B._fmt(rb["us_per_req"], ".2f"),
             B._fmt(r["us_ratio"], ".2f"),
             "%.0f" % max(spreads) if spreads else "-",
+            "%s/%s" % (B._fmt(ra["busiest_worker_pct"], ".0f"),
+                       B._fmt(rb["busiest_worker_pct"], ".0f")),
             "%d/%d" % (ra["errors"], rb["errors"]),
             "%.0f" % max(ra["other_load_pct_max"], rb["other_load_pct_max"]),
         ])

@@ -653,6 +653,8 @@ def run_wrk(cmd, duration, sample_cb=None, server_pid=None):
             "wall_s": round(wall, 3),
             "server_cpu_s": round(srv, 3),
             "workers_cpu_s": round(workers_cpu, 3),
+            "workers_cpu_each_s": [round(wrk1[p] - wrk0[p], 3)
+                                   for p in workers if p in wrk1],
             "worker_pids": workers,
             # A worker that exited (or was replaced) during the run.
             "workers_lost": len(workers) - len(wrk1),
@@ -1074,6 +1076,9 @@ def parse_args(argv):
     p.add_argument("--threads", type=int, default=0,
                    help="override every workload's --threads for the "
                         "gthread servers and uWSGI (default: per workload)")
+    p.add_argument("--connections", type=int, default=0,
+                   help="override every workload's wrk -c (default: per "
+                        "workload)")
     args = p.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 3)
     args.duration = args.duration or (3 if args.quick else 10)
@@ -1138,6 +1143,9 @@ def main(argv):
             WORKLOADS[name].threads = ctx.threads
             if WORKLOADS[name].uwsgi_threads:
                 WORKLOADS[name].uwsgi_threads = ctx.threads
+    if ctx.connections > 0:
+        for name in workloads:
+            WORKLOADS[name].connections = ctx.connections
     ctx.servers = select(ctx.servers, SERVER_ORDER, "server")
     ctx.wrk = shutil.which("wrk")
     if not ctx.wrk:

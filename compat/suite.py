@@ -511,6 +511,57 @@ def django_sse(ctx):
     )
 
 
+def metric(text, name):
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+@case("prometheus")
+def prometheus_multiprocess_hooks(ctx):
+    """when_ready serves the metrics of every worker, child_exit marks a
+    gone worker dead (its live gauge leaves the sum)."""
+    port_file = ctx.state / "prom-metrics.port"
+    deadline = time.monotonic() + 10
+    while not port_file.exists():
+        check(time.monotonic() < deadline, "when_ready did not start the metrics server")
+        time.sleep(0.1)
+    metrics = f"http://127.0.0.1:{port_file.read_text().strip()}/metrics"
+    with client() as http:
+        for _ in range(10):
+            check(http.get(f"{ctx.base}/count", timeout=HTTP_TIMEOUT).status_code == 200, "a request failed")
+        text = http.get(metrics, timeout=HTTP_TIMEOUT).text
+        check(metric(text, "compat_requests_total") == 10.0, f"requests total: {metric(text, 'compat_requests_total')}")
+        # The second worker may still be importing the app.
+        deadline = time.monotonic() + 10
+        while (up := metric(http.get(metrics, timeout=HTTP_TIMEOUT).text, "compat_worker_up")) != 2.0:
+            check(time.monotonic() < deadline, f"workers up: {up}, expected 2")
+            time.sleep(0.2)
+        master = int((APPS_DIR / "prom.pid").read_text().strip())
+        os.kill(master, signal.SIGTTOU)
+        deadline = time.monotonic() + 10
+        while True:
+            up = metric(http.get(metrics, timeout=HTTP_TIMEOUT).text, "compat_worker_up")
+            if up == 1.0:
+                break
+            check(time.monotonic() < deadline, f"after TTOU, workers up still {up}: child_exit did not mark the worker dead")
+            time.sleep(0.2)
+
+
+@case("paste")
+def paste_deploy_app(ctx):
+    with client() as http:
+        r = http.get(f"{ctx.base}/hello", timeout=HTTP_TIMEOUT)
+    check(r.status_code == 200, f"status {r.status_code}")
+    check(r.text == "hi from paste, world", f"body {r.text!r}: the ini's setting and --paste-global")
+    log = ctx.state / "paste-server.log"
+    deadline = time.monotonic() + 5
+    while "PASTELOG pasteapp pasteapp served /hello" not in log.read_text(errors="replace"):
+        check(time.monotonic() < deadline, "the ini's [loggers] did not configure logging")
+        time.sleep(0.1)
+
+
 @case("flask")
 def flask_stream_with_context(ctx):
     response = raw_request(ctx.port, "GET", "/ticks?n=5")
@@ -617,6 +668,14 @@ APPS = {
     # app: (APP_MODULE, description)
     "django": ("djsite.wsgi", "Django project"),
     "flask": ("flaskapp:app", "Flask app with a Werkzeug app at /wz"),
+    "prometheus": (
+        ["-c", str(APPS_DIR / "prom_conf.py"), "-p", "prom.pid", "promapp:app"],
+        "prometheus_client multiprocess app with gunicorn.conf.py hooks",
+    ),
+    "paste": (
+        ["--paste", str(APPS_DIR / "paste.ini"), "--paste-global", "who=world"],
+        "PasteDeploy app",
+    ),
 }
 
 
@@ -679,7 +738,8 @@ def server_argv(server, binary, port, state, app_module):
         # gunicorn runs from the venv; ferrocorn embeds /usr/bin/python3 and
         # is pointed at it.
         flags += ["--virtualenv", sys.prefix]
-    return [str(binary), *flags, app_module]
+    tail = app_module if isinstance(app_module, list) else [app_module]
+    return [str(binary), *flags, *tail]
 
 
 class Results:

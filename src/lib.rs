@@ -6,6 +6,9 @@
 //! - [`config`]: every setting defined once (CLI flag, TOML key, default,
 //!   help), the command line, the TOML file, and the docs generated from
 //!   the table ([`config::docs`]).
+//! - [`hooks`]: Python config files (`gunicorn.conf.py`) and gunicorn's
+//!   server hooks, run in a config host process (master-side hooks) or in
+//!   the workers.
 //! - [`master`]: the arbiter — binds or inherits the listeners
 //!   ([`master::listeners`]), forks, reaps and signals workers; HUP reload,
 //!   USR2 upgrade to a successor master, systemd notification, and the
@@ -23,6 +26,7 @@
 //!   formats ([`log::timefmt`]).
 
 pub mod config;
+pub mod hooks;
 pub mod http;
 pub mod log;
 pub mod master;

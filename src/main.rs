@@ -6,7 +6,7 @@ use ferrocorn::config::{self, Action, Settings};
 use ferrocorn::log::access as accesslog;
 use ferrocorn::log::{self, Level};
 use ferrocorn::master::{upgrade_cmd, Arbiter};
-use ferrocorn::{error, wsgi};
+use ferrocorn::{error, hooks, wsgi};
 
 /// Exit code for usage and configuration errors.
 const USAGE: u8 = 2;
@@ -147,6 +147,8 @@ fn main() -> ExitCode {
     let env = |k: &str| std::env::var(k).ok();
     let action = match config::load(args.clone(), &env) {
         Ok(a) => a,
+        // An exception in a Python config file exits 1, as in gunicorn.
+        Err(e @ config::ConfigError::Python(_)) => return fail(e, 1),
         Err(e) => return fail(e, USAGE),
     };
     match action {
@@ -172,6 +174,7 @@ fn main() -> ExitCode {
                 pythonpath: s.pythonpath.as_deref().unwrap_or(""),
                 virtualenv: s.virtualenv.as_deref(),
                 app: s.app(),
+                paste_global: &s.raw_paste_global_conf,
             };
             match wsgi::load_app(&setup) {
                 Ok(_) => ExitCode::SUCCESS,
@@ -196,6 +199,23 @@ fn main() -> ExitCode {
                 Ok(base) => base,
                 Err(e) => return fail(e, 1),
             };
+            // The config host learns the final settings (`server.cfg`),
+            // then `on_starting` runs, before the sockets are bound.
+            hooks::setup(&s.to_toml_string(), &s.errorlog, &s.loglevel, &s.raw_env);
+            let server = hooks::ServerState {
+                pid: std::process::id(),
+                num_workers: s.workers,
+                proc_name: s.proc_name.as_deref().unwrap_or(s.app()),
+            };
+            let bound = ferrocorn::master::hook_bound(&s);
+            // gunicorn reports the first worker count too, before on_starting.
+            let first = [s.workers.into(), serde_json::Value::Null];
+            hooks::call("nworkers_changed", &server, None, &first, bound);
+            if !hooks::call("on_starting", &server, None, &[], bound) {
+                // As gunicorn, which stops when a start-up hook raises.
+                hooks::shutdown();
+                return fail("the on_starting hook raised (traceback above)", 1);
+            }
             let arbiter = match Arbiter::new(*s, args, start_dir, exe, base) {
                 Ok(a) => a,
                 Err(e) => {

@@ -268,14 +268,8 @@ newer package upgrades every running instance in place with
 /// The default value of every setting as TOML, from the same code path as
 /// `--print-config` (with an empty environment and an empty config file).
 fn default_values() -> Vec<(&'static str, Option<String>)> {
-    let args = ["--print-config", "--config", "/dev/null", "APP:app"]
-        .iter()
-        .map(std::ffi::OsString::from)
-        .collect();
-    match crate::config::load(args, &|_| None) {
-        Ok(crate::config::Action::PrintConfig(s)) => s.rendered(),
-        _ => Vec::new(),
-    }
+    // With no environment, so the docs show the built-in defaults.
+    super::Settings::defaults(&|_| None).rendered()
 }
 
 /// Wrap `text` at about 76 columns, each line starting with `prefix`.

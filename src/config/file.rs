@@ -39,6 +39,58 @@ pub(super) fn load_file(settings: &mut Settings, path: &Path) -> Result<(), Conf
     Ok(())
 }
 
+/// Apply one setting a Python config file set (`value` as Python gave it,
+/// through JSON). As in gunicorn, a string or number is also taken where
+/// it parses as the setting's type (`workers = "4"`).
+pub(super) fn apply_python(
+    settings: &mut Settings,
+    spec: &str,
+    key: &str,
+    value: &serde_json::Value,
+) -> Result<(), ConfigError> {
+    let invalid = |reason: String| ConfigError::File {
+        path: spec.into(),
+        reason: format!("invalid value for '{key}': {reason}"),
+    };
+    let Some(v) = json_to_toml(value) else {
+        return Ok(());
+    };
+    match settings.apply_toml(key, &v) {
+        Ok(_) => Ok(()),
+        Err(reason) => {
+            let text = match value {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::Bool(b) => b.to_string(),
+                _ => return Err(invalid(reason)),
+            };
+            settings
+                .apply_cli(key, vec![text])
+                .map_err(|_| invalid(reason))
+        }
+    }
+}
+
+/// A JSON value as TOML (None for null, which TOML cannot hold).
+fn json_to_toml(v: &serde_json::Value) -> Option<toml::Value> {
+    use serde_json::Value as J;
+    Some(match v {
+        J::Null => return None,
+        J::Bool(b) => toml::Value::Boolean(*b),
+        J::Number(n) => match n.as_i64() {
+            Some(i) => toml::Value::Integer(i),
+            None => toml::Value::Float(n.as_f64().unwrap_or(0.0)),
+        },
+        J::String(s) => toml::Value::String(s.clone()),
+        J::Array(a) => toml::Value::Array(a.iter().filter_map(json_to_toml).collect()),
+        J::Object(m) => toml::Value::Table(
+            m.iter()
+                .filter_map(|(k, v)| json_to_toml(v).map(|v| (k.clone(), v)))
+                .collect(),
+        ),
+    })
+}
+
 impl Settings {
     /// The configuration as a TOML document, for `--print-config`.
     pub fn to_toml_string(&self) -> String {

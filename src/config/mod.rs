@@ -73,6 +73,9 @@ pub enum ConfigError {
         version: &'static str,
         reason: &'static str,
     },
+    /// The Python config file failed (exit code 1, as gunicorn).
+    #[error("config file {0}")]
+    Python(String),
     /// A problem in `FERROCORN_CMD_ARGS` or `GUNICORN_CMD_ARGS` (named).
     #[error("{var}: {reason}")]
     EnvArgs { var: &'static str, reason: String },
@@ -136,13 +139,42 @@ pub fn load(
             .and_then(|(_, v)| v.last().cloned())
     };
     let config_path = named(&argv).or_else(|| env_levels.iter().rev().find_map(|(_, l)| named(l)));
+    // Where a Python config file imports from: the command line's (or
+    // the environment's) --virtualenv and --pythonpath, as gunicorn runs
+    // the file inside the venv it was started from.
+    let mut hint = settings.clone();
+    for level in env_levels
+        .iter()
+        .map(|(_, l)| l)
+        .chain(std::iter::once(&argv))
+    {
+        for (name, vals) in &level.values {
+            if matches!(*name, "virtualenv" | "pythonpath") {
+                let _ = hint.apply_cli(name, vals.clone());
+            }
+        }
+    }
+    let paths = PyPaths {
+        virtualenv: hint.virtualenv.as_deref(),
+        pythonpath: hint.pythonpath.as_deref(),
+    };
     match &config_path {
+        Some(p) if is_python_config(p) => load_python(&mut settings, p, &paths)?,
         Some(p) => load_file(&mut settings, Path::new(p))?,
         None => {
-            let default = Path::new("ferrocorn.toml");
-            if default.is_file() {
-                load_file(&mut settings, default)?;
+            let toml = Path::new("ferrocorn.toml");
+            let py = Path::new(PY_DEFAULT);
+            if toml.is_file() {
+                if py.is_file() {
+                    crate::warning!(
+                        "./{PY_DEFAULT} was not read: ./ferrocorn.toml takes precedence (name one with -c)"
+                    );
+                }
+                load_file(&mut settings, toml)?;
                 settings.config = Some("ferrocorn.toml".into());
+            } else if py.is_file() {
+                load_python(&mut settings, PY_DEFAULT, &paths)?;
+                settings.config = Some(PY_DEFAULT.into());
             }
         }
     }
@@ -171,6 +203,66 @@ pub fn load(
         }
     }
     finish(settings, env)
+}
+
+/// The config file gunicorn reads by default.
+const PY_DEFAULT: &str = "gunicorn.conf.py";
+
+/// `-c python:module`, or a file that is not TOML: a Python config file,
+/// as gunicorn reads any `-c FILE`.
+fn is_python_config(spec: &str) -> bool {
+    spec.starts_with("python:") || !spec.ends_with(".toml")
+}
+
+/// Where the config host imports from.
+struct PyPaths<'a> {
+    virtualenv: Option<&'a str>,
+    pythonpath: Option<&'a str>,
+}
+
+/// Run a Python config file in the config host and apply its settings.
+fn load_python(settings: &mut Settings, spec: &str, py: &PyPaths<'_>) -> Result<(), ConfigError> {
+    if !spec.starts_with("python:") && !Path::new(spec).exists() {
+        return Err(ConfigError::File {
+            path: spec.into(),
+            reason: "no such file".into(),
+        });
+    }
+    let known: Vec<&str> = SETTINGS
+        .iter()
+        .filter(|d| !d.cli_only)
+        .map(|d| d.name)
+        .collect();
+    // Absolute, so that workers (after --chdir) and HUP find the same file.
+    let full = if spec.starts_with("python:") {
+        spec.to_string()
+    } else {
+        std::path::absolute(spec)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| spec.to_string())
+    };
+    let loaded = crate::hooks::load(&full, &known, py.virtualenv, py.pythonpath)
+        .map_err(|e| ConfigError::Python(e.to_string()))?;
+    if let Some(name) = loaded.objects.first() {
+        // A hook this version refuses (the dirty-arbiter ones): say why.
+        let def = SETTINGS.iter().find(|d| d.name == name.as_str());
+        if let Some((def, reason)) = def.and_then(|d| d.unsupported.map(|r| (d, r))) {
+            return Err(ConfigError::Unsupported {
+                setting: def.display_name(),
+                version: env!("CARGO_PKG_VERSION"),
+                reason,
+            });
+        }
+        return Err(ConfigError::File {
+            path: spec.into(),
+            reason: format!("'{name}' is set to a Python object; ferrocorn takes only str, int, float, bool, list and dict values"),
+        });
+    }
+    for (key, value) in &loaded.settings {
+        file::apply_python(settings, spec, key, value)?;
+    }
+    crate::hooks::apply_env(&loaded.env);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -36,6 +36,13 @@ pub(super) fn finish(
             "at least one worker is needed",
         ));
     }
+    if !matches!(s.reload_engine.as_str(), "auto" | "poll" | "inotify") {
+        return Err(invalid(
+            "--reload-engine",
+            s.reload_engine.clone(),
+            "expected auto, poll or inotify",
+        ));
+    }
     if s.worker_class == "sync" && s.threads > 1 {
         // gunicorn's rule: the sync worker with threads is the threaded one.
         s.worker_class = "gthread".to_string();
@@ -179,7 +186,29 @@ pub(super) fn finish(
         .map(|b| parse_bind(b))
         .collect::<Result<_, _>>()?;
     if let Some(app) = &s.wsgi_app {
-        check_app_spec(app)?;
+        if !app.starts_with("paste:") {
+            check_app_spec(app)?;
+        }
+    }
+    if let Some(p) = &s.paste {
+        // --paste names the app (gunicorn: the ini replaces APP_MODULE).
+        let (file, section) = match p.split_once('#') {
+            Some((f, name)) => (f, Some(name)),
+            None => (p.as_str(), None),
+        };
+        let file = file.strip_prefix("config:").unwrap_or(file);
+        let abs = std::path::absolute(file)
+            .map(|a| a.display().to_string())
+            .unwrap_or_else(|_| file.to_string());
+        s.wsgi_app = Some(match section {
+            Some(name) => format!("paste:{abs}#{name}"),
+            None => format!("paste:{abs}"),
+        });
+    }
+    for kv in &s.raw_paste_global_conf {
+        if !kv.contains('=') {
+            return Err(invalid("--paste-global", kv.clone(), "expected KEY=VALUE"));
+        }
     }
     if s.print_config {
         return Ok(Action::PrintConfig(Box::new(s)));

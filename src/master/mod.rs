@@ -183,6 +183,16 @@ fn proc_name(s: &Settings) -> String {
         .unwrap_or_else(|| s.default_proc_name.clone())
 }
 
+/// How long the master waits for one master-side server hook: --timeout
+/// (30 s when that is off).
+pub fn hook_bound(s: &Settings) -> Duration {
+    if s.timeout > 0.0 {
+        config::seconds(s.timeout)
+    } else {
+        Duration::from_secs(30)
+    }
+}
+
 impl Arbiter {
     /// Bind the listeners (before any fork), daemonize if asked, write the
     /// pidfile, preload the app if asked, and install the signal queue.
@@ -234,6 +244,7 @@ impl Arbiter {
                 pythonpath: settings.pythonpath.as_deref().unwrap_or(""),
                 virtualenv: settings.virtualenv.as_deref(),
                 app: settings.app(),
+                paste_global: &settings.raw_paste_global_conf,
             };
             match wsgi::load_app(&setup) {
                 Ok(app) => Some(app),
@@ -332,6 +343,11 @@ impl Arbiter {
                 "Upgrade: booting as the successor of master {}",
                 nix::unistd::getppid()
             );
+        }
+        if !self.hook("when_ready", None, &[]) {
+            // As gunicorn, which stops when a start-up hook raises.
+            error!("Stopping: the when_ready hook raised");
+            return self.exit(1);
         }
         self.status(true);
         self.manage_workers();
@@ -438,11 +454,15 @@ impl Arbiter {
             Signal::SIGHUP => self.reload(),
             Signal::SIGTTIN => {
                 self.settings.workers += 1;
+                let n = self.settings.workers;
+                self.hook("nworkers_changed", None, &[n.into(), (n - 1).into()]);
                 self.manage_workers();
             }
             Signal::SIGTTOU => {
                 if self.settings.workers > 1 {
                     self.settings.workers -= 1;
+                    let n = self.settings.workers;
+                    self.hook("nworkers_changed", None, &[n.into(), (n + 1).into()]);
                 }
                 self.manage_workers();
             }
@@ -552,8 +572,27 @@ impl Arbiter {
                 }
             }
         }
+        self.hook("on_exit", None, &[]);
+        crate::hooks::shutdown();
         info!("Shutting down: Master");
         code
+    }
+
+    /// Run a master-side server hook in the config host (if the config
+    /// file defines it), waiting up to `hook_bound`. Returns false if the
+    /// hook raised (the host logged it).
+    fn hook(
+        &self,
+        name: &str,
+        worker: Option<&crate::hooks::WorkerState>,
+        args: &[serde_json::Value],
+    ) -> bool {
+        let server = crate::hooks::ServerState {
+            pid: self.pid,
+            num_workers: self.settings.workers,
+            proc_name: &proc_name(&self.settings),
+        };
+        crate::hooks::call(name, &server, worker, args, hook_bound(&self.settings))
     }
 }
 

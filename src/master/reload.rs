@@ -123,6 +123,21 @@ impl Arbiter {
             generation: self.generation,
             deadline: Instant::now() + boot + Duration::from_secs(5),
         });
+        crate::hooks::setup(
+            &self.settings.to_toml_string(),
+            &self.settings.errorlog,
+            &self.settings.loglevel,
+            &self.settings.raw_env,
+        );
+        // As gunicorn: the reloaded worker count is reported (even when
+        // unchanged), then on_reload.
+        let old_workers = self.previous.as_ref().map_or(0, |(s, _)| s.workers);
+        self.hook(
+            "nworkers_changed",
+            None,
+            &[self.settings.workers.into(), old_workers.into()],
+        );
+        self.hook("on_reload", None, &[]);
         self.manage_workers();
         true
     }

@@ -133,6 +133,7 @@ impl Arbiter {
             warning!("USR2 ignored while {}", self.phase);
             return;
         }
+        self.hook("pre_exec", None, &[]);
         let (ours, theirs) = match sys::socketpair() {
             Ok(pair) => pair,
             Err(e) => {

@@ -181,6 +181,7 @@ impl Arbiter {
                     let Some(w) = self.workers.remove(&pid.as_raw()) else {
                         continue;
                     };
+                    self.child_exit(pid.as_raw(), &w);
                     self.retired_requests += self.scoreboard.requests(w.slot);
                     self.free_slots.push(w.slot);
                     if code != 0 {
@@ -211,6 +212,7 @@ impl Arbiter {
                     let Some(w) = self.workers.remove(&pid.as_raw()) else {
                         continue;
                     };
+                    self.child_exit(pid.as_raw(), &w);
                     self.retired_requests += self.scoreboard.requests(w.slot);
                     self.free_slots.push(w.slot);
                     if sig == Signal::SIGKILL {
@@ -271,6 +273,13 @@ impl Arbiter {
         };
         self.scoreboard.reset(slot);
         self.next_age += 1;
+        let booting = crate::hooks::WorkerState {
+            pid: None,
+            ppid: self.pid,
+            age: self.next_age,
+            alive: true,
+        };
+        self.hook("pre_fork", Some(&booting), &[]);
         let forked = match &self.preloaded {
             None => sys::fork(),
             Some(_) => Python::attach(|py| {
@@ -315,10 +324,23 @@ impl Arbiter {
         }
     }
 
+    /// A worker is gone: `child_exit(server, worker)`.
+    fn child_exit(&self, pid: i32, w: &WorkerInfo) {
+        let gone = crate::hooks::WorkerState {
+            pid: Some(pid),
+            ppid: self.pid,
+            age: w.age,
+            alive: false,
+        };
+        self.hook("child_exit", Some(&gone), &[]);
+    }
+
     /// After fork, in the worker: drop the master's signal queue (its
     /// handlers and pipe) and old-generation listeners, switch identity, and
     /// serve. Never returns to the master's loop.
     fn become_worker(&mut self, slot: usize) -> ! {
+        let hooks = crate::hooks::worker_spec();
+        crate::hooks::after_fork();
         drop(self.signals.take());
         drop(self.previous.take());
         // Links to other masters: a worker holding them would hide this
@@ -350,6 +372,8 @@ impl Arbiter {
             scoreboard: &self.scoreboard,
             slot,
             preloaded: self.preloaded.take(),
+            hooks,
+            age: self.next_age,
             python: &self.python,
         };
         let code = crate::worker::run(ctx);

@@ -23,7 +23,9 @@ pub use fd::{adopt_fd, set_blocking, set_cloexec, wait_any, wait_fd};
 pub use handoff::{socketpair, spawn_successor, Handoff, UPGRADE_FD_ENV};
 pub use process::{daemonize, drop_privileges, fork, process_running, set_proc_title, Forked};
 pub use scoreboard::{Scoreboard, SLOT_BOOTING, SLOT_READY};
-pub use signals::{default_signal, exit_now_when_busy, unblock_all_signals, Signal, SignalQueue};
+pub use signals::{
+    default_signal, exit_now_when_busy, ignore_signal, unblock_all_signals, Signal, SignalQueue,
+};
 
 /// Milliseconds on the system-wide monotonic clock (comparable across
 /// processes, unlike `Instant`).

@@ -89,6 +89,15 @@ pub fn default_signal(sig: Signal) {
     let _ = unsafe { sigaction(sig, &act) };
 }
 
+/// Ignore `sig` (the config host outlives the master's stop signals, so
+/// the master's last hooks can still run).
+pub fn ignore_signal(sig: Signal) {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet};
+    let act = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    // SAFETY: installing SIG_IGN involves no handler code at all.
+    let _ = unsafe { sigaction(sig, &act) };
+}
+
 /// Unblock every signal (a forked child inherits the parent's mask).
 pub fn unblock_all_signals() {
     let _ = nix::sys::signal::sigprocmask(

@@ -92,6 +92,7 @@ impl Worker {
         args: WorkerArgs<'_>,
         app: Py<PyAny>,
         signals: SignalQueue,
+        hooks: Option<crate::hooks::RequestHooks>,
     ) -> io::Result<Worker> {
         let settings = args.settings;
         let listeners = args.listeners;
@@ -154,6 +155,7 @@ impl Worker {
             wsgi,
             servers,
             access: access.map(std::sync::Mutex::new),
+            hooks,
         });
         let exec: Box<dyn Executor> = if threaded {
             let waker = Waker::new(poll.registry(), WAKER_TOKEN)?;

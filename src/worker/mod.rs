@@ -26,12 +26,14 @@ mod conn;
 mod engine;
 pub mod executor;
 mod h1;
+mod reload;
 
 use std::sync::atomic::AtomicBool;
 
 use pyo3::prelude::*;
 
 use crate::config::Settings;
+use crate::hooks;
 use crate::master::listeners::Listener;
 use crate::sys::{self, Scoreboard, Signal, SignalQueue};
 use crate::wsgi::{self, Progress};
@@ -52,6 +54,11 @@ pub struct WorkerArgs<'a> {
     pub preloaded: Option<Py<PyAny>>,
     /// What the master's interpreters share (sys.path, hash seed).
     pub python: &'a wsgi::PyBase,
+    /// The config file to take worker-side hooks from, and the ones it
+    /// defines, if it has any.
+    pub hooks: Option<(String, Vec<String>)>,
+    /// gunicorn's `worker.age`: this worker's number in spawn order.
+    pub age: u64,
 }
 
 /// Entry point of a freshly forked worker. Returns the process exit code.
@@ -71,10 +78,33 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
             return wsgi::WORKER_BOOT_ERROR;
         }
     };
-    for sig in [Signal::SIGINT, Signal::SIGQUIT] {
-        if let Err(e) = sys::exit_now_when_busy(sig, &IN_APP) {
-            error!("Cannot install signal handlers: {e}");
-            return wsgi::WORKER_BOOT_ERROR;
+    // worker_int / worker_abort: handlers that hand the signal to a
+    // thread running the hook (installed before Python's faulthandler).
+    let defined = |name: &str| {
+        args.hooks
+            .as_ref()
+            .is_some_and(|(_, d)| d.iter().any(|n| n == name))
+    };
+    let signal_hooks = if defined("worker_int") || defined("worker_abort") {
+        match hooks::SignalHooks::install(defined("worker_int"), defined("worker_abort")) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                error!("Cannot install signal handlers: {e}");
+                return wsgi::WORKER_BOOT_ERROR;
+            }
+        }
+    } else {
+        None
+    };
+    if !signal_hooks
+        .as_ref()
+        .is_some_and(hooks::SignalHooks::handles_int)
+    {
+        for sig in [Signal::SIGINT, Signal::SIGQUIT] {
+            if let Err(e) = sys::exit_now_when_busy(sig, &IN_APP) {
+                error!("Cannot install signal handlers: {e}");
+                return wsgi::WORKER_BOOT_ERROR;
+            }
         }
     }
     for sig in [
@@ -100,14 +130,57 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
         crate::log::capture_stdio();
     }
 
+    let setup = wsgi::PySetup {
+        base: args.python,
+        pythonpath: settings.pythonpath.as_deref().unwrap_or(""),
+        virtualenv: settings.virtualenv.as_deref(),
+        app: settings.app(),
+        paste_global: &settings.raw_paste_global_conf,
+    };
+    // Worker-side hooks: the config file runs here too, then post_fork,
+    // before the app is imported (as in gunicorn).
+    let proc_name = settings
+        .proc_name
+        .clone()
+        .unwrap_or_else(|| settings.app().to_string());
+    let hooks = match &args.hooks {
+        Some((spec, _)) => match wsgi::init_python(&setup) {
+            Ok(()) => hooks::WorkerHooks::load(
+                spec,
+                &settings.to_toml_string(),
+                args.master.as_raw() as u32,
+                args.age,
+            ),
+            Err(e) => {
+                error!("Exception in worker process:\n{}", e.to_string().trim_end());
+                return e.exit_code();
+            }
+        },
+        None => None,
+    };
+    let hooks = hooks.map(std::sync::Arc::new);
+    if let (Some(sh), Some(h)) = (signal_hooks, &hooks) {
+        sh.start(h.clone(), &IN_APP, settings.workers, proc_name.clone());
+    }
+    // A post_fork or post_worker_init that raises fails the boot, as in
+    // gunicorn (the master then stops: "Worker failed to boot.").
+    if let Some(h) = &hooks {
+        if !h.call("post_fork", settings.workers, &proc_name) {
+            return wsgi::WORKER_BOOT_ERROR;
+        }
+    }
+    if settings.spew {
+        // Traced from the app's import on (the interpreter starts first).
+        if let Err(e) = wsgi::init_python(&setup) {
+            error!("Exception in worker process:\n{}", e.to_string().trim_end());
+            return e.exit_code();
+        }
+        wsgi::SPEW.store(true, std::sync::atomic::Ordering::Relaxed);
+        Python::attach(wsgi::spew_this_thread);
+    }
     let app = match args.preloaded.take() {
         Some(app) => Ok(app),
-        None => wsgi::load_app(&wsgi::PySetup {
-            base: args.python,
-            pythonpath: settings.pythonpath.as_deref().unwrap_or(""),
-            virtualenv: settings.virtualenv.as_deref(),
-            app: settings.app(),
-        }),
+        None => wsgi::load_app(&setup),
     };
     let app = match app {
         Ok(app) => app,
@@ -116,13 +189,22 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
             return e.exit_code();
         }
     };
-    let mut worker = match Worker::new(args, app, signals) {
+    let request_hooks = hooks.as_deref().and_then(hooks::WorkerHooks::request_hooks);
+    let mut worker = match Worker::new(args, app, signals, request_hooks) {
         Ok(w) => w,
         Err(e) => {
             error!("Worker failed to start: {e}");
             return wsgi::WORKER_BOOT_ERROR;
         }
     };
+    if let Some(h) = &hooks {
+        if !h.call("post_worker_init", settings.workers, &proc_name) {
+            return wsgi::WORKER_BOOT_ERROR;
+        }
+    }
+    if settings.reload {
+        reload::start(&settings.reload_engine, settings.reload_extra_files.clone());
+    }
     let code = match worker.exec.take_runner() {
         // The executor's threads run the loop (gthread).
         Some(runner) => {
@@ -157,6 +239,16 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
         );
     });
     info!("Worker exiting (pid: {})", std::process::id());
+    if hooks::INT_PENDING.load(std::sync::atomic::Ordering::SeqCst) {
+        // worker_int runs on its thread: let it finish first (bounded by
+        // the alarm its signal armed).
+        while !hooks::INT_DONE.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    if let Some(h) = &hooks {
+        h.call("worker_exit", settings.workers, &proc_name);
+    }
     code
 }
 

@@ -29,6 +29,8 @@ pub struct WsgiApp {
     pub servers: Vec<ServerInfo>,
     /// Written by whichever thread finishes a request.
     pub access: Option<Mutex<AccessLog>>,
+    /// `pre_request` / `post_request` from the config file.
+    pub hooks: Option<crate::hooks::RequestHooks>,
 }
 
 impl App for WsgiApp {
@@ -65,6 +67,8 @@ fn run_job(py: Python<'_>, shared: &WsgiApp, job: Job) -> Done {
     let server = shared.servers.get(listener).unwrap_or(&no_server);
     let wsgi = &shared.wsgi;
     let fd = responder.fd();
+    // post_request's arguments, once the response is complete.
+    let mut hooks_done: Option<(Py<PyAny>, Py<PyAny>, &crate::hooks::RequestHooks)> = None;
     let outcome = (|| -> PyResult<Outcome> {
         let input = Bound::new(py, input)?;
         let responder = Bound::new(py, responder)?;
@@ -91,23 +95,36 @@ fn run_job(py: Python<'_>, shared: &WsgiApp, job: Job) -> Done {
         };
         match path_info {
             Ok(path_info) => {
-                let result = wsgi
-                    .environ(
-                        py,
-                        &head,
-                        script_name,
-                        path_info,
-                        &peer,
-                        server,
-                        input.clone(),
-                        &responder,
-                        socket.clone(),
-                    )
-                    .and_then(|environ| wsgi.app.bind(py).call1((environ, &responder)));
+                let environ = wsgi.environ(
+                    py,
+                    &head,
+                    script_name,
+                    path_info,
+                    &peer,
+                    server,
+                    input.clone(),
+                    &responder,
+                    socket.clone(),
+                );
+                // pre_request runs first; if it raises, the request fails
+                // with a 500, as in gunicorn.
+                let req = match (&environ, &shared.hooks) {
+                    (Ok(_), Some(h)) => Some(h.pre(py, &request_info(&head, &peer))),
+                    _ => None,
+                };
+                let result = match (&environ, &req) {
+                    (Err(e), _) => Err(e.clone_ref(py)),
+                    (_, Some(Err(e))) => Err(e.clone_ref(py)),
+                    (Ok(environ), _) => wsgi.app.bind(py).call1((environ, &responder)),
+                };
                 let res = match result {
                     Ok(iterable) => write_iterable(py, &responder, &iterable, wsgi.sendfile),
                     Err(e) => Err(e),
                 };
+                if let (Some(Ok(req)), Ok(environ), Some(h)) = (&req, &environ, &shared.hooks) {
+                    hooks_done =
+                        Some((req.clone().unbind(), environ.clone().into_any().unbind(), h));
+                }
                 if let Err(e) = res {
                     if settled(py, &responder)?.taken {
                         // flask-sock ends a taken-over request by raising
@@ -157,6 +174,16 @@ fn run_job(py: Python<'_>, shared: &WsgiApp, job: Job) -> Done {
         if let Some(access) = &shared.access {
             log_access(access, &head, &peer, &r, started.elapsed());
         }
+        if let Some((req, environ, h)) = hooks_done.take() {
+            h.post(
+                py,
+                req.bind(py),
+                environ.bind(py),
+                r.status_line(),
+                r.headers(),
+                r.body_bytes,
+            );
+        }
         Ok(Outcome {
             out: std::mem::take(&mut r.out),
             keep_alive: r.keep_alive,
@@ -190,6 +217,21 @@ where
             Err(e) if Instant::now() >= deadline => return Err(e.into()),
             Err(_) => py.detach(|| std::thread::sleep(Duration::from_millis(1))),
         }
+    }
+}
+
+fn request_info<'a>(head: &'a RequestHead, peer: &Peer) -> crate::hooks::RequestInfo<'a> {
+    crate::hooks::RequestInfo {
+        method: &head.method,
+        uri: &head.target,
+        path: &head.path,
+        query: &head.query,
+        minor: head.minor_version,
+        headers: &head.headers,
+        remote: match peer {
+            Peer::Tcp(a) => Some((a.ip().to_string(), a.port())),
+            Peer::Unix => None,
+        },
     }
 }
 

@@ -91,7 +91,43 @@ def setup(cwd, launch_dir, pythonpath, venv):
                 sys.path.insert(0, p)
     sys.argv = [sys.argv[0] if sys.argv and sys.argv[0] else "ferrocorn"]
 
-def load(spec):
+def _spewer(frame, event, arg):
+    # --spew: every line as it runs, module:line: source.
+    if event == "line":
+        import linecache
+        g = frame.f_globals
+        name = g.get("__name__", "[unknown]")
+        filename = frame.f_code.co_filename
+        line = linecache.getline(filename, frame.f_lineno).rstrip()
+        if not line:
+            line = "<%s, instruction %d>" % (frame.f_code.co_name, frame.f_lasti)
+        sys.stdout.write("%s:%s: %s\n" % (name, frame.f_lineno, line))
+    return _spewer
+
+def spew():
+    sys.settrace(_spewer)
+
+def load_paste(spec, global_conf):
+    # spec: FILE, or FILE then chr(35) then an app section name.
+    path, _, name = spec.partition(chr(35))
+    try:
+        from paste.deploy import loadapp
+    except ImportError:
+        raise AppLoadError("--paste needs PasteDeploy (pip install PasteDeploy) in the app's environment")
+    import configparser, logging.config
+    here = os.path.dirname(path)
+    parser = configparser.ConfigParser()
+    parser.read(path)
+    if parser.has_section("loggers"):
+        defaults = {"__file__": path, "here": here}
+        defaults.update(global_conf)
+        logging.config.fileConfig(path, defaults, disable_existing_loggers=False)
+    uri = "config:" + path + (chr(35) + name if name else "")
+    return loadapp(uri, relative_to=here, global_conf=dict(global_conf))
+
+def load(spec, global_conf=None):
+    if spec.startswith("paste:"):
+        return load_paste(spec[len("paste:"):], global_conf or {})
     module, _, expr = spec.partition(":")
     expr = expr.strip() or "application"
     try:
@@ -190,6 +226,8 @@ pub struct PySetup<'a> {
     pub pythonpath: &'a str,
     pub virtualenv: Option<&'a str>,
     pub app: &'a str,
+    /// `--paste-global` KEY=VALUE pairs (for a `paste:` app).
+    pub paste_global: &'a [String],
 }
 
 /// Start the interpreter the way pyo3's `Python::initialize` does
@@ -301,8 +339,10 @@ fn status_message(status: &pyo3::ffi::PyStatus) -> String {
     }
 }
 
-/// Initialize the interpreter (after fork) and import the app.
-pub fn load_app(setup: &PySetup<'_>) -> Result<Py<PyAny>, LoadError> {
+/// Initialize the interpreter (after fork) with `sys.path` and the
+/// virtualenv set up as for the app, importing nothing else (the config
+/// host runs the config file in it).
+pub fn init_python(setup: &PySetup<'_>) -> Result<(), LoadError> {
     initialize(setup.base.hash_seed)?;
     Python::attach(|py| {
         let boot = bootstrap(py).map_err(|e| LoadError::Boot(format_exception(py, &e)))?;
@@ -320,7 +360,39 @@ pub fn load_app(setup: &PySetup<'_>) -> Result<Py<PyAny>, LoadError> {
                 ))
             })
             .map_err(|e| LoadError::Boot(format_exception(py, &e)))?;
-        let app = boot.getattr("load").and_then(|f| f.call1((setup.app,)));
+        Ok(())
+    })
+}
+
+/// `--spew` is on: threads that run requests trace every line.
+pub static SPEW: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// With `--spew`, trace every line this thread runs from now on.
+pub fn spew_this_thread(py: Python<'_>) {
+    if !SPEW.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    if let Err(e) = bootstrap(py).and_then(|b| b.getattr("spew")?.call0()) {
+        crate::error!("--spew: {}", format_exception(py, &e));
+    }
+}
+
+/// Initialize the interpreter (after fork) and import the app.
+pub fn load_app(setup: &PySetup<'_>) -> Result<Py<PyAny>, LoadError> {
+    init_python(setup)?;
+    Python::attach(|py| {
+        let boot = bootstrap(py).map_err(|e| LoadError::Boot(format_exception(py, &e)))?;
+        let globals = pyo3::types::PyDict::new(py);
+        for kv in setup.paste_global {
+            if let Some((k, v)) = kv.split_once('=') {
+                globals
+                    .set_item(k, v)
+                    .map_err(|e| LoadError::Boot(format_exception(py, &e)))?;
+            }
+        }
+        let app = boot
+            .getattr("load")
+            .and_then(|f| f.call1((setup.app, globals)));
         match app {
             Ok(app) => Ok(app.unbind()),
             Err(e) => {

@@ -27,7 +27,10 @@ mod streams;
 pub use call::WsgiApp;
 pub use environ::{percent_decode, Forwarding, HeaderMap, Peer, ServerInfo, Wsgi};
 pub use input::Input;
-pub use load::{format_exception, load_app, new_hash_seed, LoadError, PyBase, PySetup};
+pub use load::{
+    format_exception, init_python, load_app, new_hash_seed, spew_this_thread, LoadError, PyBase,
+    PySetup, SPEW,
+};
 pub use response::{Responder, SPILL_MAX};
 pub use socket::ConnSocket;
 pub use sockio::{set_progress, Progress};

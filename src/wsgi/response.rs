@@ -130,6 +130,12 @@ impl Responder {
     }
 
     /// The headers the app passed to start_response.
+    /// The status line the app gave (`"200 OK"`), once it called
+    /// `start_response`.
+    pub fn status_line(&self) -> Option<&str> {
+        self.status.as_deref()
+    }
+
     pub fn headers(&self) -> &[(String, String)] {
         &self.headers
     }

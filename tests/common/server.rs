@@ -78,6 +78,14 @@ impl Server {
         Server::start_env(args, &[])
     }
 
+    /// Like `start`, with `--chdir DIR` (the app's directory) instead of
+    /// tests/apps.
+    pub fn start_in_dir(dir: &Path, args: &[&str]) -> Server {
+        let mut s = Server::spawn_with(&[], Some(dir), args, &[]);
+        s.wait_ready();
+        s
+    }
+
     /// Like `start`, with extra environment variables for the server.
     pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut s = Server::spawn(args, env);

@@ -311,6 +311,7 @@ impl Hub {
         // progress re-dates this thread's stamp.
         wsgi::set_progress(Some(Progress::Thread(self.mail.busy_since.clone(), i)));
         Python::attach(|py| {
+            wsgi::spew_this_thread(py);
             py.detach(|| {
                 let mut holder = i == 0;
                 loop {
