@@ -190,3 +190,18 @@ fn ipv6_networks_are_trusted_too() {
     ]);
     assert_eq!(scheme_over_ipv6(s.port), "http", "::1 is not in fd00::/8");
 }
+
+#[test]
+fn secure_scheme_headers_from_a_gunicorn_conf_py() {
+    // The way gunicorn users set it: a dict in the Python config file.
+    let dir = TempDir::new("sshpy");
+    let conf = dir.join("gunicorn.conf.py");
+    fs::write(
+        &conf,
+        "secure_scheme_headers = {'X-SCHEME': 'secure'}\nforwarded_allow_ips = '10.0.0.0/8,127.0.0.0/8'\n",
+    )
+    .unwrap();
+    let s = Server::start(&["echo:app", "-c", conf.to_str().unwrap()]);
+    assert_eq!(scheme(s.port, &[("X-Scheme", "secure")]), "https");
+    assert_eq!(scheme(s.port, &[("X-Forwarded-Proto", "https")]), "http");
+}
