@@ -574,6 +574,22 @@ def flask_stream_with_context(ctx):
 
 
 @case("flask")
+def flask_behind_a_proxy(ctx):
+    # From 127.0.0.1, trusted by forwarded_allow_ips' default: the
+    # secure_scheme_headers decide the scheme; an underscore header is
+    # dropped (header_map's default) so it cannot pose as X-Custom.
+    with client() as http:
+        r = http.get(f"{ctx.base}/whoami", headers={"X-Forwarded-Proto": "https", "X_Custom": "1"})
+        check(r.status_code == 200, f"status {r.status_code}")
+        seen = r.json()
+        check(seen["scheme"] == "https", f"scheme {seen['scheme']!r}, expected 'https'")
+        check(seen["url"].startswith("https://"), f"external URL {seen['url']!r}")
+        check(seen["x_custom"] is None, f"X_Custom reached the app as {seen['x_custom']!r}")
+        r = http.get(f"{ctx.base}/whoami", headers={"X-Forwarded-Proto": "http"})
+        check(r.json()["scheme"] == "http", f"scheme {r.json()['scheme']!r}, expected 'http'")
+
+
+@case("flask")
 def flask_send_file(ctx):
     data = (ctx.state / "files" / "report.csv").read_bytes()
     url = f"{ctx.base}/report.csv"

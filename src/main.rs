@@ -190,14 +190,18 @@ fn main() -> ExitCode {
                 Ok(base) => base,
                 Err(e) => return fail(e, 1),
             };
-            let logconfig =
-                wsgi::LogConfig::from_settings(s.logconfig.as_deref(), s.logconfig_json.as_deref());
+            let logconfig = wsgi::LogConfig::from_settings(
+                s.logconfig.as_deref(),
+                s.logconfig_json.as_deref(),
+                (!s.logconfig_dict.is_empty())
+                    .then(|| serde_json::Value::Object(s.logconfig_dict.0.clone()).to_string()),
+            );
             let setup = wsgi::PySetup {
                 base: &base,
                 pythonpath: s.pythonpath.as_deref().unwrap_or(""),
                 virtualenv: s.virtualenv.as_deref(),
                 app: s.app(),
-                paste_global: &s.paste_global,
+                paste_global: &s.raw_paste_global_conf,
             };
             // The logging config is checked too, as the workers set it up.
             let logging = match &logconfig {

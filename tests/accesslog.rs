@@ -429,3 +429,85 @@ fn remote_address_on_a_unix_socket_is_empty_as_in_gunicorn() {
         read(&path)
     );
 }
+
+#[test]
+fn logconfig_dict_from_a_python_config_file() {
+    let dir = TempDir::new("accesslog-dict");
+    let out = dir.join("out.log");
+    let conf = dir.join("gunicorn.conf.py");
+    std::fs::write(
+        &conf,
+        format!(
+            "logconfig_dict = {{\n    'root': {{'level': 'WARNING', 'handlers': []}},\n    'formatters': {{'d': {{'format': 'DICT %(name)s %(message)s'}}}},\n    'handlers': {{'f': {{'class': 'logging.FileHandler', 'filename': {out:?}, 'formatter': 'd'}}}},\n    'loggers': {{'gunicorn.access': {{'handlers': ['f'], 'level': 'INFO', 'propagate': False}}}},\n}}\n",
+            out = out.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let s = Server::start(&[
+        "-c",
+        conf.to_str().unwrap(),
+        "-w",
+        "1",
+        "--access-logformat",
+        "%(m)s %(U)s %(s)s",
+        APP,
+    ]);
+    assert_eq!(get(s.port, "/dict").status, 200);
+    assert!(
+        wait_until(Duration::from_secs(5), || read(&out)
+            .contains("DICT gunicorn.access GET /dict 200")),
+        "{}",
+        read(&out)
+    );
+    // It round-trips through --print-config as a TOML table.
+    let printed = run_cli(
+        &["-c", conf.to_str().unwrap(), "--print-config", APP],
+        &[],
+        dir.path(),
+    );
+    assert!(
+        printed.stdout.contains("logconfig_dict = { "),
+        "{}",
+        printed.stdout
+    );
+}
+
+#[test]
+fn a_custom_logger_class_is_refused_with_the_reason() {
+    let dir = TempDir::new("accesslog-loggerclass");
+    let out = run_cli(&["--logger-class", "myapp.MyLogger", APP], &[], dir.path());
+    assert_eq!(out.code(), Some(2));
+    assert!(
+        out.stderr.contains("--logger-class") && out.stderr.contains("--log-config-json"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.trim().lines().count(), 1);
+    let out = run_cli(
+        &["--logger-class", "gunicorn.instrument.statsd.Statsd", APP],
+        &[],
+        dir.path(),
+    );
+    assert!(out.stderr.contains("not available yet"), "{}", out.stderr);
+    std::fs::write(
+        dir.join("gunicorn.conf.py"),
+        "class MyLogger:\n    pass\nlogger_class = MyLogger\n",
+    )
+    .unwrap();
+    let out = run_cli(&[APP], &[], dir.path());
+    assert_eq!(out.code(), Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("logger_class"), "{}", out.stderr);
+    // The default is accepted.
+    std::fs::remove_file(dir.join("gunicorn.conf.py")).unwrap();
+    let out = run_cli(
+        &[
+            "--logger-class",
+            "gunicorn.glogging.Logger",
+            "--print-config",
+            APP,
+        ],
+        &[],
+        dir.path(),
+    );
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+}

@@ -254,6 +254,26 @@ fn file_wrapper_serves_the_file() {
     assert!(r.body == data);
 }
 
+#[test]
+fn no_sendfile_reads_the_file_in_blocks() {
+    let data = file_pattern(300_000);
+    let reads = |port: u16| -> u64 {
+        let r = get(port, "/counted");
+        assert!(r.body == data, "file bytes differ");
+        get(port, "/reads").text().parse().unwrap()
+    };
+    // By default the file goes out with sendfile(2): never read.
+    let s = Server::start(&["-w", "1", "filewrap:app"]);
+    assert_eq!(reads(s.port), 0);
+    drop(s);
+    // --no-sendfile: iterated in the app's 8192-byte blocks, as gunicorn does.
+    let s = Server::start(&["-w", "1", "--no-sendfile", "filewrap:app"]);
+    assert!(
+        reads(s.port) >= 300_000 / 8192,
+        "the file was not read in blocks"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Errors in the app
 

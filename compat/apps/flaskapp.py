@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from flask import Flask, Response, request, send_file, stream_with_context
+from flask import Flask, Response, request, send_file, stream_with_context, url_for
 from flask_sock import Sock
 from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
@@ -43,6 +43,17 @@ def ticks():
             yield b"tick\n"
 
     return Response(generate(), mimetype="text/plain")
+
+
+@app.get("/whoami")
+def whoami():
+    """What the app learns behind a proxy: the scheme, its own external
+    URL, and whether a header spelled with underscores reached it."""
+    return {
+        "scheme": request.scheme,
+        "url": url_for("healthz", _external=True),
+        "x_custom": request.headers.get("X-Custom"),
+    }
 
 
 @app.get("/report.csv")

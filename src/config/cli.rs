@@ -1,7 +1,7 @@
 //! The command line: the clap command built from the settings table (and
-//! so the `--help` text), parsing one level of arguments (argv or
-//! `FERROCORN_CMD_ARGS`) into per-setting values, and the shell-like
-//! splitting of `FERROCORN_CMD_ARGS`.
+//! so the `--help` text), parsing one level of arguments (argv,
+//! `FERROCORN_CMD_ARGS` or `GUNICORN_CMD_ARGS`) into per-setting values,
+//! and the shell-like splitting of those variables.
 
 use std::ffi::OsString;
 
@@ -50,7 +50,8 @@ fn build_command() -> clap::Command {
         .arg(Arg::new("APP_MODULE").index(1).help(
             "The WSGI app: MODULE[:ATTR] (ATTR defaults to 'application') or MODULE:FACTORY(ARGS)",
         ));
-    for def in SETTINGS {
+    // Settings gunicorn has no flag for are TOML keys only.
+    for def in SETTINGS.iter().filter(|d| !d.long.is_empty()) {
         let mut arg = Arg::new(def.name)
             .long(def.long[0])
             .help_heading(def.section)
@@ -63,10 +64,16 @@ fn build_command() -> clap::Command {
         }
         arg = match def.arity {
             Arity::Flag => arg.action(ArgAction::SetTrue),
-            Arity::One => arg
-                .action(ArgAction::Append)
-                .value_name(def.value_name)
-                .allow_hyphen_values(true),
+            Arity::One => {
+                let arg = arg
+                    .action(ArgAction::Append)
+                    .value_name(def.value_name)
+                    .allow_hyphen_values(true);
+                match def.missing {
+                    Some(v) => arg.num_args(0..=1).default_missing_value(v),
+                    None => arg,
+                }
+            }
             Arity::Many => arg
                 .action(ArgAction::Append)
                 .value_name(def.value_name)
@@ -95,7 +102,7 @@ pub(super) fn parse_level(args: Vec<OsString>) -> Result<CliLevel, ConfigError> 
         .try_get_matches_from(args)
         .map_err(one_line)?;
     let mut values = Vec::new();
-    for def in SETTINGS {
+    for def in SETTINGS.iter().filter(|d| !d.long.is_empty()) {
         match def.arity {
             Arity::Flag => {
                 if m.get_flag(def.name) {
@@ -117,9 +124,9 @@ pub(super) fn parse_level(args: Vec<OsString>) -> Result<CliLevel, ConfigError> 
     })
 }
 
-/// Split `FERROCORN_CMD_ARGS` like a POSIX shell would (quotes and
+/// Split `FERROCORN_CMD_ARGS` or `GUNICORN_CMD_ARGS` like a POSIX shell would (quotes and
 /// backslashes; no expansion).
-pub(super) fn shell_split(s: &str) -> Result<Vec<OsString>, ConfigError> {
+pub(super) fn shell_split(s: &str) -> Result<Vec<OsString>, String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut in_word = false;
@@ -132,7 +139,7 @@ pub(super) fn shell_split(s: &str) -> Result<Vec<OsString>, ConfigError> {
                     match chars.next() {
                         Some('\'') => break,
                         Some(c) => cur.push(c),
-                        None => return Err(ConfigError::EnvArgs("unterminated ' quote".into())),
+                        None => return Err("unterminated ' quote".to_string()),
                     }
                 }
             }
@@ -143,12 +150,10 @@ pub(super) fn shell_split(s: &str) -> Result<Vec<OsString>, ConfigError> {
                         Some('"') => break,
                         Some('\\') => match chars.next() {
                             Some(c) => cur.push(c),
-                            None => {
-                                return Err(ConfigError::EnvArgs("unterminated \" quote".into()))
-                            }
+                            None => return Err("unterminated \" quote".to_string()),
                         },
                         Some(c) => cur.push(c),
-                        None => return Err(ConfigError::EnvArgs("unterminated \" quote".into())),
+                        None => return Err("unterminated \" quote".to_string()),
                     }
                 }
             }

@@ -67,6 +67,10 @@ fn flag_synopsis(def: &SettingDef) -> String {
     for l in def.long {
         names.push(format!("\\fB\\-\\-{}\\fR", roff(l)));
     }
+    if names.is_empty() {
+        // No flag in gunicorn either: a config-file key only.
+        return format!("\\fB{}\\fR (config file only)", roff(def.name));
+    }
     let mut line = names.join(", ");
     if def.arity != Arity::Flag {
         let _ = write!(line, " \\fI{}\\fR", roff(def.value_name));
@@ -182,8 +186,8 @@ accesslog = "\-"
 .RE
 .PP
 Settings are applied, lowest precedence first, from the defaults, the
-configuration file, the \fBFERROCORN_CMD_ARGS\fR environment variable and the
-command line. An unknown key is an error.
+configuration file, the \fBGUNICORN_CMD_ARGS\fR and then the
+\fBFERROCORN_CMD_ARGS\fR environment variables, and the command line. An unknown key is an error.
 \fBferrocorn \-\-print\-config\fR prints the resolved settings in this format.
 .SH SIGNALS
 The master handles:
@@ -213,8 +217,13 @@ Start a new master from the binary on disk, sharing the listening sockets
 When daemonized, stop the workers gracefully and keep the master.
 .SH ENVIRONMENT
 .TP
+.B GUNICORN_CMD_ARGS
+Extra command\-line arguments, split as a shell would, applied over the
+configuration file and before the real ones (as in gunicorn).
+.TP
 .B FERROCORN_CMD_ARGS
-Extra command\-line arguments, applied before the real ones.
+The same, applied after \fBGUNICORN_CMD_ARGS\fR, so it wins when both set a
+setting.
 .TP
 .BR PORT ", " WEB_CONCURRENCY ", " FORWARDED_ALLOW_IPS ", " VIRTUAL_ENV
 Defaults for \fB\-\-bind\fR, \fB\-\-workers\fR, \fB\-\-forwarded\-allow\-ips\fR
@@ -483,7 +492,7 @@ pub fn zsh_completion() -> String {
             zsh_desc(help)
         );
     }
-    for def in SETTINGS {
+    for def in SETTINGS.iter().filter(|d| !d.long.is_empty()) {
         let mut names: Vec<String> = Vec::new();
         if let Some(c) = def.short {
             names.push(if def.arity == Arity::Flag {

@@ -5,17 +5,22 @@
 //!
 //! Precedence, lowest first: defaults (some read from the environment, as
 //! gunicorn does: `PORT`, `WEB_CONCURRENCY`, `FORWARDED_ALLOW_IPS`,
-//! `VIRTUAL_ENV`) < config file < `FERROCORN_CMD_ARGS` < command line.
+//! `VIRTUAL_ENV`) < config file < `GUNICORN_CMD_ARGS` < `FERROCORN_CMD_ARGS`
+//! < command line. Both variables are split like a shell would split them.
 //!
 //! This module owns the public API ([`load`], [`Action`], [`ConfigError`],
 //! [`seconds`] and the re-exports below) and the order in which the levels
 //! are applied. By concern:
-//! - `settings.rs`: the settings table and the [`Settings`] struct.
+//! - `settings.rs`: the settings table, one definition per setting.
+//! - `table.rs`: the `settings!` macro that makes the [`Settings`] struct
+//!   and [`SETTINGS`] from it, and [`SettingDef`].
 //! - `value.rs`: how each value type is parsed and printed.
-//! - `cli.rs`: command-line and `FERROCORN_CMD_ARGS` parsing, `--help`.
+//! - `cli.rs`: command-line, `GUNICORN_CMD_ARGS` and `FERROCORN_CMD_ARGS`
+//!   parsing, `--help`.
 //! - `file.rs`: the TOML config file and `--print-config`.
 //! - `validate.rs`: checks across the resolved settings; the [`Action`].
 //! - `bind.rs`: `bind` addresses.
+//! - `net.rs`: addresses and networks of trusted peers ([`IpNet`]).
 //! - [`docs`]: the man page, completions and example config.
 
 use std::ffi::OsString;
@@ -27,15 +32,18 @@ mod bind;
 mod cli;
 pub mod docs;
 mod file;
+mod net;
 mod settings;
+mod table;
 mod validate;
 mod value;
 
 pub use bind::{parse_bind, BindAddr};
 pub use cli::help_text;
+pub use net::{split_list, IpNet};
 pub use settings::{SettingDef, Settings, SETTINGS};
 pub use validate::parse_umask;
-pub use value::{Arity, SettingValue};
+pub use value::{Arity, Enabled, JsonDict, SettingValue, StrMap};
 
 use cli::{parse_level, shell_split, CliLevel};
 use file::load_file;
@@ -59,7 +67,7 @@ pub enum ConfigError {
     UnknownKey { path: PathBuf, key: String },
     #[error("invalid bind address '{addr}': {reason}")]
     Bind { addr: String, reason: String },
-    #[error("{setting} is not supported yet by ferrocorn {version}: {reason}")]
+    #[error("{setting} cannot be changed in ferrocorn {version}: {reason}")]
     Unsupported {
         setting: String,
         version: &'static str,
@@ -68,8 +76,9 @@ pub enum ConfigError {
     /// The Python config file failed (exit code 1, as gunicorn).
     #[error("config file {0}")]
     Python(String),
-    #[error("FERROCORN_CMD_ARGS: {0}")]
-    EnvArgs(String),
+    /// A problem in `FERROCORN_CMD_ARGS` or `GUNICORN_CMD_ARGS` (named).
+    #[error("{var}: {reason}")]
+    EnvArgs { var: &'static str, reason: String },
     #[error("No application module specified.")]
     NoApp,
 }
@@ -107,12 +116,16 @@ pub fn load(
     if argv.version {
         return Ok(Action::Version);
     }
-    let env_level = match env("FERROCORN_CMD_ARGS") {
-        Some(s) if !s.trim().is_empty() => {
-            Some(parse_level(shell_split(&s)?).map_err(|e| ConfigError::EnvArgs(e.to_string()))?)
+    // The environment's argument levels, lowest first: gunicorn's, then
+    // ferrocorn's own (which wins when both set the same setting).
+    let mut env_levels = Vec::new();
+    for var in ["GUNICORN_CMD_ARGS", "FERROCORN_CMD_ARGS"] {
+        if let Some(s) = env(var).filter(|s| !s.trim().is_empty()) {
+            let in_var = |reason: String| ConfigError::EnvArgs { var, reason };
+            let args = shell_split(&s).map_err(in_var)?;
+            env_levels.push((var, parse_level(args).map_err(|e| in_var(e.to_string()))?));
         }
-        _ => None,
-    };
+    }
 
     let mut settings = Settings::defaults(env);
 
@@ -125,12 +138,16 @@ pub fn load(
             .find(|(n, _)| *n == "config")
             .and_then(|(_, v)| v.last().cloned())
     };
-    let config_path = named(&argv).or_else(|| env_level.as_ref().and_then(named));
+    let config_path = named(&argv).or_else(|| env_levels.iter().rev().find_map(|(_, l)| named(l)));
     // Where a Python config file imports from: the command line's (or
     // the environment's) --virtualenv and --pythonpath, as gunicorn runs
     // the file inside the venv it was started from.
     let mut hint = settings.clone();
-    for level in env_level.iter().chain(std::iter::once(&argv)) {
+    for level in env_levels
+        .iter()
+        .map(|(_, l)| l)
+        .chain(std::iter::once(&argv))
+    {
         for (name, vals) in &level.values {
             if matches!(*name, "virtualenv" | "pythonpath") {
                 let _ = hint.apply_cli(name, vals.clone());
@@ -162,12 +179,27 @@ pub fn load(
         }
     }
 
-    for level in env_level.iter().chain(std::iter::once(&argv)) {
+    let levels = env_levels
+        .iter()
+        .map(|(var, level)| (Some(*var), level))
+        .chain(std::iter::once((None, &argv)));
+    for (var, level) in levels {
         for (name, vals) in &level.values {
-            settings.apply_cli(name, vals.clone())?;
+            settings
+                .apply_cli(name, vals.clone())
+                .map_err(|e| match var {
+                    Some(var) => ConfigError::EnvArgs {
+                        var,
+                        reason: e.to_string(),
+                    },
+                    None => e,
+                })?;
         }
         if let Some(app) = &level.app {
             settings.wsgi_app = Some(app.clone());
+            // As gunicorn: the positional APP_MODULE names the processes
+            // unless proc_name says otherwise.
+            settings.default_proc_name = app.clone();
         }
     }
     finish(settings, env)
@@ -211,7 +243,25 @@ fn load_python(settings: &mut Settings, spec: &str, py: &PyPaths<'_>) -> Result<
     };
     let loaded = crate::hooks::load(&full, &known, py.virtualenv, py.pythonpath)
         .map_err(|e| ConfigError::Python(e.to_string()))?;
+    if loaded.objects.iter().any(|n| n == "logger_class") {
+        return Err(ConfigError::InvalidValue {
+            setting: "logger_class".into(),
+            value: "a Python class".into(),
+            reason: validate::logger_class_refusal("custom")
+                .unwrap_or_default()
+                .to_string(),
+        });
+    }
     if let Some(name) = loaded.objects.first() {
+        // A hook this version refuses (the dirty-arbiter ones): say why.
+        let def = SETTINGS.iter().find(|d| d.name == name.as_str());
+        if let Some((def, reason)) = def.and_then(|d| d.unsupported.map(|r| (d, r))) {
+            return Err(ConfigError::Unsupported {
+                setting: def.display_name(),
+                version: env!("CARGO_PKG_VERSION"),
+                reason,
+            });
+        }
         return Err(ConfigError::File {
             path: spec.into(),
             reason: format!("'{name}' is set to a Python object; ferrocorn takes only str, int, float, bool, list and dict values"),

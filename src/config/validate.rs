@@ -1,11 +1,12 @@
 //! The checks run once every level is applied: settings accepted only at
 //! their default, values each setting's type cannot rule out alone (counts
 //! of zero, unknown worker classes, log levels, syslog addresses, umask,
-//! `--env`, trusted proxies, APP_MODULE), the worker class implied by
+//! `--env`, trusted proxies and networks, header_map, http_parser,
+//! secure_scheme_headers, APP_MODULE), the worker class implied by
 //! `--threads`, the parsed `bind` list, and which [`Action`] the command
 //! line asks for.
 
-use super::{parse_bind, Action, ConfigError, Settings, SETTINGS};
+use super::{parse_bind, split_list, Action, ConfigError, IpNet, Settings, SETTINGS};
 
 /// Check the settings once every level is applied, and say what to do.
 pub(super) fn finish(
@@ -16,7 +17,7 @@ pub(super) fn finish(
         if let Some(reason) = def.unsupported {
             if !s.is_default(def.name, env) {
                 return Err(ConfigError::Unsupported {
-                    setting: format!("--{}", def.long[0]),
+                    setting: def.display_name(),
                     version: env!("CARGO_PKG_VERSION"),
                     reason,
                 });
@@ -34,6 +35,9 @@ pub(super) fn finish(
             "0".into(),
             "at least one worker is needed",
         ));
+    }
+    if let Some(reason) = logger_class_refusal(&s.logger_class) {
+        return Err(invalid("--logger-class", s.logger_class.clone(), reason));
     }
     if !matches!(s.reload_engine.as_str(), "auto" | "poll" | "inotify") {
         return Err(invalid(
@@ -135,12 +139,40 @@ pub(super) fn finish(
             "cannot daemonize under systemd (NOTIFY_SOCKET is set): let systemd supervise the process",
         ));
     }
+    // gunicorn's comma-separated lists, however they were given.
+    s.forwarded_allow_ips = split_list(&s.forwarded_allow_ips);
+    s.forwarder_headers = split_list(&s.forwarder_headers);
     for ip in &s.forwarded_allow_ips {
-        if ip != "*" && ip.trim().parse::<std::net::IpAddr>().is_err() {
+        if ip != "*" {
+            IpNet::parse(ip).map_err(|r| invalid("--forwarded-allow-ips", ip.clone(), &r))?;
+        }
+    }
+    s.header_map = s.header_map.trim().to_ascii_lowercase();
+    if !matches!(s.header_map.as_str(), "drop" | "refuse" | "dangerous") {
+        return Err(invalid(
+            "--header-map",
+            s.header_map.clone(),
+            "expected drop, refuse or dangerous",
+        ));
+    }
+    s.http_parser = s.http_parser.trim().to_ascii_lowercase();
+    if !matches!(s.http_parser.as_str(), "auto" | "fast" | "python") {
+        return Err(invalid(
+            "--http-parser",
+            s.http_parser.clone(),
+            "expected auto, fast or python",
+        ));
+    }
+    for (name, _) in &s.secure_scheme_headers.0 {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        {
             return Err(invalid(
-                "--forwarded-allow-ips",
-                ip.clone(),
-                "expected IP addresses separated by commas, or '*'",
+                "secure_scheme_headers",
+                name.clone(),
+                "not a valid header name",
             ));
         }
     }
@@ -176,7 +208,7 @@ pub(super) fn finish(
             None => format!("paste:{abs}"),
         });
     }
-    for kv in &s.paste_global {
+    for kv in &s.raw_paste_global_conf {
         if !kv.contains('=') {
             return Err(invalid("--paste-global", kv.clone(), "expected KEY=VALUE"));
         }
@@ -191,6 +223,21 @@ pub(super) fn finish(
         return Ok(Action::CheckConfig(Box::new(s)));
     }
     Ok(Action::Run(Box::new(s)))
+}
+
+/// Why a `--logger-class` is refused (None: the default, accepted).
+pub(super) fn logger_class_refusal(class: &str) -> Option<&'static str> {
+    match class {
+        "gunicorn.glogging.Logger" | "glogging.Logger" => None,
+        "gunicorn.instrument.statsd.Statsd" => {
+            Some("not available yet: statsd metrics are not implemented in this version")
+        }
+        _ => Some(
+            "a logger class is Python code around gunicorn's Logger, which ferrocorn does not run; \
+             use --log-config-json or logconfig_dict for handlers and formatters, \
+             --access-logformat for the line",
+        ),
+    }
 }
 
 /// `--umask`: octal with a leading 0 or 0o, else decimal (gunicorn's rule).

@@ -165,3 +165,162 @@ impl SettingValue for Vec<String> {
         Ok(values)
     }
 }
+
+/// A setting that is on by default and whose flag turns it off (gunicorn's
+/// `--no-sendfile` is `sendfile = false` in a config file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Enabled(pub bool);
+
+impl SettingValue for Enabled {
+    const ARITY: Arity = Arity::Flag;
+    fn parse_str(s: &str) -> Result<Self, String> {
+        bool::parse_str(s).map(Enabled)
+    }
+    fn from_toml(v: &toml::Value) -> Result<Self, String> {
+        bool::from_toml(v).map(Enabled)
+    }
+    fn to_toml(&self) -> Option<String> {
+        self.0.to_toml()
+    }
+    /// Giving the flag is what switches the setting off.
+    fn from_cli(values: Vec<String>) -> Result<Self, (String, String)> {
+        let last = values.into_iter().last().unwrap_or_default();
+        match bool::parse_str(&last) {
+            Ok(given) => Ok(Enabled(!given)),
+            Err(e) => Err((last, e)),
+        }
+    }
+}
+
+/// A table of string to string, in the order given (gunicorn's dict
+/// settings, e.g. `secure_scheme_headers`): a TOML inline table, or
+/// `NAME=VALUE,NAME=VALUE` as text.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StrMap(pub Vec<(String, String)>);
+
+impl StrMap {
+    pub fn of(pairs: &[(&str, &str)]) -> StrMap {
+        StrMap(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+}
+
+impl SettingValue for StrMap {
+    fn parse_str(s: &str) -> Result<Self, String> {
+        let mut out = Vec::new();
+        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            match item.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => {
+                    out.push((k.trim().to_string(), v.trim().to_string()))
+                }
+                _ => return Err("expected NAME=VALUE pairs separated by commas".into()),
+            }
+        }
+        Ok(StrMap(out))
+    }
+    fn from_toml(v: &toml::Value) -> Result<Self, String> {
+        let t = v
+            .as_table()
+            .ok_or_else(|| "expected a table of strings, e.g. { NAME = \"value\" }".to_string())?;
+        t.iter()
+            .map(|(k, v)| match v.as_str() {
+                Some(s) => Ok((k.clone(), s.to_string())),
+                None => Err(format!("expected a string value for '{k}'")),
+            })
+            .collect::<Result<_, _>>()
+            .map(StrMap)
+    }
+    fn to_toml(&self) -> Option<String> {
+        // Sorted, as a TOML table reads back, so printing is stable.
+        let mut items: Vec<String> = self
+            .0
+            .iter()
+            .map(|(k, v)| format!("{} = {}", toml_str(k), toml_str(v)))
+            .collect();
+        items.sort();
+        if items.is_empty() {
+            return Some("{}".into());
+        }
+        Some(format!("{{ {} }}", items.join(", ")))
+    }
+}
+
+/// A nested dict setting (`logconfig_dict`): any JSON-like value, kept as
+/// JSON; a TOML table in a TOML file, a dict in a Python one.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JsonDict(pub serde_json::Map<String, serde_json::Value>);
+
+impl JsonDict {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+fn toml_to_json(v: &toml::Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        toml::Value::String(s) => J::String(s.clone()),
+        toml::Value::Integer(i) => J::from(*i),
+        toml::Value::Float(f) => J::from(*f),
+        toml::Value::Boolean(b) => J::Bool(*b),
+        toml::Value::Datetime(d) => J::String(d.to_string()),
+        toml::Value::Array(a) => J::Array(a.iter().map(toml_to_json).collect()),
+        toml::Value::Table(t) => J::Object(
+            t.iter()
+                .map(|(k, v)| (k.clone(), toml_to_json(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// A JSON value as inline TOML (null, which TOML lacks, as "").
+fn json_to_inline_toml(v: &serde_json::Value) -> String {
+    use serde_json::Value as J;
+    match v {
+        J::Null => "\"\"".into(),
+        J::Bool(b) => b.to_string(),
+        J::Number(n) => n.to_string(),
+        J::String(s) => toml_str(s),
+        J::Array(a) => format!(
+            "[{}]",
+            a.iter()
+                .map(json_to_inline_toml)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        J::Object(m) => {
+            if m.is_empty() {
+                return "{}".into();
+            }
+            let items: Vec<String> = m
+                .iter()
+                .map(|(k, v)| format!("{} = {}", toml_str(k), json_to_inline_toml(v)))
+                .collect();
+            format!("{{ {} }}", items.join(", "))
+        }
+    }
+}
+
+impl SettingValue for JsonDict {
+    fn parse_str(s: &str) -> Result<Self, String> {
+        match serde_json::from_str::<serde_json::Value>(s) {
+            Ok(serde_json::Value::Object(m)) => Ok(JsonDict(m)),
+            _ => Err("expected a JSON object".into()),
+        }
+    }
+    fn from_toml(v: &toml::Value) -> Result<Self, String> {
+        match toml_to_json(v) {
+            serde_json::Value::Object(m) => Ok(JsonDict(m)),
+            _ => Err("expected a table".into()),
+        }
+    }
+    fn to_toml(&self) -> Option<String> {
+        Some(json_to_inline_toml(&serde_json::Value::Object(
+            self.0.clone(),
+        )))
+    }
+}

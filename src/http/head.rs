@@ -70,12 +70,12 @@ impl HeadParser {
             self.reset();
         }
         let result = match self.scan(buf, limits) {
-            Ok(HeadScan::Complete { end, fields }) => parse_complete_head(buf, end, fields),
+            Ok(HeadScan::Complete { end, fields }) => parse_complete_head(buf, end, fields, limits),
             Ok(HeadScan::Incomplete) => {
                 if self.early_ok {
                     return Ok(None);
                 }
-                match check_head_early(buf) {
+                match check_head_early(buf, &limits.leniency) {
                     Ok(settled) => {
                         // Once settled, the start of the head need not be
                         // parsed again on every call.
@@ -208,7 +208,13 @@ fn map_httparse_error(e: httparse::Error) -> HttpError {
 ///
 /// Returns `Ok(true)` once the verdict can no longer change as bytes are
 /// appended (request line and first header line both complete and valid).
-fn check_head_early(buf: &[u8]) -> Result<bool, HttpError> {
+fn check_head_early(buf: &[u8], leniency: &Leniency) -> Result<bool, HttpError> {
+    if leniency.obsolete_folding || leniency.strip_header_spaces || leniency.unconventional_version
+    {
+        // What these allow httparse refuses until the head is rewritten,
+        // which needs all of it (the head is still bounded by the limits).
+        return Ok(false);
+    }
     let mut req = httparse::Request::new(&mut []);
     let settled = match req.parse(buf) {
         // TooManyHeaders: the request line and one whole header line parsed
@@ -218,18 +224,22 @@ fn check_head_early(buf: &[u8]) -> Result<bool, HttpError> {
         Err(e) => return Err(map_httparse_error(e)),
     };
     if let Some(m) = req.method {
-        validate_method(m)?;
+        validate_method(m, leniency)?;
     }
     Ok(settled)
 }
 
 /// gunicorn-style method check: a token of 3..=20 chars with no lowercase
-/// letters and no `#`.
-fn validate_method(m: &str) -> Result<(), HttpError> {
+/// letters and no `#`; with `permit_unconventional_http_method`, any token.
+fn validate_method(m: &str, leniency: &Leniency) -> Result<(), HttpError> {
     let b = m.as_bytes();
-    let ok = (3..=20).contains(&b.len())
-        && b.iter()
-            .all(|&c| is_tchar(c) && !c.is_ascii_lowercase() && c != b'#');
+    let ok = if leniency.unconventional_method {
+        !b.is_empty() && b.iter().all(|&c| is_tchar(c))
+    } else {
+        (3..=20).contains(&b.len())
+            && b.iter()
+                .all(|&c| is_tchar(c) && !c.is_ascii_lowercase() && c != b'#')
+    };
     if ok {
         Ok(())
     } else {
@@ -414,8 +424,16 @@ fn parse_complete_head(
     buf: &[u8],
     end: usize,
     fields: usize,
+    limits: &Limits,
 ) -> Result<Option<(RequestHead, usize)>, HttpError> {
-    let head_bytes = buf.get(..end).unwrap_or_default();
+    let sent = buf.get(..end).unwrap_or_default();
+    // What the relaxing settings allow, rewritten into the strict form.
+    let rewritten = lenient::rewrite(sent, &limits.leniency, limits.max_field_size)?;
+    let (head_bytes, fields, protocol) = match &rewritten {
+        Some(r) => (&r.bytes[..], r.fields, r.protocol.clone()),
+        None => (sent, fields, None),
+    };
+    let parsed_len = head_bytes.len();
 
     // Exactly one slot per header line (the scan counted them); uninitialized
     // slots avoid zeroing the array on every request.
@@ -434,12 +452,17 @@ fn parse_complete_head(
         .parse_with_uninit_headers(head_bytes, slots)
         .map_err(map_httparse_error)?
     {
-        httparse::Status::Complete(n) if n == end => {}
+        httparse::Status::Complete(n) if n == parsed_len => {}
         _ => return Err(bad("Malformed request head")),
     }
 
     let method = req.method.unwrap_or_default();
-    validate_method(method)?;
+    validate_method(method, &limits.leniency)?;
+    let method = if limits.leniency.casefold_method {
+        method.to_ascii_uppercase()
+    } else {
+        method.to_owned()
+    };
     let raw_target = req.path.unwrap_or_default().as_bytes();
     let target_ascii = match check_text(raw_target, 0x21, false) {
         Some(ascii) if !raw_target.is_empty() => ascii,
@@ -484,11 +507,12 @@ fn parse_complete_head(
 
     Ok(Some((
         RequestHead {
-            method: method.to_owned(),
+            method,
             target,
             path,
             query,
             minor_version,
+            protocol,
             headers,
             body,
             keep_alive,
@@ -1134,6 +1158,7 @@ mod tests {
             max_line: 0,
             max_fields: 100,
             max_field_size: 0,
+            leniency: Leniency::default(),
         };
         assert_eq!(l.head_cap(), UNLIMITED_HEAD_CAP);
         // Many moderately sized headers, never complete: stops at the cap.
@@ -1259,6 +1284,7 @@ mod tests {
             max_line: 100,
             max_fields: 2,
             max_field_size: 20,
+            leniency: Leniency::default(),
         };
         // Too many fields, detected on the 3rd header line while incomplete.
         let bad_head: &[u8] = b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC";
@@ -1380,6 +1406,7 @@ mod tests {
             max_line: 40,
             max_fields: 4,
             max_field_size: 30,
+            leniency: Leniency::default(),
         };
         let summarize = |r: Result<Option<(RequestHead, usize)>, HttpError>| match r {
             Ok(None) => (0u16, 0usize),

@@ -18,12 +18,18 @@
 //! * `Content-Length` / `Transfer-Encoding` framing is validated strictly,
 //! * methods are restricted the way gunicorn restricts them.
 //!
+//! What gunicorn's relaxing settings allow ([`Leniency`]: obsolete line
+//! folding, spaces before a colon, unconventional methods and versions) is
+//! rewritten into the strict form by `lenient.rs` before tokenizing; with
+//! those settings off nothing is rewritten.
+//!
 //! Nothing in here panics on any input.
 
 mod body;
 mod bytes;
 mod chunked;
 mod head;
+mod lenient;
 
 pub use body::{Body, BodyRest};
 pub use chunked::ChunkedDecoder;
@@ -50,6 +56,24 @@ pub const MAX_CHUNK_LINE: usize = 4096;
 /// Largest accepted trailer section (all trailer lines plus the final CRLF).
 pub const MAX_TRAILER_SIZE: usize = 8192;
 
+/// The parser's strict defaults that gunicorn's settings of the same names
+/// relax (all off by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Leniency {
+    /// `permit_obsolete_folding`: a header line starting with SP or HT
+    /// continues the previous value (joined with one space).
+    pub obsolete_folding: bool,
+    /// `strip_header_spaces`: spaces and tabs before a header's colon are
+    /// dropped.
+    pub strip_header_spaces: bool,
+    /// `permit_unconventional_http_method`: any token is a method.
+    pub unconventional_method: bool,
+    /// `permit_unconventional_http_version`: any `HTTP/D.D`.
+    pub unconventional_version: bool,
+    /// `casefold_http_method`: the method is upper-cased.
+    pub casefold_method: bool,
+}
+
 /// Request-head limits, with gunicorn's semantics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -62,6 +86,8 @@ pub struct Limits {
     /// `limit_request_field_size`: max length of one header line
     /// (as sent, excluding CRLF). 0 = unlimited (bounded by the head cap).
     pub max_field_size: usize,
+    /// Which strict rules are relaxed.
+    pub leniency: Leniency,
 }
 
 impl Default for Limits {
@@ -70,6 +96,7 @@ impl Default for Limits {
             max_line: 4094,
             max_fields: 100,
             max_field_size: 8190,
+            leniency: Leniency::default(),
         }
     }
 }
@@ -131,8 +158,12 @@ pub struct RequestHead {
     pub path: String,
     /// After `?`, without any `#fragment`; `""` if none.
     pub query: String,
-    /// 0 or 1.
+    /// 0 or 1 (1 for an unconventional version, see `protocol`).
     pub minor_version: u8,
+    /// The version as sent, when `permit_unconventional_http_version` let
+    /// one other than HTTP/1.0 and HTTP/1.1 through (e.g. `HTTP/1.2`);
+    /// it is served as HTTP/1.1 and shown in SERVER_PROTOCOL.
+    pub protocol: Option<String>,
     /// Names as sent, values trimmed of OWS and latin-1 decoded.
     pub headers: Vec<(String, String)>,
     pub body: BodyKind,

@@ -178,7 +178,9 @@ pub struct Arbiter {
 }
 
 fn proc_name(s: &Settings) -> String {
-    s.proc_name.clone().unwrap_or_else(|| s.app().to_string())
+    s.proc_name
+        .clone()
+        .unwrap_or_else(|| s.default_proc_name.clone())
 }
 
 /// How long the master waits for one master-side server hook: --timeout
@@ -226,7 +228,7 @@ impl Arbiter {
         // A successor is detached already (its predecessor was): forking
         // again would break the link between the two.
         if settings.daemon && inherited.predecessor.is_none() {
-            sys::daemonize().map_err(MasterError::Daemon)?;
+            sys::daemonize(settings.enable_stdio_inheritance).map_err(MasterError::Daemon)?;
         }
         let pid = std::process::id();
         let pidfile = settings.pidfile.as_ref().map(PathBuf::from);
@@ -242,7 +244,7 @@ impl Arbiter {
                 pythonpath: settings.pythonpath.as_deref().unwrap_or(""),
                 virtualenv: settings.virtualenv.as_deref(),
                 app: settings.app(),
-                paste_global: &settings.paste_global,
+                paste_global: &settings.raw_paste_global_conf,
             };
             match wsgi::load_app(&setup) {
                 Ok(app) => Some(app),
@@ -325,6 +327,17 @@ impl Arbiter {
             info!("Listening at: {} ({})", l.describe(), self.pid);
         }
         info!("Using worker: {}", self.settings.worker_class);
+        if self.settings.http_parser != "auto" {
+            info!(
+                "http_parser = {}: ferrocorn always uses its own HTTP parser",
+                self.settings.http_parser
+            );
+        }
+        if let Some(dir) = &self.settings.tmp_upload_dir {
+            warning!(
+                "tmp_upload_dir = {dir} has no effect: request bodies are never spooled to disk (gunicorn 27 does not use it either)"
+            );
+        }
         if self.predecessor.is_some() {
             info!(
                 "Upgrade: booting as the successor of master {}",

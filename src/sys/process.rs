@@ -68,9 +68,11 @@ pub fn set_proc_title(title: &str) {
     }
 }
 
-/// Detach from the terminal: fork, setsid, fork again, stdio to /dev/null.
-/// Returns only in the final daemon process.
-pub fn daemonize() -> io::Result<()> {
+/// Detach from the terminal: fork, setsid, fork again, stdin to
+/// /dev/null, and stdout and stderr too unless `keep_output`
+/// (`--enable-stdio-inheritance`: they stay where they were, e.g. a shell
+/// redirection). Returns only in the final daemon process.
+pub fn daemonize(keep_output: bool) -> io::Result<()> {
     match fork()? {
         Forked::Parent(_) => std::process::exit(0),
         Forked::Child => {}
@@ -84,7 +86,8 @@ pub fn daemonize() -> io::Result<()> {
         .read(true)
         .write(true)
         .open("/dev/null")?;
-    for target in 0..=2 {
+    let last = if keep_output { 0 } else { 2 };
+    for target in 0..=last {
         // SAFETY: 0, 1 and 2 are the standard descriptors, always ours to
         // replace; dup2 closes what was there atomically.
         if unsafe { libc::dup2(null.as_raw_fd(), target) } < 0 {

@@ -24,7 +24,7 @@ use crate::log::access::AccessLog;
 use crate::log::timefmt::DateCache;
 use crate::master::listeners::Kind;
 use crate::sys::{self, Scoreboard, Signal, SignalQueue};
-use crate::wsgi::{Peer, ServerInfo, Wsgi, WsgiApp};
+use crate::wsgi::{Forwarding, Peer, ServerInfo, Wsgi, WsgiApp};
 use crate::{debug, error, info, warning};
 
 /// A sync worker polls for new events after serving this many requests,
@@ -131,7 +131,9 @@ impl Worker {
         // As in gunicorn, there is an access log when it has a file or
         // goes to syslog.
         let to_syslog = settings.syslog && !settings.disable_redirect_access_to_syslog;
-        let python_logging = settings.logconfig.is_some() || settings.logconfig_json.is_some();
+        let python_logging = settings.logconfig.is_some()
+            || settings.logconfig_json.is_some()
+            || !settings.logconfig_dict.is_empty();
         let access = if settings.accesslog.is_some() || to_syslog || python_logging {
             let format = crate::log::access::Format::parse(&settings.access_log_format)
                 .map_err(io::Error::other)?;
@@ -152,8 +154,12 @@ impl Worker {
                 app,
                 settings.workers > 1,
                 threaded,
-                &settings.forwarded_allow_ips,
+                Forwarding::from_settings(settings),
             )
+            .map(|mut w| {
+                w.sendfile = settings.sendfile.0;
+                w
+            })
         })
         .map_err(|e| io::Error::other(e.to_string()))?;
         let app: Arc<dyn App> = Arc::new(WsgiApp {
@@ -188,6 +194,13 @@ impl Worker {
                 max_line: settings.limit_request_line as usize,
                 max_fields: settings.limit_request_fields as usize,
                 max_field_size: settings.limit_request_field_size as usize,
+                leniency: http::Leniency {
+                    obsolete_folding: settings.permit_obsolete_folding,
+                    strip_header_spaces: settings.strip_header_spaces,
+                    unconventional_method: settings.permit_unconventional_http_method,
+                    unconventional_version: settings.permit_unconventional_http_version,
+                    casefold_method: settings.casefold_http_method,
+                },
             },
             keepalive: crate::config::seconds(settings.keepalive),
             max_conns: settings.worker_connections.max(1) as usize,

@@ -135,13 +135,15 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
         pythonpath: settings.pythonpath.as_deref().unwrap_or(""),
         virtualenv: settings.virtualenv.as_deref(),
         app: settings.app(),
-        paste_global: &settings.paste_global,
+        paste_global: &settings.raw_paste_global_conf,
     };
     // --log-config: gunicorn's master sets logging up before forking;
     // here each worker does, before the hooks and the app.
     let logconfig = wsgi::LogConfig::from_settings(
         settings.logconfig.as_deref(),
         settings.logconfig_json.as_deref(),
+        (!settings.logconfig_dict.is_empty())
+            .then(|| serde_json::Value::Object(settings.logconfig_dict.0.clone()).to_string()),
     );
     if let Some(conf) = &logconfig {
         if let Err(e) = wsgi::init_python(&setup).and_then(|()| wsgi::configure_logging(conf)) {

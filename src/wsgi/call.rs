@@ -83,11 +83,24 @@ fn run_job(py: Python<'_>, shared: &WsgiApp, job: Job) -> Done {
             py,
             ConnSocket::new(responder.clone().unbind(), fd, early, family),
         )?;
-        match wsgi.path_info(&head.path) {
+        let script_name = wsgi.script_name(&head, &peer);
+        let refused = wsgi.forwarding.refused(&head, &peer);
+        let path_info = match refused {
+            // header_map = refuse: gunicorn's 400 for the header's name.
+            Some(name) => Err((
+                400,
+                format!("Invalid HTTP header name: '{}'", name.to_ascii_uppercase()),
+            )),
+            None => wsgi
+                .path_info(&head.path, script_name)
+                .map_err(|p| (500, p)),
+        };
+        match path_info {
             Ok(path_info) => {
                 let environ = wsgi.environ(
                     py,
                     &head,
+                    script_name,
                     path_info,
                     &peer,
                     server,
@@ -107,7 +120,7 @@ fn run_job(py: Python<'_>, shared: &WsgiApp, job: Job) -> Done {
                     (Ok(environ), _) => wsgi.app.bind(py).call1((environ, &responder)),
                 };
                 let res = match result {
-                    Ok(iterable) => write_iterable(py, &responder, &iterable),
+                    Ok(iterable) => write_iterable(py, &responder, &iterable, wsgi.sendfile),
                     Err(e) => Err(e),
                 };
                 if let (Some(Ok(req)), Ok(environ), Some(h)) = (&req, &environ, &shared.hooks) {
@@ -135,7 +148,12 @@ fn run_job(py: Python<'_>, shared: &WsgiApp, job: Job) -> Done {
                     }
                 }
             }
-            Err(problem) => {
+            Err((400, problem)) => {
+                warning!("Invalid request from ip={}: {problem}", remote_ip(&peer));
+                let body = format!("{problem}\n");
+                settled(py, &responder)?.error_response("400 Bad Request", &body);
+            }
+            Err((_, problem)) => {
                 warning!(
                     "Invalid request from ip={}: Configuration problem: {problem}",
                     remote_ip(&peer)
@@ -385,13 +403,16 @@ fn head_value(key: &EnvKey, head: &RequestHead, peer: &Peer) -> Option<Value<'st
     }
 }
 
-/// Send the app's response iterable, calling its `close()` in every case.
+/// Send the app's response iterable, calling its `close()` in every case;
+/// `sendfile`: a `wsgi.file_wrapper` around a regular file may go out with
+/// sendfile(2) (off with `--no-sendfile`: it is iterated in blocks).
 fn write_iterable(
     py: Python<'_>,
     responder: &Bound<'_, Responder>,
     iterable: &Bound<'_, PyAny>,
+    sendfile: bool,
 ) -> PyResult<()> {
-    let res = send_iterable(py, responder, iterable);
+    let res = send_iterable(py, responder, iterable, sendfile);
     let closed = match iterable.getattr(pyo3::intern!(py, "close")) {
         Ok(close) => close.call0().map(|_| ()),
         Err(_) => Ok(()),
@@ -403,8 +424,9 @@ fn send_iterable(
     py: Python<'_>,
     responder: &Bound<'_, Responder>,
     iterable: &Bound<'_, PyAny>,
+    sendfile: bool,
 ) -> PyResult<()> {
-    if let Ok(fw) = iterable.cast::<FileWrapper>() {
+    if let Some(fw) = iterable.cast::<FileWrapper>().ok().filter(|_| sendfile) {
         if send_file(py, responder, &fw.borrow())? {
             return settled(py, responder)?.finish(py);
         }

@@ -1,7 +1,9 @@
 //! The WSGI environ of a request (PEP 3333 plus gunicorn's extras): keys
 //! interned once per worker, headers mapped to `HTTP_*`, SCRIPT_NAME and
-//! PATH_INFO, SERVER_NAME/PORT as gunicorn derives them, trusted
-//! `X-Forwarded-*` for the URL scheme.
+//! PATH_INFO, SERVER_NAME/PORT as gunicorn derives them, and what a
+//! trusted proxy may say ([`Forwarding`]: `secure_scheme_headers` for the
+//! URL scheme, `forwarder_headers` and `header_map` for header names with
+//! underscores).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -10,7 +12,102 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
 use super::{ConnSocket, ErrorStream, FileWrapper, Input, Responder};
+use crate::config::{IpNet, Settings};
 use crate::http::RequestHead;
+
+/// `header_map`: what becomes of a header whose name has an underscore
+/// and that `forwarder_headers` does not let through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderMap {
+    Drop,
+    Refuse,
+    Dangerous,
+}
+
+/// What a trusted proxy may tell the app, and who is trusted (gunicorn's
+/// `forwarded_allow_ips`, `secure_scheme_headers`, `forwarder_headers`,
+/// `header_map`).
+#[derive(Debug, Clone)]
+pub struct Forwarding {
+    trust_all: bool,
+    trusted: Vec<IpNet>,
+    /// (upper-cased header name, the exact value that means https).
+    secure: Vec<(String, String)>,
+    /// Upper-cased names with underscores a trusted peer may send.
+    forwarders: Vec<String>,
+    forward_any: bool,
+    header_map: HeaderMap,
+}
+
+impl Forwarding {
+    /// From the resolved (validated) settings.
+    pub fn from_settings(s: &Settings) -> Forwarding {
+        Forwarding {
+            trust_all: s.forwarded_allow_ips.iter().any(|t| t == "*"),
+            trusted: s
+                .forwarded_allow_ips
+                .iter()
+                .filter_map(|t| IpNet::parse(t).ok())
+                .collect(),
+            secure: s
+                .secure_scheme_headers
+                .0
+                .iter()
+                .map(|(k, v)| (k.to_ascii_uppercase(), v.clone()))
+                .collect(),
+            forwarders: s
+                .forwarder_headers
+                .iter()
+                .map(|h| h.to_ascii_uppercase())
+                .collect(),
+            forward_any: s.forwarder_headers.iter().any(|h| h == "*"),
+            header_map: match s.header_map.as_str() {
+                "refuse" => HeaderMap::Refuse,
+                "dangerous" => HeaderMap::Dangerous,
+                _ => HeaderMap::Drop,
+            },
+        }
+    }
+
+    /// Whether `peer` may set the scheme and forwarder headers; a unix
+    /// socket's peer always may, as in gunicorn.
+    pub fn trusts(&self, peer: &Peer) -> bool {
+        match peer {
+            Peer::Unix => true,
+            Peer::Tcp(a) => {
+                let ip = a.ip();
+                self.trust_all || self.trusted.iter().any(|n| n.contains(ip))
+            }
+        }
+    }
+
+    /// Whether a header with an underscore in its name reaches the app.
+    fn passes(&self, upper: &str, trusted: bool) -> bool {
+        (trusted && (self.forward_any || self.forwarders.iter().any(|f| f == upper)))
+            || self.header_map == HeaderMap::Dangerous
+    }
+
+    /// The first header of `head` that `header_map = refuse` turns the
+    /// request away for, if any (the 400 names it, as gunicorn's does).
+    pub fn refused<'h>(&self, head: &'h RequestHead, peer: &Peer) -> Option<&'h str> {
+        if self.header_map != HeaderMap::Refuse {
+            return None;
+        }
+        let trusted = self.trusts(peer);
+        head.headers
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .find(|n| n.contains('_') && !self.passes(&n.to_ascii_uppercase(), trusted))
+    }
+
+    /// `Some(https?)` when `name` is one of the scheme headers.
+    fn scheme_says_https(&self, name: &str, value: &str) -> Option<bool> {
+        self.secure
+            .iter()
+            .find(|(h, _)| h.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v == value)
+    }
+}
 
 macro_rules! keys {
     ($($field:ident = $s:literal),* $(,)?) => {
@@ -74,10 +171,11 @@ pub struct Wsgi {
     methods: HashMap<String, Py<PyString>>,
     /// Environ keys by header name. Shared by a gthread worker's threads;
     /// the lock is never held while Python code could run.
-    header_keys: Mutex<HashMap<String, Option<Py<PyString>>>>,
-    /// `--forwarded-allow-ips`, parsed once.
-    trusted: Vec<std::net::IpAddr>,
-    trust_all: bool,
+    header_keys: Mutex<HashMap<String, Py<PyString>>>,
+    pub forwarding: Forwarding,
+    /// `sendfile` (`--no-sendfile` turns it off): `wsgi.file_wrapper`
+    /// responses of regular files go out with sendfile(2).
+    pub sendfile: bool,
 }
 
 /// Fixed facts about the server a request arrived on.
@@ -95,7 +193,7 @@ impl Wsgi {
         app: Py<PyAny>,
         multiprocess: bool,
         multithread: bool,
-        trusted: &[String],
+        forwarding: Forwarding,
     ) -> PyResult<Wsgi> {
         let methods = ["GET", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"]
             .iter()
@@ -119,65 +217,72 @@ impl Wsgi {
             multithread,
             methods,
             header_keys: Mutex::new(HashMap::new()),
-            trusted: trusted
-                .iter()
-                .filter_map(|t| t.trim().parse().ok())
-                .collect(),
-            trust_all: trusted.iter().any(|t| t == "*"),
+            forwarding,
+            sendfile: true,
         })
     }
 
-    fn header_key(&self, py: Python<'_>, name: &str) -> Option<Py<PyString>> {
+    /// The environ key of header `name`: `CONTENT_TYPE`, `CONTENT_LENGTH`,
+    /// else `HTTP_` and the name upper-cased with '-' as '_' (so
+    /// `Content_Type`, when it passes at all, is `HTTP_CONTENT_TYPE`, as in
+    /// gunicorn).
+    fn header_key(&self, py: Python<'_>, name: &str) -> Py<PyString> {
         // A poisoned lock only means another thread panicked mid-insert;
         // the map itself is still consistent.
         let cached = {
             let keys = self.header_keys.lock().unwrap_or_else(|e| e.into_inner());
-            keys.get(name).map(|k| k.as_ref().map(|k| k.clone_ref(py)))
+            keys.get(name).map(|k| k.clone_ref(py))
         };
         if let Some(k) = cached {
             return k;
         }
-        // Names with '_' are dropped, so they cannot pose as another
-        // header once '-' is mapped to '_' (gunicorn's default).
-        let key = if name.contains('_') {
-            None
-        } else {
-            let upper = name.to_ascii_uppercase().replace('-', "_");
-            let key = match upper.as_str() {
-                "CONTENT_TYPE" | "CONTENT_LENGTH" => upper,
-                _ => format!("HTTP_{upper}"),
-            };
-            Some(PyString::intern(py, &key).unbind())
+        let upper = name.to_ascii_uppercase();
+        let key = match upper.as_str() {
+            "CONTENT-TYPE" => "CONTENT_TYPE".to_string(),
+            "CONTENT-LENGTH" => "CONTENT_LENGTH".to_string(),
+            _ => format!("HTTP_{}", upper.replace('-', "_")),
         };
+        let key = PyString::intern(py, &key).unbind();
         let mut keys = self.header_keys.lock().unwrap_or_else(|e| e.into_inner());
         if keys.len() < 1024 {
-            keys.insert(name.to_string(), key.as_ref().map(|k| k.clone_ref(py)));
+            keys.insert(name.to_string(), key.clone_ref(py));
         }
         key
     }
 
-    fn is_trusted(&self, peer: &Peer) -> bool {
-        match peer {
-            Peer::Unix => true,
-            Peer::Tcp(a) => self.trust_all || self.trusted.contains(&a.ip()),
+    /// SCRIPT_NAME for a request: a `SCRIPT_NAME` header from a trusted
+    /// proxy that forwarder_headers allows (or that header_map lets
+    /// through), else the `SCRIPT_NAME` environment variable.
+    pub fn script_name<'a>(&'a self, head: &'a RequestHead, peer: &Peer) -> &'a str {
+        let from_header = head
+            .headers
+            .iter()
+            // The last one wins, as in gunicorn.
+            .rfind(|(n, _)| n.eq_ignore_ascii_case("script_name"))
+            .filter(|_| {
+                self.forwarding
+                    .passes("SCRIPT_NAME", self.forwarding.trusts(peer))
+            });
+        match from_header {
+            Some((_, v)) => v.trim_end_matches('/'),
+            None => &self.script_name,
         }
     }
 
-    /// The request path after SCRIPT_NAME (from the environment), still
-    /// percent-encoded; or, for a path outside that prefix, the message
-    /// of the 500 that answers it (a deployment problem, as in gunicorn).
-    /// The prefix matches whole segments only: with `SCRIPT_NAME=/app`,
-    /// `/app` and `/app/x` are inside, `/apple` is not (gunicorn would
-    /// serve it with `PATH_INFO` `le`).
-    pub fn path_info<'h>(&self, raw_path: &'h str) -> Result<&'h str, String> {
-        if self.script_name.is_empty() {
+    /// The request path after `script_name` (see [`Wsgi::script_name`]),
+    /// still percent-encoded; or, for a path outside that prefix, the
+    /// message of the 500 that answers it (a deployment problem, as in
+    /// gunicorn). The prefix matches whole segments only: with
+    /// `SCRIPT_NAME=/app`, `/app` and `/app/x` are inside, `/apple` is not
+    /// (gunicorn would serve it with `PATH_INFO` `le`).
+    pub fn path_info<'h>(&self, raw_path: &'h str, script_name: &str) -> Result<&'h str, String> {
+        if script_name.is_empty() {
             return Ok(raw_path);
         }
-        match raw_path.strip_prefix(&self.script_name) {
+        match raw_path.strip_prefix(script_name) {
             Some(rest) if rest.is_empty() || rest.starts_with('/') => Ok(rest),
             _ => Err(format!(
-                "Request path '{raw_path}' does not start with SCRIPT_NAME '{}'",
-                self.script_name
+                "Request path '{raw_path}' does not start with SCRIPT_NAME '{script_name}'"
             )),
         }
     }
@@ -189,6 +294,7 @@ impl Wsgi {
         &self,
         py: Python<'py>,
         head: &RequestHead,
+        script_name: &str,
         path_info: &str,
         peer: &Peer,
         server: &ServerInfo,
@@ -206,43 +312,46 @@ impl Wsgi {
         // PATH_INFO: percent-decoded bytes, as latin-1.
         let decoded = percent_decode(path_info);
         let path: String = decoded.iter().map(|&b| b as char).collect();
-        if self.script_name.is_empty() {
+        if script_name.is_empty() {
             env.set_item(k.script_name.bind(py), self.empty.bind(py))?;
         } else {
-            env.set_item(k.script_name.bind(py), PyString::new(py, &self.script_name))?;
+            env.set_item(k.script_name.bind(py), PyString::new(py, script_name))?;
         }
         env.set_item(k.path_info.bind(py), PyString::new(py, &path))?;
         env.set_item(k.query_string.bind(py), PyString::new(py, &head.query))?;
         env.set_item(k.raw_uri.bind(py), PyString::new(py, &head.target))?;
-        env.set_item(
-            k.server_protocol.bind(py),
-            if head.minor_version == 0 {
-                self.http10.bind(py)
-            } else {
-                self.http11.bind(py)
-            },
-        )?;
+        match &head.protocol {
+            // permit_unconventional_http_version: the version as sent.
+            Some(p) => env.set_item(k.server_protocol.bind(py), PyString::new(py, p))?,
+            None => env.set_item(
+                k.server_protocol.bind(py),
+                if head.minor_version == 0 {
+                    self.http10.bind(py)
+                } else {
+                    self.http11.bind(py)
+                },
+            )?,
+        }
         env.set_item(k.server_software.bind(py), self.software.bind(py))?;
 
-        let trusted = self.is_trusted(peer);
-        let mut secure = false;
+        let fwd = &self.forwarding;
+        let trusted = fwd.trusts(peer);
+        // The first scheme header decides (gunicorn answers 400 when a
+        // later one contradicts it).
+        let mut secure: Option<bool> = None;
         let mut host: Option<&str> = None;
         let headers = &head.headers;
         for (name, value) in headers {
             if name.eq_ignore_ascii_case("host") {
                 host = Some(value);
-            } else if trusted {
-                let v = value.to_ascii_lowercase();
-                if (name.eq_ignore_ascii_case("x-forwarded-proto") && v == "https")
-                    || (name.eq_ignore_ascii_case("x-forwarded-protocol") && v == "ssl")
-                    || (name.eq_ignore_ascii_case("x-forwarded-ssl") && v == "on")
-                {
-                    secure = true;
-                }
+            } else if trusted && secure.is_none() {
+                secure = fwd.scheme_says_https(name, value);
             }
-            let Some(key) = self.header_key(py, name) else {
+            if name.contains('_') && !fwd.passes(&name.to_ascii_uppercase(), trusted) {
+                // header_map = drop (refuse was answered before the app).
                 continue;
-            };
+            }
+            let key = self.header_key(py, name);
             let key = key.bind(py);
             match env.get_item(key)? {
                 Some(prev) => {
@@ -252,6 +361,7 @@ impl Wsgi {
                 None => env.set_item(key, PyString::new(py, value))?,
             }
         }
+        let secure = secure.unwrap_or(false);
         let k = &self.keys;
         let default_port = if secure { "443" } else { "80" };
         // As gunicorn: the address the request arrived on for TCP; on a

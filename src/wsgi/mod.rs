@@ -26,7 +26,7 @@ mod sockio;
 mod streams;
 
 pub use call::WsgiApp;
-pub use environ::{percent_decode, Peer, ServerInfo, Wsgi};
+pub use environ::{percent_decode, Forwarding, HeaderMap, Peer, ServerInfo, Wsgi};
 pub use input::Input;
 pub use load::{
     configure_logging, format_exception, init_python, load_app, new_hash_seed, spew_this_thread,

@@ -1,5 +1,6 @@
-//! `--log-config FILE` (ini, `logging.config.fileConfig`) and
-//! `--log-config-json FILE` (`logging.config.dictConfig`) in a worker:
+//! `--log-config FILE` (ini, `logging.config.fileConfig`),
+//! `--log-config-json FILE` and `logconfig_dict` (`logging.config.dictConfig`)
+//! in a worker:
 //! Python's logging set up after fork, on gunicorn's defaults, before the
 //! app is imported; then every access-log line goes to the
 //! `gunicorn.access` logger instead of ferrocorn's own writer. The master
@@ -14,22 +15,31 @@ use pyo3::types::PyDict;
 pub enum LogConfig {
     Ini(String),
     Json(String),
+    /// `logconfig_dict`, as JSON text.
+    Dict(String),
 }
 
 impl LogConfig {
-    /// From the settings (`--log-config-json` wins, as in gunicorn, which
-    /// reads `logconfig` only without it).
-    pub fn from_settings(ini: Option<&str>, json: Option<&str>) -> Option<LogConfig> {
-        match (json, ini) {
-            (Some(j), _) => Some(LogConfig::Json(j.to_string())),
-            (None, Some(i)) => Some(LogConfig::Ini(i.to_string())),
-            (None, None) => None,
+    /// From the settings: `logconfig_dict` (JSON text, None when empty)
+    /// wins, then `--log-config-json`, then `--log-config`, as in gunicorn.
+    pub fn from_settings(
+        ini: Option<&str>,
+        json: Option<&str>,
+        dict: Option<String>,
+    ) -> Option<LogConfig> {
+        match (dict, json, ini) {
+            (Some(d), _, _) => Some(LogConfig::Dict(d)),
+            (None, Some(j), _) => Some(LogConfig::Json(j.to_string())),
+            (None, None, Some(i)) => Some(LogConfig::Ini(i.to_string())),
+            (None, None, None) => None,
         }
     }
 
+    /// Where it comes from, for messages.
     pub fn path(&self) -> &str {
         match self {
             LogConfig::Ini(p) | LogConfig::Json(p) => p,
+            LogConfig::Dict(_) => "logconfig_dict",
         }
     }
 }
@@ -64,6 +74,9 @@ def _ferrocorn_logging(kind, path):
         with open(path) as f:
             base.update(json.load(f))
         logging.config.dictConfig(base)
+    elif kind == 'dict':
+        base.update(json.loads(path))
+        logging.config.dictConfig(base)
     else:
         logging.config.fileConfig(path, defaults={'__file__': path, 'here': os.path.dirname(path)},
                                   disable_existing_loggers=False)
@@ -95,6 +108,7 @@ pub fn configure(py: Python<'_>, conf: &LogConfig) -> PyResult<()> {
     let (kind, path) = match conf {
         LogConfig::Ini(p) => ("ini", p),
         LogConfig::Json(p) => ("json", p),
+        LogConfig::Dict(text) => ("dict", text),
     };
     let setup = globals
         .get_item("_ferrocorn_logging")?

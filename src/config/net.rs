@@ -1,0 +1,114 @@
+//! Address ranges for the settings that trust peers (`forwarded_allow_ips`):
+//! an IP address or a CIDR network (`10.0.0.0/8`, `fd00::/8`), parsed
+//! strictly as Python's `ipaddress.ip_network` does for gunicorn (host bits
+//! set after the prefix are an error), and matched against a peer address.
+
+use std::net::IpAddr;
+
+/// One IP network; a bare address is a network of one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// `ADDR` or `ADDR/PREFIX`.
+    pub fn parse(s: &str) -> Result<IpNet, String> {
+        let s = s.trim();
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| "expected an IP address or network such as 10.0.0.0/8".to_string())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => match p.parse::<u8>() {
+                Ok(n) if n <= max && !p.starts_with('+') => n,
+                _ => return Err(format!("the prefix length must be 0 to {max}")),
+            },
+        };
+        let net = IpNet { addr, prefix };
+        if net.masked(addr) != bits(addr) {
+            return Err("host bits are set after the prefix (e.g. write 192.168.1.0/24, not 192.168.1.1/24)".into());
+        }
+        Ok(net)
+    }
+
+    /// The address's bits with those past the prefix cleared.
+    fn masked(&self, ip: IpAddr) -> u128 {
+        let width = if ip.is_ipv4() { 32 } else { 128 };
+        let host = width - u32::from(self.prefix);
+        let mask = if host >= 128 { 0 } else { u128::MAX << host };
+        bits(ip) & mask
+    }
+
+    /// Whether `ip` is in this network (an IPv4 address is never in an
+    /// IPv6 network and the other way round, as in Python).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        ip.is_ipv4() == self.addr.is_ipv4() && self.masked(ip) == bits(self.addr)
+    }
+}
+
+fn bits(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(a) => u128::from(u32::from(a)),
+        IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+/// The entries of a comma-separated address list setting, however it was
+/// given (one value with commas, several values, or a TOML array).
+pub fn split_list(values: &[String]) -> Vec<String> {
+    values
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn networks_and_addresses() {
+        let n = IpNet::parse("10.0.0.0/8").unwrap();
+        assert!(n.contains(ip("10.255.1.2")));
+        assert!(!n.contains(ip("11.0.0.1")));
+        assert!(!n.contains(ip("::ffff:10.0.0.1")));
+        let one = IpNet::parse("192.168.1.7").unwrap();
+        assert!(one.contains(ip("192.168.1.7")));
+        assert!(!one.contains(ip("192.168.1.8")));
+        let v6 = IpNet::parse("fd00::/8").unwrap();
+        assert!(v6.contains(ip("fd12:3456::1")));
+        assert!(!v6.contains(ip("fe80::1")));
+        assert!(IpNet::parse("0.0.0.0/0").unwrap().contains(ip("8.8.8.8")));
+        assert!(IpNet::parse("::/0").unwrap().contains(ip("::1")));
+    }
+
+    #[test]
+    fn bad_networks_say_why() {
+        assert!(IpNet::parse("192.168.1.1/24")
+            .unwrap_err()
+            .contains("host bits"));
+        assert!(IpNet::parse("10.0.0.0/33").unwrap_err().contains("0 to 32"));
+        assert!(IpNet::parse("nope").is_err());
+        assert!(IpNet::parse("10.0.0.0/").is_err());
+    }
+
+    #[test]
+    fn lists_split_on_commas() {
+        let v = vec!["10.0.0.1, 10.0.0.2".to_string(), "::1".to_string()];
+        assert_eq!(split_list(&v), ["10.0.0.1", "10.0.0.2", "::1"]);
+    }
+}
