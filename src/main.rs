@@ -182,7 +182,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Action::PrintConfig(s) => {
-            print!("{}", s.to_toml_string());
+            print!("{}", s.print_config_string());
             ExitCode::SUCCESS
         }
         Action::CheckConfig(mut s) => {

@@ -396,6 +396,12 @@ fn gunicorn_conf_py_is_read_by_default_and_ferrocorn_toml_wins() {
     assert!(out.stdout.contains("workers = 3"), "{}", out.stdout);
     assert!(out.stdout.contains("keepalive = 7"), "{}", out.stdout);
     assert!(out.stdout.contains("raw_env = [\"A=1\"]"), "{}", out.stdout);
+    // The hooks are listed too.
+    assert!(
+        out.stdout.contains("# on_starting is not set"),
+        "{}",
+        out.stdout
+    );
     // The command line still wins over the file.
     let out = run_cli(
         &["--print-config", "-w", "5", "hookapp:app"],
@@ -415,7 +421,11 @@ fn gunicorn_conf_py_is_read_by_default_and_ferrocorn_toml_wins() {
     );
 
     // python:module, found from the launch directory.
-    fs::write(dir.join("mycfg.py"), "workers = 6\n").unwrap();
+    fs::write(
+        dir.join("mycfg.py"),
+        "workers = 6\ndef when_ready(server):\n    pass\n",
+    )
+    .unwrap();
     let out = run_cli(
         &["--print-config", "-c", "python:mycfg", "hookapp:app"],
         &[],
@@ -423,6 +433,12 @@ fn gunicorn_conf_py_is_read_by_default_and_ferrocorn_toml_wins() {
     );
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     assert!(out.stdout.contains("workers = 6"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("# when_ready = defined in python:mycfg"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]

@@ -110,6 +110,25 @@ impl Settings {
         }
         out
     }
+
+    /// `--print-config`: the settings, then the server hooks (Python
+    /// callables, which only a Python config file sets), as comments.
+    pub fn print_config_string(&self) -> String {
+        let mut out = self.to_toml_string();
+        out.push_str("# Server hooks (set in a Python config file):\n");
+        for (hook, _) in crate::hooks::HOOKS {
+            if crate::hooks::defines(hook) {
+                let _ = writeln!(
+                    out,
+                    "# {hook} = defined in {}",
+                    self.config.as_deref().unwrap_or("the config file")
+                );
+            } else {
+                let _ = writeln!(out, "# {hook} is not set");
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]
