@@ -511,3 +511,25 @@ fn a_custom_logger_class_is_refused_with_the_reason() {
     );
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
 }
+
+#[test]
+fn a_logging_config_takes_the_workers_error_lines_too() {
+    // gunicorn.error through the config's handler and formatter; the
+    // master's own lines stay in ferrocorn's error log.
+    let conf = r#"{"root": {"level": "WARNING", "handlers": []},
+        "formatters": {"j": {"format": "{\"logger\": \"%(name)s\", \"level\": \"%(levelname)s\", \"msg\": \"%(message)s\"}"}},
+        "handlers": {"f": {"class": "logging.FileHandler", "filename": "OUT", "formatter": "j"}},
+        "loggers": {"gunicorn.error": {"handlers": ["f"], "level": "INFO", "propagate": false}}}"#;
+    let (mut s, dir) = with_log_config("--log-config-json", "log.json", conf, &[]);
+    let worker = s.wait_workers(1, Duration::from_secs(10))[0];
+    s.signal(libc::SIGTERM);
+    assert!(s.wait_exit(Duration::from_secs(20)).is_some());
+    let out = dir.join("out.log");
+    let want = format!(
+        r#"{{"logger": "gunicorn.error", "level": "INFO", "msg": "Worker exiting (pid: {worker})"}}"#
+    );
+    assert!(read(&out).contains(&want), "{}", read(&out));
+    // Not also in ferrocorn's own log; the master's lines are there.
+    assert!(!s.log().contains("Worker exiting"), "{}", s.log());
+    assert!(s.log().contains("Shutting down: Master"), "{}", s.log());
+}

@@ -223,9 +223,25 @@ pub fn syslog_access(line: &str) {
     }
 }
 
+/// Where a worker's error-log lines go once Python's logging is
+/// configured (`--log-config*`): a function that hands the line to the
+/// `gunicorn.error` logger, returning false when it could not.
+static PYTHON_SINK: std::sync::OnceLock<fn(Level, &str) -> bool> = std::sync::OnceLock::new();
+
+/// Send this process's error-log lines through `sink` from now on.
+pub fn set_python_sink(sink: fn(Level, &str) -> bool) {
+    let _ = PYTHON_SINK.set(sink);
+}
+
 pub fn log(level: Level, msg: std::fmt::Arguments<'_>) {
     if !enabled(level) {
         return;
+    }
+    if let Some(sink) = PYTHON_SINK.get() {
+        // --log-level first, then the logging config's own levels.
+        if sink(level, &msg.to_string()) {
+            return;
+        }
     }
     let line = format!(
         "[{}] [{}] [{}] {}\n",

@@ -3,9 +3,10 @@
 //! in a worker:
 //! Python's logging set up after fork, on gunicorn's defaults, before the
 //! app is imported; then every access-log line goes to the
-//! `gunicorn.access` logger instead of ferrocorn's own writer. The master
-//! runs no Python, so its lines, and the worker's own error-log lines,
-//! stay in ferrocorn's error log (README, "The access log").
+//! `gunicorn.access` logger instead of ferrocorn's own writer, and the
+//! worker's error-log lines to `gunicorn.error`. The master runs no
+//! Python, so its lines stay in ferrocorn's error log (README, "The
+//! access log").
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -83,6 +84,18 @@ def _ferrocorn_logging(kind, path):
     return logging.getLogger('gunicorn.access')
 ";
 
+/// The `gunicorn.error` logger's `log`, once logging is configured.
+static ERROR_LOG: std::sync::OnceLock<Py<PyAny>> = std::sync::OnceLock::new();
+
+/// The worker's error-log lines, to `gunicorn.error` (with the GIL: the
+/// callers never hold a lock that a thread running Python waits for).
+fn error_line(level: crate::log::Level, text: &str) -> bool {
+    let Some(log) = ERROR_LOG.get() else {
+        return false;
+    };
+    Python::attach(|py| log.bind(py).call1((level as u8, text)).is_ok())
+}
+
 /// The `gunicorn.access` logger's `info`, once logging is configured.
 static ACCESS_INFO: std::sync::OnceLock<Py<PyAny>> = std::sync::OnceLock::new();
 
@@ -115,5 +128,10 @@ pub fn configure(py: Python<'_>, conf: &LogConfig) -> PyResult<()> {
         .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("logging setup missing"))?;
     let logger = setup.call1((kind, path))?;
     let _ = ACCESS_INFO.set(logger.getattr("info")?.unbind());
+    let error = py
+        .import("logging")?
+        .call_method1("getLogger", ("gunicorn.error",))?;
+    let _ = ERROR_LOG.set(error.getattr("log")?.unbind());
+    crate::log::set_python_sink(error_line);
     Ok(())
 }
