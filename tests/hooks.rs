@@ -589,3 +589,22 @@ def app(environ, start_response):
     }
     assert!(!seen.is_empty());
 }
+
+#[test]
+fn hup_reads_the_file_again_and_on_starting_environ_reaches_the_workers() {
+    let conf = "import os\nworkers = 1\ndef on_starting(server):\n    os.environ['FROM_CONF'] = 'set in on_starting'\n";
+    let dir = app_dir(conf);
+    let mut s = spawn_with_conf(&dir, &["hookapp:app"]);
+    s.wait_ready();
+    s.wait_workers(1, Duration::from_secs(20));
+    let text = get(s.port, "/").text();
+    assert!(text.contains("FROM_CONF=set in on_starting"), "{text}");
+    fs::write(
+        dir.join("gunicorn.conf.py"),
+        conf.replace("workers = 1", "workers = 3"),
+    )
+    .unwrap();
+    s.signal(libc::SIGHUP);
+    wait_for("the reload", &s, || s.log().contains("Reload complete"));
+    s.wait_workers(3, Duration::from_secs(20));
+}
