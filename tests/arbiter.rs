@@ -685,6 +685,99 @@ fn timeout_kills_stuck_worker_and_dumps_its_stack() {
     let _ = h.join();
 }
 
+/// How many Python stacks of a worker stuck in `/hang` `log` holds
+/// (faulthandler's dump names the app's frame).
+fn hang_stacks(log: &str) -> usize {
+    log.split("Fatal Python error: Aborted")
+        .skip(1)
+        .filter(|dump| {
+            let dump = dump.split("\n[").next().unwrap_or("");
+            dump.contains("most recent call first") && dump.contains("hang_forever_here")
+        })
+        .count()
+}
+
+/// Hang the worker serving `/pid` now and wait for the master to replace
+/// it; returns its pid.
+fn hang_until_replaced(s: &FileLogServer) -> i32 {
+    let stuck = get_pid(s.port);
+    let port = s.port;
+    let h = thread::spawn(move || try_get(port, "/hang", &[]));
+    wait_file(
+        &s.errlog,
+        &format!("WORKER TIMEOUT (pid:{stuck})"),
+        Duration::from_secs(30),
+    );
+    let _ = h.join();
+    let ok = wait_until(Duration::from_secs(20), || {
+        s.worker_pids().iter().any(|p| *p != stuck) && !alive(stuck)
+    });
+    assert!(ok, "no replacement for the stuck worker {stuck}");
+    stuck
+}
+
+/// logrotate's weekly USR1 must not cost the timeout its traceback: the
+/// stuck worker's stack goes to the current error log after any number of
+/// reopens, for workers booted before and after them.
+#[test]
+fn timeout_stack_survives_usr1_reopens() {
+    let dir = TempDir::new("usr1-stack");
+    let s = start_file_logged(dir, &["-w", "1", "-t", "2", APP]);
+    let elog = s.errlog.clone();
+    let rotate = |n: u32| {
+        let old = elog.with_extension(format!("log.{n}"));
+        fs::rename(&elog, &old).unwrap();
+        s.signal(libc::SIGUSR1);
+        wait_file(&old, "Handling signal: usr1", Duration::from_secs(10));
+        assert!(
+            wait_until(Duration::from_secs(10), || elog.exists()),
+            "the error log was not recreated after USR1 #{n}"
+        );
+        // The worker reopens too, when its loop sees the signal.
+        get_ok(s.port, "/after-usr1");
+        thread::sleep(Duration::from_millis(500));
+        old
+    };
+    let stack_within = |path: &Path, n: usize| {
+        wait_until(Duration::from_secs(10), || {
+            hang_stacks(&read_lossy(path)) == n
+        })
+    };
+
+    // A worker booted before the reopen.
+    let first = rotate(1);
+    let a = hang_until_replaced(&s);
+    assert!(
+        stack_within(&elog, 1),
+        "no stack of worker {a} (booted before USR1) in the reopened log:\n{}",
+        read_lossy(&elog)
+    );
+    assert_eq!(hang_stacks(&read_lossy(&first)), 0);
+
+    // A worker booted after that reopen, which reopens itself too.
+    let second = rotate(2);
+    let b = hang_until_replaced(&s);
+    assert!(
+        stack_within(&elog, 1),
+        "no stack of worker {b} (booted between two USR1s) in the log:\n{}",
+        read_lossy(&elog)
+    );
+    assert_eq!(
+        hang_stacks(&read_lossy(&second)),
+        1,
+        "the stack of {a} only"
+    );
+
+    // A worker booted after the last reopen.
+    let c = hang_until_replaced(&s);
+    assert!(
+        stack_within(&elog, 2),
+        "no stack of worker {c} (booted after USR1) in the log:\n{}",
+        read_lossy(&elog)
+    );
+    assert_eq!(get_ok(s.port, "/").status, 200);
+}
+
 #[test]
 fn timeout_applies_to_a_hanging_import() {
     let mut s = Server::spawn(&["-w", "1", "-t", "2", "arb_hang_import:app"], &[]);

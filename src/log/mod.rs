@@ -159,12 +159,32 @@ fn open(path: &str) -> std::io::Result<Sink> {
     })
 }
 
+/// Set by `--capture-output`: stdout and stderr follow the error log
+/// across reopens.
+static CAPTURED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Re-open the log file at its path (after logrotate renamed it).
+///
+/// The fresh file takes over the descriptor number the log had (dup3 onto
+/// it), so whatever holds that number keeps writing to the current log:
+/// faulthandler, armed on it when a worker's Python started (the stacks of
+/// a timed-out worker), workers forked later, and the captured stdout and
+/// stderr (pointed at it again, as gunicorn does).
 pub fn reopen() -> std::io::Result<()> {
-    let mut guard = SINK.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(Sink::File { path, .. }) = guard.as_ref() {
-        let fresh = open(&path.clone())?;
-        *guard = Some(fresh);
+    use std::os::fd::AsRawFd;
+    let guard = SINK.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(Sink::File { path, file }) = guard.as_ref() {
+        let fresh = OpenOptions::new().create(true).append(true).open(path)?;
+        // SAFETY: both descriptors are open files this logger owns; dup3
+        // atomically makes `file`'s number refer to the fresh file (closing
+        // the rotated one) and keeps it close-on-exec. `fresh` is closed
+        // when dropped; `file` stays the owner of its number.
+        if unsafe { libc::dup3(fresh.as_raw_fd(), file.as_raw_fd(), libc::O_CLOEXEC) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if CAPTURED.load(Ordering::Relaxed) {
+            redirect_stdio(file);
+        }
     }
     Ok(())
 }
@@ -181,14 +201,19 @@ pub fn raw_fd() -> i32 {
 /// `--capture-output`: point this process's stdout and stderr at the error
 /// log file (nothing to do when the error log is stderr already).
 pub fn capture_stdio() {
-    use std::os::fd::AsRawFd;
     if let Some(Sink::File { file, .. }) = SINK.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-        for target in [1, 2] {
-            // SAFETY: replacing the standard descriptors with a dup of an
-            // open file we own; dup2 is atomic and leaves `file` intact.
-            unsafe {
-                libc::dup2(file.as_raw_fd(), target);
-            }
+        CAPTURED.store(true, Ordering::Relaxed);
+        redirect_stdio(file);
+    }
+}
+
+fn redirect_stdio(file: &File) {
+    use std::os::fd::AsRawFd;
+    for target in [1, 2] {
+        // SAFETY: replacing the standard descriptors with a dup of an
+        // open file we own; dup2 is atomic and leaves `file` intact.
+        unsafe {
+            libc::dup2(file.as_raw_fd(), target);
         }
     }
 }
