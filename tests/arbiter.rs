@@ -778,6 +778,55 @@ fn timeout_stack_survives_usr1_reopens() {
     assert_eq!(get_ok(s.port, "/").status, 200);
 }
 
+/// A request that hits the worker timeout before its response started is
+/// answered 500 and its connection closed (cleanly, not reset), as
+/// gunicorn's sync worker does; the log has the timeout and the stack.
+#[test]
+fn timeout_answers_500_and_closes() {
+    let s = Server::start(&["-w", "1", "-t", "2", APP]);
+    // A GET, and a POST whose body the app never reads (what is left of
+    // it must not turn the close into a reset).
+    let body = vec![b'x'; 100_000];
+    for (method, body) in [("GET", &b""[..]), ("POST", &body[..])] {
+        let stuck = get_pid(s.port);
+        let mut c = Conn::connect(s.port);
+        c.r.src
+            .set_timeouts(Some(Duration::from_secs(30)))
+            .expect("set socket timeouts");
+        let t = Instant::now();
+        c.send(&build_request(
+            method,
+            "/sleep?s=60",
+            &[("Host", "x")],
+            body,
+        ))
+        .expect("send");
+        let r = c.read_response();
+        assert_eq!(r.status, 500, "{method}: {r:?}");
+        assert_eq!(r.reason, "Internal Server Error");
+        assert_eq!(r.header("Connection"), Some("close"));
+        assert_eq!(r.text(), "Internal Server Error\n");
+        assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+        assert!(c.read_to_end().is_empty());
+        assert!(c.r.eof, "{method}: the connection was reset, not closed");
+        let log = wait_log(
+            &s,
+            &format!("WORKER TIMEOUT (pid:{stuck})"),
+            Duration::from_secs(10),
+        );
+        assert!(log.contains("Fatal Python error: Aborted"), "log:\n{log}");
+        assert!(log.contains("arb_app.py"), "log:\n{log}");
+        assert!(
+            wait_until(Duration::from_secs(20), || {
+                let now = s.worker_pids();
+                now.len() == 1 && now[0] != stuck
+            }),
+            "no replacement worker; log:\n{}",
+            s.log()
+        );
+    }
+}
+
 #[test]
 fn timeout_applies_to_a_hanging_import() {
     let mut s = Server::spawn(&["-w", "1", "-t", "2", "arb_hang_import:app"], &[]);

@@ -458,3 +458,56 @@ fn an_idle_gthread_worker_sleeps() {
     let woke = context_switches(worker) - before;
     assert!(woke < 50, "{woke} context switches in 2 s idle");
 }
+
+/// Every request a timed-out gthread worker was running, whose response
+/// had not started, is answered 500 and its connection closed cleanly.
+/// (gunicorn 27's gthread worker has no timeout for a stuck thread: its
+/// main loop keeps the heartbeat; ferrocorn's times out, see README.)
+#[test]
+fn timed_out_requests_get_500_and_close() {
+    let s = Server::start(&[
+        "-w",
+        "1",
+        "-k",
+        "gthread",
+        "--threads",
+        "2",
+        "--timeout",
+        "2",
+        "threads:app",
+    ]);
+    let first = s.wait_workers(1, Duration::from_secs(10));
+    let port = s.port;
+    let clients: Vec<_> = (0..2)
+        .map(|i| {
+            thread::spawn(move || {
+                let mut c = patient(port, 30);
+                let path = format!("/sleep?s=60&id={i}");
+                c.send(&build_request("GET", &path, &[("Host", "x")], b""))
+                    .expect("send");
+                let r = c.try_read_response();
+                let rest = c.read_to_end();
+                (r, rest, c.r.eof)
+            })
+        })
+        .collect();
+    for h in clients {
+        let (r, rest, eof) = h.join().unwrap();
+        let r = r.unwrap_or_else(|e| panic!("no response: {e}; log:\n{}", s.log()));
+        assert_eq!(r.status, 500, "{r:?}");
+        assert_eq!(r.header("Connection"), Some("close"));
+        assert_eq!(r.text(), "Internal Server Error\n");
+        assert!(
+            rest.is_empty() && eof,
+            "not a clean close: {rest:?} eof={eof}"
+        );
+    }
+    let log = s.log();
+    assert!(
+        log.contains(&format!("WORKER TIMEOUT (pid:{})", first[0])),
+        "log:\n{log}"
+    );
+    assert!(log.contains("Fatal Python error: Aborted"), "log:\n{log}");
+    assert!(log.contains("threads.py"), "log:\n{log}");
+    assert_eq!(get(s.port, "/env").status, 200);
+}

@@ -27,6 +27,7 @@ mod engine;
 pub mod executor;
 mod h1;
 mod reload;
+pub mod timeout_reply;
 
 use std::sync::atomic::AtomicBool;
 
@@ -85,6 +86,12 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
             .as_ref()
             .is_some_and(|(_, d)| d.iter().any(|n| n == name))
     };
+    // The master's timeout signal answers the requests whose response has
+    // not started with a 500 (before the worker_abort hook's hand-off).
+    if let Err(e) = timeout_reply::install(defined("worker_abort")) {
+        error!("Cannot install signal handlers: {e}");
+        return wsgi::WORKER_BOOT_ERROR;
+    }
     let signal_hooks = if defined("worker_int") || defined("worker_abort") {
         match hooks::SignalHooks::install(defined("worker_int"), defined("worker_abort")) {
             Ok(h) => Some(h),

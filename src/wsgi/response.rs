@@ -20,6 +20,7 @@ use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use super::sockio::{borrow_sock, send_all, send_now, DIRECT_WRITE_AT};
 use crate::sys;
 use crate::worker::executor::Reply;
+use crate::worker::timeout_reply::Waiting;
 
 /// Flush the response buffer to the socket once it holds this much.
 const FLUSH_AT: usize = 256 * 1024;
@@ -72,6 +73,9 @@ pub struct Responder {
     date: String,
     /// Longest wait for the client to accept more output.
     timeout: Duration,
+    /// Until the response starts, the client gets a 500 if the worker
+    /// times out.
+    waiting: Waiting,
 }
 
 impl Responder {
@@ -86,6 +90,13 @@ impl Responder {
             pending: out,
             timeout,
         } = reply;
+        // Not after a pipelined predecessor's unwritten output: a 500 would
+        // read as the answer to that one.
+        let waiting = if out.is_empty() {
+            Waiting::claim(fd)
+        } else {
+            Waiting::default()
+        };
         Responder {
             fd,
             active: true,
@@ -105,11 +116,13 @@ impl Responder {
             body_bytes: 0,
             date,
             timeout,
+            waiting,
         }
     }
 
     pub fn deactivate(&mut self) {
         self.active = false;
+        self.waiting.release();
     }
 
     /// No body may follow the head (HEAD, 1xx, 204, 304).
@@ -230,6 +243,7 @@ impl Responder {
         head.extend_from_slice(b"\r\n");
         self.out.extend_from_slice(&head);
         self.head_sent = true;
+        self.waiting.release();
         Ok(())
     }
 
@@ -244,6 +258,7 @@ impl Responder {
             self.broken = true;
             return;
         }
+        self.waiting.release();
         match send_now(self.fd, &self.out) {
             Ok(n) => {
                 self.out.drain(..n);
@@ -462,6 +477,7 @@ impl Responder {
         }
         self.taken = true;
         self.keep_alive = false;
+        self.waiting.release();
         Ok(std::mem::take(&mut self.out))
     }
 
