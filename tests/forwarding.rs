@@ -205,3 +205,63 @@ fn secure_scheme_headers_from_a_gunicorn_conf_py() {
     assert_eq!(scheme(s.port, &[("X-Scheme", "secure")]), "https");
     assert_eq!(scheme(s.port, &[("X-Forwarded-Proto", "https")]), "http");
 }
+
+/// Scheme headers from a trusted proxy that contradict each other are
+/// answered 400 `Contradictory scheme headers`, before the app, as gunicorn
+/// 27 answers them (each case run through it); agreeing ones are served,
+/// and an untrusted peer's are ignored as ever.
+#[test]
+fn contradictory_scheme_headers_are_refused() {
+    let contradictory: [&[(&str, &str)]; 3] = [
+        &[("X-Forwarded-Proto", "https"), ("X-Forwarded-Ssl", "off")],
+        &[
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Proto", "http"),
+        ],
+        &[("X-Forwarded-Ssl", "off"), ("X-Forwarded-Protocol", "ssl")],
+    ];
+    let agreeing: [(&[(&str, &str)], &str); 3] = [
+        (
+            &[("X-Forwarded-Proto", "https"), ("X-Forwarded-Ssl", "on")],
+            "https",
+        ),
+        (
+            &[
+                ("X-Forwarded-Proto", "https"),
+                ("X-Forwarded-Proto", "https"),
+            ],
+            "https",
+        ),
+        (
+            &[("X-Forwarded-Proto", "http"), ("X-Forwarded-Ssl", "off")],
+            "http",
+        ),
+    ];
+    let s = Server::start(&["echo:app"]);
+    for (i, headers) in contradictory.iter().enumerate() {
+        let path = format!("/contradictory-{i}");
+        let r = request(s.port, "GET", &path, headers, b"");
+        assert_eq!(r.status, 400, "{headers:?}");
+        assert_eq!(r.reason, "Bad Request");
+        assert_eq!(r.text(), "Contradictory scheme headers\n", "{headers:?}");
+        assert!(r.closes(), "{headers:?}: {:?}", r.headers);
+        let log = s.log();
+        assert!(
+            !log.contains(&format!("echo-app called: GET {path}")),
+            "{log}"
+        );
+        assert!(
+            log.contains("Invalid request from ip=127.0.0.1: Contradictory scheme headers"),
+            "{log}"
+        );
+    }
+    for (headers, want) in agreeing {
+        assert_eq!(scheme(s.port, headers), want, "{headers:?}");
+    }
+    drop(s);
+    // Not from a trusted peer: no scheme headers count, none contradict.
+    let s = Server::start(&["echo:app", "--forwarded-allow-ips", "10.0.0.0/8"]);
+    for headers in contradictory {
+        assert_eq!(scheme(s.port, headers), "http", "{headers:?}");
+    }
+}

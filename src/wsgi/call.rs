@@ -91,6 +91,9 @@ fn run_job(py: Python<'_>, shared: &WsgiApp, job: Job) -> Done {
                 400,
                 format!("Invalid HTTP header name: '{}'", name.to_ascii_uppercase()),
             )),
+            None if wsgi.forwarding.contradictory_scheme(&head, &peer) => {
+                Err((400, "Contradictory scheme headers".to_string()))
+            }
             None => wsgi
                 .path_info(&head.path, script_name)
                 .map_err(|p| (500, p)),

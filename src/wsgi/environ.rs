@@ -100,6 +100,24 @@ impl Forwarding {
             .find(|n| n.contains('_') && !self.passes(&n.to_ascii_uppercase(), trusted))
     }
 
+    /// Whether a trusted `peer`'s scheme headers contradict each other
+    /// (one says https, another, or a repeat, says http), which gunicorn
+    /// answers with 400 `Contradictory scheme headers`: the app and the
+    /// proxy would disagree on the scheme.
+    pub fn contradictory_scheme(&self, head: &RequestHead, peer: &Peer) -> bool {
+        if self.secure.is_empty() || !self.trusts(peer) {
+            return false;
+        }
+        let mut said = head
+            .headers
+            .iter()
+            .filter_map(|(name, value)| self.scheme_says_https(name, value));
+        match said.next() {
+            Some(first) => said.any(|https| https != first),
+            None => false,
+        }
+    }
+
     /// `Some(https?)` when `name` is one of the scheme headers.
     fn scheme_says_https(&self, name: &str, value: &str) -> Option<bool> {
         self.secure
@@ -336,8 +354,8 @@ impl Wsgi {
 
         let fwd = &self.forwarding;
         let trusted = fwd.trusts(peer);
-        // The first scheme header decides (gunicorn answers 400 when a
-        // later one contradicts it).
+        // The first scheme header decides (the request was answered 400
+        // when a later one contradicts it: `contradictory_scheme`).
         let mut secure: Option<bool> = None;
         let mut host: Option<&str> = None;
         let headers = &head.headers;
