@@ -784,28 +784,28 @@ fn timeout_stack_survives_usr1_reopens() {
 #[test]
 fn timeout_answers_500_and_closes() {
     let s = Server::start(&["-w", "1", "-t", "2", APP]);
-    // A GET, and a POST whose body the app never reads (what is left of
-    // it must not turn the close into a reset).
+    // A GET, a POST whose body the app never reads (what is left of it
+    // must not turn the close into a reset), and a HEAD (no body).
     let body = vec![b'x'; 100_000];
-    for (method, body) in [("GET", &b""[..]), ("POST", &body[..])] {
+    for (method, body) in [("GET", &b""[..]), ("POST", &body[..]), ("HEAD", &b""[..])] {
         let stuck = get_pid(s.port);
         let mut c = Conn::connect(s.port);
         c.r.src
             .set_timeouts(Some(Duration::from_secs(30)))
             .expect("set socket timeouts");
         let t = Instant::now();
-        c.send(&build_request(
-            method,
-            "/sleep?s=60",
-            &[("Host", "x")],
-            body,
-        ))
-        .expect("send");
+        c.send_request(method, "/sleep?s=60", &[("Host", "x")], body);
         let r = c.read_response();
         assert_eq!(r.status, 500, "{method}: {r:?}");
         assert_eq!(r.reason, "Internal Server Error");
         assert_eq!(r.header("Connection"), Some("close"));
-        assert_eq!(r.text(), "Internal Server Error\n");
+        assert_eq!(r.header("Content-Length"), Some("22"));
+        let want = if method == "HEAD" {
+            ""
+        } else {
+            "Internal Server Error\n"
+        };
+        assert_eq!(r.text(), want, "{method}");
         assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
         assert!(c.read_to_end().is_empty());
         assert!(c.r.eof, "{method}: the connection was reset, not closed");
@@ -825,6 +825,29 @@ fn timeout_answers_500_and_closes() {
             s.log()
         );
     }
+}
+
+/// A response already under way when the worker times out is cut off, not
+/// followed by a 500 (which would corrupt it), as in gunicorn.
+#[test]
+fn timeout_cuts_off_a_started_response() {
+    let s = Server::start(&["-w", "1", "-t", "2", APP]);
+    let stuck = get_pid(s.port);
+    let mut c = Conn::connect(s.port);
+    c.r.src
+        .set_timeouts(Some(Duration::from_secs(30)))
+        .expect("set socket timeouts");
+    c.send(&build_request("GET", "/half-hang", &[("Host", "x")], b""))
+        .expect("send");
+    let all = String::from_utf8_lossy(&c.read_to_end()).into_owned();
+    assert!(all.starts_with("HTTP/1.1 200 OK\r\n"), "{all:?}");
+    assert!(all.ends_with("\r\n\r\npartial\n"), "{all:?}");
+    assert!(!all.contains(" 500 "), "{all:?}");
+    wait_log(
+        &s,
+        &format!("WORKER TIMEOUT (pid:{stuck})"),
+        Duration::from_secs(10),
+    );
 }
 
 #[test]

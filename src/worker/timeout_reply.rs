@@ -28,11 +28,15 @@ Content-Length: 22\r\n\
 \r\n\
 Internal Server Error\n";
 
+/// The head of [`RESPONSE`]: the answer to a HEAD request.
+const HEAD_LEN: usize = RESPONSE.len() - 22;
+
 /// Requests running at once in a worker that can be answered (more, with
 /// `--threads` above this, are not answered).
 const SLOTS: usize = 1024;
 
-/// Descriptors of connections whose response has not started; -1: free.
+/// Connections whose response has not started, as `fd * 2 + HEAD`
+/// (1 for a HEAD request); -1: free.
 static WAITING: [AtomicI32; SLOTS] = [const { AtomicI32::new(-1) }; SLOTS];
 
 /// Set when the handler is installed (only in workers).
@@ -48,14 +52,15 @@ pub struct Waiting(Option<usize>);
 
 impl Waiting {
     /// Claim a slot for `fd` (nothing when the handler is not installed or
-    /// every slot is taken).
-    pub fn claim(fd: i32) -> Waiting {
-        if fd < 0 || !INSTALLED.load(Ordering::Relaxed) {
+    /// every slot is taken). `is_head`: the 500 goes without its body.
+    pub fn claim(fd: i32, is_head: bool) -> Waiting {
+        if !(0..i32::MAX / 2).contains(&fd) || !INSTALLED.load(Ordering::Relaxed) {
             return Waiting(None);
         }
+        let entry = fd * 2 + i32::from(is_head);
         for (i, slot) in WAITING.iter().enumerate() {
             if slot
-                .compare_exchange(-1, fd, Ordering::SeqCst, Ordering::Relaxed)
+                .compare_exchange(-1, entry, Ordering::SeqCst, Ordering::Relaxed)
                 .is_ok()
             {
                 return Waiting(Some(i));
@@ -94,9 +99,14 @@ pub fn install(hook_ends_worker: bool) -> std::io::Result<()> {
 
 fn on_abort() {
     for slot in &WAITING {
-        let fd = slot.swap(-1, Ordering::SeqCst);
-        if fd >= 0 {
-            answer(fd);
+        let entry = slot.swap(-1, Ordering::SeqCst);
+        if entry >= 0 {
+            let len = if entry & 1 == 1 {
+                HEAD_LEN
+            } else {
+                RESPONSE.len()
+            };
+            answer(entry / 2, &RESPONSE[..len]);
         }
     }
     if !HOOK_ENDS_WORKER.load(Ordering::SeqCst) {
@@ -106,18 +116,18 @@ fn on_abort() {
 
 /// Write the 500 to `fd`, take in what the client still sends, and end
 /// the output (the process exits soon after, which closes it).
-fn answer(fd: i32) {
+fn answer(fd: i32, response: &[u8]) {
     let flags = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
     let mut sent = 0;
-    while sent < RESPONSE.len() {
+    while sent < response.len() {
         // SAFETY: send(2) is async-signal-safe; `fd` is a connection the
         // worker keeps open while its slot is claimed, and the buffer is
         // a constant.
         let n = unsafe {
             libc::send(
                 fd,
-                RESPONSE[sent..].as_ptr().cast(),
-                RESPONSE.len() - sent,
+                response[sent..].as_ptr().cast(),
+                response.len() - sent,
                 flags,
             )
         };
@@ -153,5 +163,16 @@ fn die_by_abort() {
         libc::sigemptyset(&mut dfl.sa_mask);
         libc::sigaction(libc::SIGABRT, &dfl, std::ptr::null_mut());
         libc::raise(libc::SIGABRT);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_head_ends_where_the_body_starts() {
+        assert!(RESPONSE[..HEAD_LEN].ends_with(b"\r\n\r\n"));
+        assert_eq!(&RESPONSE[HEAD_LEN..], b"Internal Server Error\n");
     }
 }

@@ -93,7 +93,7 @@ impl Responder {
         // Not after a pipelined predecessor's unwritten output: a 500 would
         // read as the answer to that one.
         let waiting = if out.is_empty() {
-            Waiting::claim(fd)
+            Waiting::claim(fd, is_head)
         } else {
             Waiting::default()
         };

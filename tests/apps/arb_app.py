@@ -6,6 +6,8 @@ Routes (by PATH_INFO):
   /sleep?s=X    sleep X seconds, then answer "slept X"; with &mark=PATH it
                 first creates the file PATH (so a test knows it is running)
   /hang         never answer (sleeps forever in hang_forever_here)
+  /half-hang    start a 200 response (its head and "partial\n" through
+                write()), then hang like /hang
   /grow         keep ~80 MiB alive in a module-level list
   /print?m=TXT  print TXT to stdout (flushed), then answer "printed"
   anything else "ok PID" with Content-Type text/x-arb
@@ -47,6 +49,12 @@ def app(environ, start_response):
         time.sleep(secs)
         return _answer(start_response, "slept %s" % secs)
     if path == "/hang":
+        hang_forever_here()
+    if path == "/half-hang":
+        write = start_response(
+            "200 OK", [("Content-Type", "text/plain"), ("Content-Length", "100")]
+        )
+        write(b"partial\n")
         hang_forever_here()
     if path == "/grow":
         # Bytes repetition writes every page, so all of it counts in RSS.
