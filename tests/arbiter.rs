@@ -1393,6 +1393,24 @@ fn capture_output_goes_to_the_error_log() {
     let s = start_file_logged(dir, &["-w", "1", "--capture-output", APP]);
     get_ok(s.port, "/print?m=arb-captured-7f3a");
     wait_file(&s.errlog, "arb-captured-7f3a", Duration::from_secs(5));
+    // After USR1 (logrotate), what the app prints goes to the new file.
+    let old = s.errlog.with_extension("log.1");
+    fs::rename(&s.errlog, &old).unwrap();
+    s.signal(libc::SIGUSR1);
+    assert!(
+        wait_until(Duration::from_secs(10), || s.errlog.exists()),
+        "the error log was not recreated after USR1"
+    );
+    let ok = wait_until(Duration::from_secs(10), || {
+        get_ok(s.port, "/print?m=arb-after-usr1-5c1e");
+        read_lossy(&s.errlog).contains("arb-after-usr1-5c1e")
+    });
+    assert!(
+        ok,
+        "printed output not in the reopened log; it holds:\n{}\nthe old one:\n{}",
+        read_lossy(&s.errlog),
+        read_lossy(&old)
+    );
 }
 
 // ---------------------------------------------------------------------------
