@@ -406,9 +406,10 @@ fn reject_missing_crlf_after_chunk_data() {
 }
 
 #[test]
-fn reject_request_line_over_limit() {
+fn reject_request_line_over_limit_with_414() {
     let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(150));
-    assert_rejected(&["--limit-request-line", "100"], long.as_bytes(), 400);
+    // 414 URI Too Long, as gunicorn answers.
+    assert_rejected(&["--limit-request-line", "100"], long.as_bytes(), 414);
 }
 
 #[test]

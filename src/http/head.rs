@@ -178,8 +178,9 @@ impl HeadParser {
     }
 }
 
+/// 414, as gunicorn answers a request line over `limit_request_line`.
 fn request_line_too_large(len: usize, max: usize) -> HttpError {
-    bad(format!("Request Line is too large ({len} > {max})"))
+    HttpError::new(414, format!("Request Line is too large ({len} > {max})"))
 }
 
 fn too_many_fields(max: usize) -> HttpError {
@@ -1043,15 +1044,15 @@ mod tests {
         assert!(matches!(parse_request_head(exact, &l), Ok(Some(_))));
         let over: &[u8] = b"GET /1234567 HTTP/1.1\r\n\r\n";
         let e = parse_request_head(over, &l).unwrap_err();
-        assert_eq!(e.status, 400);
-        assert_eq!(e.reason, "Bad Request");
+        assert_eq!(e.status, 414);
+        assert_eq!(e.reason, "URI Too Long");
         assert!(
             e.detail.contains("Request Line is too large"),
             "{}",
             e.detail
         );
         // Incomplete but already over the limit.
-        assert_eq!(status_with(b"GET /aaaaaaaaaaaaaaaaaaaaaaa", &l), 400);
+        assert_eq!(status_with(b"GET /aaaaaaaaaaaaaaaaaaaaaaa", &l), 414);
         // Incomplete and not yet over: wait.
         assert!(matches!(
             parse_request_head(b"GET /123456 HTTP/1.1\r", &l),
@@ -1067,7 +1068,7 @@ mod tests {
             parse_request_head(long.as_bytes(), &l0),
             Ok(Some(_))
         ));
-        assert_eq!(status(long.as_bytes()), 400);
+        assert_eq!(status(long.as_bytes()), 414);
     }
 
     #[test]
