@@ -325,6 +325,24 @@ fn reject_malformed_request_line() {
 }
 
 #[test]
+fn one_empty_line_before_the_request_line_is_ignored() {
+    let s = Server::start(&["echo:app"]);
+    let raw = send_raw(
+        s.port,
+        b"\r\nGET /after-one HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let resps = parse_responses(&raw);
+    assert_eq!(resps.len(), 1, "{}", String::from_utf8_lossy(&raw));
+    assert_eq!(resps[0].status, 200);
+    assert_eq!(resps[0].json()["PATH_INFO"].str(), Some("/after-one"));
+}
+
+#[test]
+fn reject_two_empty_lines_before_the_request_line() {
+    assert_rejected(&[], b"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+}
+
+#[test]
 fn reject_request_line_with_extra_token() {
     assert_rejected(&[], b"GET / HTTP/1.1 extra\r\nHost: x\r\n\r\n", 400);
 }

@@ -7,9 +7,6 @@ use std::mem::MaybeUninit;
 use super::bytes::*;
 use super::*;
 
-/// At most this many bytes of empty lines (CRLFs) may precede a request line.
-const MAX_LEADING_EMPTY_LINES_BYTES: usize = 1024;
-
 /// Number of header slots kept on the stack for httparse.
 const STACK_HEADERS: usize = 128;
 
@@ -97,10 +94,14 @@ impl HeadParser {
         let max_fields = limits.effective_max_fields();
         let cap = limits.head_cap();
 
-        // Leading empty lines (CRLF only) are ignored (RFC 9112 §2.2).
+        // One empty line (CRLF only) before the request line is ignored
+        // (RFC 9112 §2.2), and only one, as by gunicorn 27.
         while !self.started {
             let pos = self.line_start;
             match buf.get(pos) {
+                Some(b'\r') if pos > 0 => {
+                    return Err(bad("More than one empty line before the request line"))
+                }
                 Some(b'\r') => match buf.get(pos + 1) {
                     Some(b'\n') => {
                         self.line_start = pos + 2;
@@ -112,9 +113,6 @@ impl HeadParser {
                 Some(b'\n') => return Err(bad("Invalid line ending: bare LF")),
                 Some(_) => self.started = true,
                 None => return Ok(HeadScan::Incomplete),
-            }
-            if self.line_start > MAX_LEADING_EMPTY_LINES_BYTES {
-                return Err(bad("Too many empty lines before the request line"));
             }
         }
 
@@ -651,13 +649,17 @@ mod tests {
     }
 
     #[test]
-    fn leading_crlf_accepted() {
-        let buf: &[u8] = b"\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+    fn one_leading_crlf_accepted() {
+        let buf: &[u8] = b"\r\nGET / HTTP/1.1\r\n\r\n";
         let (h, c) = parse(buf).unwrap().unwrap();
         assert_eq!(h.method, "GET");
         assert_eq!(c, buf.len());
         assert!(matches!(parse(b"\r\n"), Ok(None)));
-        assert!(matches!(parse(b"\r\n\r"), Ok(None)));
+        assert!(matches!(parse(b"\r"), Ok(None)));
+        // Only one empty line may be ignored, as by gunicorn 27.
+        assert_eq!(status(b"\r\n\r\nGET / HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(status(b"\r\n\r"), 400);
+        assert_eq!(status(b"\r\n\nGET / HTTP/1.1\r\n\r\n"), 400);
         assert_eq!(status(b"\nGET / HTTP/1.1\r\n\r\n"), 400);
         assert_eq!(status(b"\r\rGET / HTTP/1.1\r\n\r\n"), 400);
     }
@@ -1168,12 +1170,10 @@ mod tests {
             s.push_str(&format!("X: {}\r\n", "v".repeat(1000)));
         }
         assert_eq!(status_with(s.as_bytes(), &l), 431);
-        // Endless leading CRLFs are bounded too.
+        // Endless leading CRLFs are refused at the second.
         let crlfs = "\r\n".repeat(513);
         assert_eq!(status_with(crlfs.as_bytes(), &l), 400);
         assert_eq!(status(crlfs.as_bytes()), 400);
-        let crlfs = format!("{}GET / HTTP/1.1\r\n\r\n", "\r\n".repeat(512));
-        assert!(matches!(parse(crlfs.as_bytes()), Ok(Some(_))));
         // A single huge incomplete header line with unlimited field size.
         let huge = format!("GET / HTTP/1.1\r\nX: {}", "v".repeat(UNLIMITED_HEAD_CAP));
         assert_eq!(status_with(huge.as_bytes(), &l), 431);
@@ -1365,14 +1365,16 @@ mod tests {
         let mut p = HeadParser::new();
         assert!(matches!(p.parse(b"\r", &lim()), Ok(None)));
         assert!(matches!(p.parse(b"\r\n", &lim()), Ok(None)));
-        assert!(matches!(p.parse(b"\r\n\r", &lim()), Ok(None)));
-        assert!(matches!(p.parse(b"\r\n\r\nGE", &lim()), Ok(None)));
+        assert!(matches!(p.parse(b"\r\nGE", &lim()), Ok(None)));
         let (h, c) = p
-            .parse(b"\r\n\r\nGET / HTTP/1.1\r\n\r\n", &lim())
+            .parse(b"\r\nGET / HTTP/1.1\r\n\r\n", &lim())
             .unwrap()
             .unwrap();
         assert_eq!(h.method, "GET");
-        assert_eq!(c, 22);
+        assert_eq!(c, 20);
+        let mut p = HeadParser::new();
+        assert!(matches!(p.parse(b"\r\n", &lim()), Ok(None)));
+        assert_eq!(p.parse(b"\r\n\r", &lim()).unwrap_err().status, 400);
         let mut p = HeadParser::new();
         assert!(matches!(p.parse(b"\r", &lim()), Ok(None)));
         assert_eq!(p.parse(b"\rX", &lim()).unwrap_err().status, 400);
