@@ -343,6 +343,39 @@ fn reject_two_empty_lines_before_the_request_line() {
 }
 
 #[test]
+fn reject_targets_of_none_of_the_four_forms() {
+    // A relative path, the authority form outside CONNECT, `*` outside
+    // OPTIONS, a malformed URI: 400, as by gunicorn 27.
+    assert_rejected(&[], b"GET foo/bar HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+    assert_rejected(&[], b"GET example.com:80 HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+    assert_rejected(&[], b"GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+    assert_rejected(&[], b"GET http://[::1/p HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+}
+
+#[test]
+fn the_four_target_forms_are_served() {
+    let s = Server::start(&["echo:app"]);
+    for (method, target, path) in [
+        ("GET", "/origin?q=1", "/origin"),
+        ("GET", "http://example.com/absolute?q=1", "/absolute"),
+        ("OPTIONS", "*", "*"),
+    ] {
+        let raw = format!("{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let resps = parse_responses(&send_raw(s.port, raw.as_bytes()));
+        assert_eq!(resps.len(), 1, "{target}");
+        assert_eq!(resps[0].status, 200, "{target}: {}", resps[0].text());
+        assert_eq!(resps[0].json()["RAW_URI"].str(), Some(target));
+        assert_eq!(resps[0].json()["PATH_INFO"].str(), Some(path));
+    }
+}
+
+#[test]
+fn reject_raw_non_ascii_in_the_target() {
+    assert_rejected(&[], b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+    assert_rejected(&[], b"GET /caf\xe9 HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+}
+
+#[test]
 fn reject_request_line_with_extra_token() {
     assert_rejected(&[], b"GET / HTTP/1.1 extra\r\nHost: x\r\n\r\n", 400);
 }

@@ -246,49 +246,6 @@ fn validate_method(m: &str, leniency: &Leniency) -> Result<(), HttpError> {
     }
 }
 
-/// For `scheme://authority[path][?query]`, return the part after the
-/// authority; `None` if `t` is not of that form.
-fn absolute_form_rest(t: &str) -> Option<&str> {
-    let bytes = t.as_bytes();
-    if !bytes.first()?.is_ascii_alphabetic() {
-        return None;
-    }
-    let colon = bytes.iter().position(|&b| b == b':')?;
-    let scheme_ok = bytes
-        .get(..colon)?
-        .iter()
-        .all(|&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.');
-    if !scheme_ok {
-        return None;
-    }
-    let after = t.get(colon + 1..)?.strip_prefix("//")?;
-    let end = after.find(['/', '?']).unwrap_or(after.len());
-    after.get(end..)
-}
-
-/// Split a (latin-1 decoded) target into path and query.
-fn split_target(target: &str) -> (&str, &str) {
-    if target == "*" {
-        return ("*", "");
-    }
-    let no_frag = match target.find('#') {
-        Some(i) => target.get(..i).unwrap_or_default(),
-        None => target,
-    };
-    let rest = if no_frag.starts_with('/') {
-        no_frag
-    } else {
-        absolute_form_rest(no_frag).unwrap_or(no_frag)
-    };
-    match rest.find('?') {
-        Some(i) => (
-            rest.get(..i).unwrap_or_default(),
-            rest.get(i + 1..).unwrap_or_default(),
-        ),
-        None => (rest, ""),
-    }
-}
-
 /// Per-request framing state collected while walking the headers.
 #[derive(Default)]
 struct Framing {
@@ -463,10 +420,7 @@ fn parse_complete_head(
         method.to_owned()
     };
     let raw_target = req.path.unwrap_or_default().as_bytes();
-    let target_ascii = match check_text(raw_target, 0x21, false) {
-        Some(ascii) if !raw_target.is_empty() => ascii,
-        _ => return Err(bad("Invalid request target")),
-    };
+    target::validate_target(&method, raw_target)?;
     let minor_version = match req.version {
         Some(v @ (0 | 1)) => v,
         _ => return Err(bad("Invalid HTTP version")),
@@ -500,8 +454,9 @@ fn parse_complete_head(
         framing.conn_keep_alive && !framing.conn_close
     };
 
-    let target = latin1(raw_target, target_ascii);
-    let (path, query) = split_target(&target);
+    // Printable ASCII only (validate_target).
+    let target = latin1(raw_target, true);
+    let (path, query) = target::split_target(&target);
     let (path, query) = (path.to_owned(), query.to_owned());
 
     Ok(Some((
@@ -705,10 +660,23 @@ mod tests {
     }
 
     #[test]
-    fn non_ascii_target_is_latin1() {
-        let h = ok("GET /caf\u{e9} HTTP/1.1\r\n\r\n".as_bytes());
-        assert_eq!(h.target, "/caf\u{c3}\u{a9}");
-        assert_eq!(h.path.chars().count(), 6);
+    fn raw_non_ascii_target_refused() {
+        // Must be percent-encoded, as gunicorn 27 requires.
+        assert_eq!(status("GET /caf\u{e9} HTTP/1.1\r\n\r\n".as_bytes()), 400);
+        assert_eq!(status(b"GET /caf\xe9 HTTP/1.1\r\n\r\n"), 400);
+        let h = ok(b"GET /caf%C3%A9 HTTP/1.1\r\n\r\n");
+        assert_eq!(h.target, "/caf%C3%A9");
+    }
+
+    #[test]
+    fn target_forms() {
+        assert_eq!(status(b"GET foo/bar HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(status(b"GET example.com:80 HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(status(b"GET * HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(status(b"GET http://[::1/ HTTP/1.1\r\n\r\n"), 400);
+        ok(b"OPTIONS * HTTP/1.1\r\n\r\n");
+        ok(b"CONNECT example.com:443 HTTP/1.1\r\n\r\n");
+        ok(b"GET http://[::1]:8080/p HTTP/1.1\r\n\r\n");
     }
 
     #[test]

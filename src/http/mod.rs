@@ -30,6 +30,7 @@ mod bytes;
 mod chunked;
 mod head;
 mod lenient;
+mod target;
 
 pub use body::{Body, BodyRest};
 pub use chunked::ChunkedDecoder;
