@@ -376,6 +376,20 @@ fn reject_raw_non_ascii_in_the_target() {
 }
 
 #[test]
+fn reject_repeated_host() {
+    assert_rejected(&[], &with_head("Host: other\r\n"), 400);
+}
+
+#[test]
+fn reject_repeated_content_type() {
+    assert_rejected(
+        &[],
+        &with_head("Content-Type: text/plain\r\nContent-Type: text/html\r\n"),
+        400,
+    );
+}
+
+#[test]
 fn reject_request_line_with_extra_token() {
     assert_rejected(&[], b"GET / HTTP/1.1 extra\r\nHost: x\r\n\r\n", 400);
 }

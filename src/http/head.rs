@@ -256,7 +256,8 @@ struct Framing {
     te_chunked_twice: bool,
     te_chunked_not_last: bool,
     te_unknown: bool,
-    host_count: usize,
+    host_seen: bool,
+    content_type_seen: bool,
     conn_close: bool,
     conn_keep_alive: bool,
     expect_continue: bool,
@@ -283,7 +284,20 @@ fn parse_content_length(v: &[u8]) -> Result<u64, HttpError> {
 impl Framing {
     fn observe(&mut self, name: &str, value: &[u8], minor_version: u8) -> Result<(), HttpError> {
         match name.len() {
-            4 if name.eq_ignore_ascii_case("host") => self.host_count += 1,
+            // Singleton fields (RFC 9110 §5.3): a repeat cannot be merged and
+            // leaves the message ambiguous; refused, as by gunicorn 26.1+.
+            4 if name.eq_ignore_ascii_case("host") => {
+                if self.host_seen {
+                    return Err(bad("Multiple Host headers"));
+                }
+                self.host_seen = true;
+            }
+            12 if name.eq_ignore_ascii_case("content-type") => {
+                if self.content_type_seen {
+                    return Err(bad("Multiple Content-Type headers"));
+                }
+                self.content_type_seen = true;
+            }
             // Expect is only meaningful for HTTP/1.1; ignored for 1.0.
             6 if minor_version == 1 && name.eq_ignore_ascii_case("expect") => {
                 if value.eq_ignore_ascii_case(b"100-continue") {
@@ -441,9 +455,6 @@ fn parse_complete_head(
         headers.push((name.to_owned(), latin1(value, ascii)));
     }
 
-    if framing.host_count > 1 {
-        return Err(bad("Multiple Host headers"));
-    }
     let body = framing.body(minor_version)?;
     if framing.expect_bad {
         return Err(HttpError::new(417, "Unsupported Expect value"));
@@ -981,6 +992,19 @@ mod tests {
         ok(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
         assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n"), 400);
         assert_eq!(status(b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n"), 400);
+    }
+
+    #[test]
+    fn content_type_singleton() {
+        ok(b"POST / HTTP/1.1\r\nContent-Type: text/plain\r\n\r\n");
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nContent-Type: a\r\ncontent-type: a\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nContent-Type: a\r\nX: y\r\nContent-Type: b\r\n\r\n"),
+            400
+        );
     }
 
     // ---- Connection ----
