@@ -521,6 +521,33 @@ fn reject_header_field_over_size_limit_with_431() {
 }
 
 #[test]
+fn header_field_size_counts_the_whole_line_with_its_crlf() {
+    // As gunicorn 27: "X-Big: " + value + CRLF must fit in the limit.
+    let s = Server::start(&["echo:app", "--limit-request-field_size", "100"]);
+    let fits = format!("X-Big: {}\r\n", "b".repeat(100 - 9));
+    let mut c = Conn::connect(s.port);
+    c.send(&with_head(&fits)).unwrap();
+    assert_eq!(c.read_response().status, 200, "a 100-byte line fits");
+    drop(s);
+    let over = format!("X-Big: {}\r\n", "b".repeat(100 - 8));
+    assert_rejected(
+        &["--limit-request-field_size", "100"],
+        &with_head(&over),
+        431,
+    );
+}
+
+#[test]
+fn header_field_size_zero_is_the_default_not_unlimited() {
+    let over = format!("X-Big: {}\r\n", "b".repeat(8190 - 8));
+    assert_rejected(&["--limit-request-field_size", "0"], &with_head(&over), 431);
+    let s = Server::start(&["echo:app", "--limit-request-field_size", "0"]);
+    let fits = "b".repeat(8190 - 9);
+    let r = request(s.port, "GET", "/size", &[("X-Big", &fits)], b"");
+    assert_eq!(r.status, 200);
+}
+
+#[test]
 fn header_field_within_size_limit_is_served() {
     let s = Server::start(&["echo:app", "--limit-request-field_size", "100"]);
     let v = "b".repeat(80);

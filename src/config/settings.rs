@@ -129,7 +129,7 @@ settings! {
         help "Maximum number of header fields in a request (at most 32768).";
     limit_request_field_size: u32 = 8190;
         section "Security", flags ["limit-request-field_size", "limit-request-field-size"], meta "INT", default_doc "8190",
-        help "Maximum size of one request header field in bytes (0 = unlimited).";
+        help "Maximum size of one request header field line in bytes, counted as gunicorn counts it: name, colon, value and CRLF (0 = the default, 8190; beyond: 431).";
     forwarded_allow_ips: Vec<String> = env_default(env, "FORWARDED_ALLOW_IPS")
             .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
             .unwrap_or_else(|| vec!["127.0.0.1".to_string(), "::1".to_string()]);

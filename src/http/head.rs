@@ -134,8 +134,9 @@ impl HeadParser {
                     if self.fields + 1 > max_fields {
                         return Err(too_many_fields(max_fields));
                     }
-                    if limits.max_field_size != 0 && partial > limits.max_field_size {
-                        return Err(field_too_large(partial, limits.max_field_size));
+                    // Its CRLF is still to come.
+                    if partial + 2 > limits.field_size_limit() {
+                        return Err(field_too_large(partial + 2, limits.field_size_limit()));
                     }
                 }
                 if buf.len() > cap {
@@ -166,8 +167,9 @@ impl HeadParser {
                 if self.fields > max_fields {
                     return Err(too_many_fields(max_fields));
                 }
-                if limits.max_field_size != 0 && line_len > limits.max_field_size {
-                    return Err(field_too_large(line_len, limits.max_field_size));
+                // gunicorn counts the CRLF too.
+                if line_len + 2 > limits.field_size_limit() {
+                    return Err(field_too_large(line_len + 2, limits.field_size_limit()));
                 }
             }
             self.line_start = next;
@@ -398,7 +400,7 @@ fn parse_complete_head(
 ) -> Result<Option<(RequestHead, usize)>, HttpError> {
     let sent = buf.get(..end).unwrap_or_default();
     // What the relaxing settings allow, rewritten into the strict form.
-    let rewritten = lenient::rewrite(sent, &limits.leniency, limits.max_field_size)?;
+    let rewritten = lenient::rewrite(sent, &limits.leniency, limits.field_size_limit())?;
     let (head_bytes, fields, protocol) = match &rewritten {
         Some(r) => (&r.bytes[..], r.fields, r.protocol.clone()),
         None => (sent, fields, None),
@@ -1117,20 +1119,30 @@ mod tests {
             max_field_size: 10,
             ..Limits::default()
         };
-        // "X: 1234567" is 10 bytes.
+        // "X: 12345\r\n" is 10 bytes: gunicorn counts the CRLF.
         assert!(matches!(
-            parse_request_head(b"GET / HTTP/1.1\r\nX: 1234567\r\n\r\n", &l),
+            parse_request_head(b"GET / HTTP/1.1\r\nX: 12345\r\n\r\n", &l),
             Ok(Some(_))
         ));
-        assert_eq!(
-            status_with(b"GET / HTTP/1.1\r\nX: 12345678\r\n\r\n", &l),
-            431
-        );
-        assert_eq!(status_with(b"GET / HTTP/1.1\r\nX: 12345678", &l), 431);
+        assert_eq!(status_with(b"GET / HTTP/1.1\r\nX: 123456\r\n\r\n", &l), 431);
+        assert_eq!(status_with(b"GET / HTTP/1.1\r\nX: 123456", &l), 431);
         assert!(matches!(
-            parse_request_head(b"GET / HTTP/1.1\r\nX: 1234567\r", &l),
+            parse_request_head(b"GET / HTTP/1.1\r\nX: 12345\r", &l),
             Ok(None)
         ));
+        // 0 is gunicorn's default, 8190, not unlimited.
+        let l0 = Limits {
+            max_field_size: 0,
+            ..Limits::default()
+        };
+        let fits = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "v".repeat(8190 - 5));
+        assert!(matches!(
+            parse_request_head(fits.as_bytes(), &l0),
+            Ok(Some(_))
+        ));
+        let over = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "v".repeat(8190 - 4));
+        assert_eq!(status_with(over.as_bytes(), &l0), 431);
+        assert_eq!(status_with(over.as_bytes(), &lim()), 431);
     }
 
     #[test]
@@ -1155,22 +1167,25 @@ mod tests {
             max_field_size: 0,
             leniency: Leniency::default(),
         };
-        assert_eq!(l.head_cap(), UNLIMITED_HEAD_CAP);
+        // 0 for the field size is 8190 (gunicorn's default).
+        assert_eq!(l.head_cap(), 100 * 8192 + HEAD_SLACK);
         // Many moderately sized headers, never complete: stops at the cap.
         let mut s = String::from("GET / HTTP/1.1\r\n");
-        while s.len() <= UNLIMITED_HEAD_CAP {
-            s.push_str(&format!("X: {}\r\n", "v".repeat(1000)));
+        while s.len() <= l.head_cap() {
+            s.push_str(&format!("X: {}\r\n", "v".repeat(8000)));
         }
         assert_eq!(status_with(s.as_bytes(), &l), 431);
+        let few = Limits { max_fields: 2, ..l };
+        assert_eq!(few.head_cap(), UNLIMITED_HEAD_CAP);
         // Endless leading CRLFs are refused at the second.
         let crlfs = "\r\n".repeat(513);
         assert_eq!(status_with(crlfs.as_bytes(), &l), 400);
         assert_eq!(status(crlfs.as_bytes()), 400);
-        // A single huge incomplete header line with unlimited field size.
-        let huge = format!("GET / HTTP/1.1\r\nX: {}", "v".repeat(UNLIMITED_HEAD_CAP));
+        // A single huge incomplete header line, field size 0 = 8190.
+        let huge = format!("GET / HTTP/1.1\r\nX: {}", "v".repeat(8190));
         assert_eq!(status_with(huge.as_bytes(), &l), 431);
-        // Below the cap it just waits.
-        let small = format!("GET / HTTP/1.1\r\nX: {}", "v".repeat(30_000));
+        // Below it, it just waits.
+        let small = format!("GET / HTTP/1.1\r\nX: {}", "v".repeat(8000));
         assert!(matches!(parse_request_head(small.as_bytes(), &l), Ok(None)));
         // Default limits give a finite cap larger than any legal head.
         let d = Limits::default();
@@ -1310,8 +1325,8 @@ mod tests {
                 break;
             }
         }
-        // "X: " + 18 'v' = 21 bytes > 20.
-        assert_eq!(status, Some((431, 16 + 21)));
+        // "X: " + 16 'v' + CRLF = 21 bytes > 20.
+        assert_eq!(status, Some((431, 16 + 19)));
     }
 
     #[test]
