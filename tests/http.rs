@@ -451,9 +451,50 @@ fn reject_chunked_not_last_coding() {
 
 #[test]
 fn reject_unsupported_transfer_coding_with_501() {
+    let mut req = with_head("Transfer-Encoding: br, chunked\r\n");
+    req.extend_from_slice(b"5\r\nhello\r\n0\r\n\r\n");
+    assert_rejected(&[], &req, 501);
+}
+
+#[test]
+fn reject_transfer_coding_without_chunked() {
+    // gzip alone gives the body no length: 400, as by gunicorn 27.
     let mut req = with_head("Transfer-Encoding: gzip\r\n");
     req.extend_from_slice(b"hello");
-    assert_rejected(&[], &req, 501);
+    assert_rejected(&[], &req, 400);
+}
+
+#[test]
+fn codings_before_chunked_are_de_chunked_and_passed_on() {
+    // As gunicorn 27: the body is de-chunked, Transfer-Encoding reaches the
+    // app unchanged, and after a gzip/deflate/compress-coded body the
+    // connection closes; identity keeps it open.
+    let s = Server::start(&["echo:app"]);
+    let digest = sha256_hex(b"hello world");
+    for (te, closes) in [
+        ("gzip, chunked", true),
+        ("deflate,chunked", true),
+        ("identity, chunked", false),
+    ] {
+        let mut req = format!("POST /coded HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {te}\r\n\r\n")
+            .into_bytes();
+        req.extend_from_slice(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n");
+        let mut c = Conn::connect(s.port);
+        c.send(&req).unwrap();
+        let r = c.read_response();
+        assert_eq!(r.status, 200, "{te}: {}", r.text());
+        let j = r.json();
+        assert_eq!(j["headers"]["HTTP_TRANSFER_ENCODING"].str(), Some(te));
+        assert_eq!(j["body_length"].as_u64(), Some(11), "{te}");
+        assert_eq!(j["body_sha256"].str(), Some(digest.as_str()), "{te}");
+        assert_eq!(r.closes(), closes, "{te}: Connection: close");
+        if closes {
+            assert!(c.is_closed(Duration::from_secs(3)), "{te}: not closed");
+        } else {
+            assert!(!c.is_closed(Duration::from_millis(300)), "{te}: closed");
+            assert_eq!(c.request("GET", "/after", &[], b"").status, 200);
+        }
+    }
 }
 
 #[test]

@@ -251,13 +251,19 @@ fn validate_method(m: &str, leniency: &Leniency) -> Result<(), HttpError> {
 /// Per-request framing state collected while walking the headers.
 #[derive(Default)]
 struct Framing {
-    content_length: Option<u64>,
+    /// The one `Content-Length` value, parsed (checked only when no
+    /// `Transfer-Encoding` frames the body, as by gunicorn).
+    content_length: Option<Result<u64, HttpError>>,
     content_length_count: usize,
     te_present: bool,
     te_chunked: bool,
-    te_chunked_twice: bool,
-    te_chunked_not_last: bool,
-    te_unknown: bool,
+    /// A gzip/deflate/compress coding under the chunked one: the body is
+    /// de-chunked and passed on coded, and the connection closed after it.
+    te_close: bool,
+    /// The first framing error in header order (`Content-Length` twice, a
+    /// coding after chunked, an unknown coding): reported after the
+    /// per-header checks, as gunicorn reports it.
+    framing_error: Option<HttpError>,
     host_seen: bool,
     content_type_seen: bool,
     conn_close: bool,
@@ -320,57 +326,76 @@ impl Framing {
             14 if name.eq_ignore_ascii_case("content-length") => {
                 self.content_length_count += 1;
                 if self.content_length_count > 1 {
-                    return Err(bad("Multiple Content-Length headers"));
+                    self.framing(bad("Multiple Content-Length headers"));
                 }
-                self.content_length = Some(parse_content_length(value)?);
+                self.content_length = Some(parse_content_length(value));
             }
             17 if name.eq_ignore_ascii_case("transfer-encoding") => {
                 self.te_present = true;
-                for coding in list_elements(value) {
-                    if coding.eq_ignore_ascii_case(b"chunked") {
-                        if self.te_chunked {
-                            self.te_chunked_twice = true;
-                        }
-                        self.te_chunked = true;
-                    } else {
-                        if self.te_chunked {
-                            self.te_chunked_not_last = true;
-                        }
-                        self.te_unknown = true;
-                    }
-                }
+                self.observe_te(value);
             }
             _ => {}
         }
         Ok(())
     }
 
-    fn body(&self, minor_version: u8) -> Result<BodyKind, HttpError> {
+    /// Keep the first framing error.
+    fn framing(&mut self, e: HttpError) {
+        self.framing_error.get_or_insert(e);
+    }
+
+    /// One `Transfer-Encoding` line, coding by coding, as gunicorn 27 reads
+    /// it: `chunked` once and last; `identity` and `gzip`, `deflate`,
+    /// `compress` only before it (the latter close the connection after the
+    /// request); anything else, an empty element included, is 501.
+    fn observe_te(&mut self, value: &[u8]) {
+        for coding in value.split(|&b| b == b',').map(trim_ows) {
+            if self.framing_error.is_some() {
+                return;
+            }
+            if coding.eq_ignore_ascii_case(b"chunked") {
+                if self.te_chunked {
+                    self.framing(bad("Transfer-Encoding: chunked applied twice"));
+                }
+                self.te_chunked = true;
+            } else if coding.eq_ignore_ascii_case(b"identity") {
+                if self.te_chunked {
+                    self.framing(bad("Transfer-Encoding: chunked is not the final coding"));
+                }
+            } else if [&b"gzip"[..], b"deflate", b"compress"]
+                .iter()
+                .any(|c| coding.eq_ignore_ascii_case(c))
+            {
+                if self.te_chunked {
+                    self.framing(bad("Transfer-Encoding: chunked is not the final coding"));
+                }
+                self.te_close = true;
+            } else {
+                self.framing(HttpError::new(501, "Unsupported transfer coding"));
+            }
+        }
+    }
+
+    fn body(&mut self, minor_version: u8) -> Result<BodyKind, HttpError> {
+        if let Some(e) = self.framing_error.take() {
+            return Err(e);
+        }
         if self.te_present {
+            if !self.te_chunked {
+                return Err(bad("Transfer-Encoding does not end with chunked"));
+            }
             if minor_version == 0 {
                 return Err(bad("Transfer-Encoding is not allowed in HTTP/1.0"));
             }
             if self.content_length_count > 0 {
                 return Err(bad("Both Transfer-Encoding and Content-Length present"));
             }
-            if self.te_chunked_twice {
-                return Err(bad("Transfer-Encoding: chunked applied twice"));
-            }
-            if self.te_chunked_not_last {
-                return Err(bad("Transfer-Encoding: chunked is not the final coding"));
-            }
-            if self.te_unknown {
-                return Err(HttpError::new(501, "Unsupported transfer coding"));
-            }
-            if !self.te_chunked {
-                return Err(bad("Empty Transfer-Encoding"));
-            }
             return Ok(BodyKind::Chunked);
         }
-        Ok(match self.content_length {
-            Some(n) => BodyKind::Length(n),
-            None => BodyKind::None,
-        })
+        match self.content_length.take() {
+            Some(n) => Ok(BodyKind::Length(n?)),
+            None => Ok(BodyKind::None),
+        }
     }
 }
 
@@ -457,15 +482,18 @@ fn parse_complete_head(
         headers.push((name.to_owned(), latin1(value, ascii)));
     }
 
-    let body = framing.body(minor_version)?;
+    // gunicorn refuses an expectation while reading the headers, before it
+    // looks at the framing.
     if framing.expect_bad {
         return Err(HttpError::new(417, "Unsupported Expect value"));
     }
-    let keep_alive = if minor_version == 1 {
-        !framing.conn_close
-    } else {
-        framing.conn_keep_alive && !framing.conn_close
-    };
+    let body = framing.body(minor_version)?;
+    let keep_alive = !framing.te_close
+        && if minor_version == 1 {
+            !framing.conn_close
+        } else {
+            framing.conn_keep_alive && !framing.conn_close
+        };
 
     // Printable ASCII only (validate_target).
     let target = latin1(raw_target, true);
@@ -884,8 +912,53 @@ mod tests {
             BodyKind::Chunked
         );
         assert_eq!(
-            ok(&req("Transfer-Encoding: chunked , \r\n")).body,
+            ok(&req("Transfer-Encoding:  chunked \t\r\n")).body,
             BodyKind::Chunked
+        );
+        assert!(ok(&req("Transfer-Encoding: chunked\r\n")).keep_alive);
+    }
+
+    #[test]
+    fn te_codings_before_chunked_accepted() {
+        // As gunicorn 27: de-chunked, the header passed on unchanged, and
+        // the connection closed after a gzip/deflate/compress-coded body.
+        for (v, keep_alive) in [
+            ("gzip, chunked", false),
+            ("deflate,chunked", false),
+            ("COMPRESS , chunked", false),
+            ("identity, chunked", true),
+            ("identity, gzip, chunked", false),
+        ] {
+            let h = ok(&req(&format!("Transfer-Encoding: {v}\r\n")));
+            assert_eq!(h.body, BodyKind::Chunked, "{v}");
+            assert_eq!(h.keep_alive, keep_alive, "{v}");
+            assert_eq!(h.header("transfer-encoding"), Some(v.trim()));
+        }
+        let h = ok(&req(
+            "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+        ));
+        assert_eq!(h.body, BodyKind::Chunked);
+        assert!(!h.keep_alive);
+        // chunked must still be last, and once.
+        assert_eq!(
+            status(&req("Transfer-Encoding: chunked, identity\r\n")),
+            400
+        );
+        assert_eq!(
+            status(&req("Transfer-Encoding: gzip, chunked, gzip\r\n")),
+            400
+        );
+        assert_eq!(status(&req("Transfer-Encoding: gzip\r\n")), 400);
+        assert_eq!(status(&req("Transfer-Encoding: identity\r\n")), 400);
+        assert_eq!(
+            status(b"POST / HTTP/1.0\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status(&req(
+                "Content-Length: 1\r\nTransfer-Encoding: gzip, chunked\r\n"
+            )),
+            400
         );
     }
 
@@ -929,14 +1002,17 @@ mod tests {
 
     #[test]
     fn te_unknown_coding() {
+        // 501 as gunicorn answers it: at the first unknown coding, also
+        // after chunked, and for an empty element.
         for v in [
-            "gzip",
-            "gzip, chunked",
-            "identity",
-            "deflate, chunked",
-            "compress",
             "foo",
+            "foo, chunked",
+            "chunked, foo",
             "chunked;q=1",
+            "chunked,",
+            ", chunked",
+            "",
+            "x-gzip, chunked",
         ] {
             assert_eq!(
                 status(&req(&format!("Transfer-Encoding: {v}\r\n"))),
@@ -946,16 +1022,25 @@ mod tests {
         }
         assert_eq!(
             status(&req(
-                "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"
+                "Transfer-Encoding: foo\r\nTransfer-Encoding: chunked\r\n"
             )),
             501
         );
-    }
-
-    #[test]
-    fn te_empty() {
-        assert_eq!(status(&req("Transfer-Encoding: \r\n")), 400);
-        assert_eq!(status(&req("Transfer-Encoding: , ,\r\n")), 400);
+        // The first framing error in header order wins.
+        assert_eq!(
+            status(&req("Content-Length: 1\r\nTransfer-Encoding: foo\r\n")),
+            501
+        );
+        assert_eq!(
+            status(&req("Transfer-Encoding: chunked, chunked, foo\r\n")),
+            400
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.0\r\nTransfer-Encoding: foo\r\n\r\n"),
+            501
+        );
+        // An unknown expectation is refused before the framing is read.
+        assert_eq!(status(&req("Expect: x\r\nTransfer-Encoding: foo\r\n")), 417);
     }
 
     #[test]
