@@ -457,6 +457,35 @@ fn reject_unsupported_transfer_coding_with_501() {
 }
 
 #[test]
+fn reject_forbidden_trailer_fields() {
+    // RFC 9110 §6.5.1, the names gunicorn 27 bars from trailers.
+    for name in [
+        "Host",
+        "Content-Length",
+        "Transfer-Encoding",
+        "Trailer",
+        "Authorization",
+        "TE",
+    ] {
+        let mut req = with_head("Transfer-Encoding: chunked\r\n");
+        req.extend_from_slice(format!("5\r\nhello\r\n0\r\n{name}: x\r\n\r\n").as_bytes());
+        assert_rejected(&[], &req, 400);
+    }
+}
+
+#[test]
+fn allowed_trailer_fields_are_served() {
+    let s = Server::start(&["echo:app"]);
+    let mut req = with_head("Transfer-Encoding: chunked\r\n");
+    req.extend_from_slice(b"5\r\nhello\r\n0\r\nX-Checksum: 1\r\nContent-Type: a\r\n\r\n");
+    let mut c = Conn::connect(s.port);
+    c.send(&req).unwrap();
+    let r = c.read_response();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["body_length"].as_u64(), Some(5));
+}
+
+#[test]
 fn reject_transfer_coding_without_chunked() {
     // gzip alone gives the body no length: 400, as by gunicorn 27.
     let mut req = with_head("Transfer-Encoding: gzip\r\n");
