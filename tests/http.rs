@@ -474,6 +474,26 @@ fn reject_forbidden_trailer_fields() {
 }
 
 #[test]
+fn forbidden_trailer_after_a_streamed_body_is_400() {
+    // A body over 256 KiB streams into the app; the bad trailer surfaces
+    // in its read, and the client gets 400 (as from gunicorn), not 500.
+    let s = Server::start(&["echo:app"]);
+    let mut req = with_head("Transfer-Encoding: chunked\r\n");
+    for _ in 0..6 {
+        req.extend_from_slice(b"10000\r\n");
+        req.extend_from_slice(&[b'a'; 0x10000]);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\nHost: evil\r\n\r\n");
+    let (raw, eof) = send_raw_eof(s.port, &req);
+    let resps = parse_responses(&raw);
+    assert_eq!(resps.len(), 1, "{}", String::from_utf8_lossy(&raw));
+    assert_eq!(resps[0].status, 400, "{}", String::from_utf8_lossy(&raw));
+    assert!(resps[0].closes() && eof);
+    assert_eq!(get(s.port, "/still-ok").status, 200);
+}
+
+#[test]
 fn allowed_trailer_fields_are_served() {
     let s = Server::start(&["echo:app"]);
     let mut req = with_head("Transfer-Encoding: chunked\r\n");
