@@ -127,8 +127,8 @@ impl HeadParser {
                     partial = partial.saturating_sub(1);
                 }
                 if !self.line_done {
-                    if limits.max_line != 0 && partial > limits.max_line {
-                        return Err(request_line_too_large(partial, limits.max_line));
+                    if limits.max_line != 0 && partial > limits.line_limit() {
+                        return Err(request_line_too_large(partial, limits.line_limit()));
                     }
                 } else if partial > 0 {
                     if self.fields + 1 > max_fields {
@@ -153,8 +153,8 @@ impl HeadParser {
                 return Err(too_large("Request head is too large"));
             }
             if !self.line_done {
-                if limits.max_line != 0 && line_len > limits.max_line {
-                    return Err(request_line_too_large(line_len, limits.max_line));
+                if limits.max_line != 0 && line_len > limits.line_limit() {
+                    return Err(request_line_too_large(line_len, limits.line_limit()));
                 }
                 self.line_done = true;
             } else if line_len == 0 {
@@ -1139,6 +1139,18 @@ mod tests {
             parse_request_head(b"GET /123456 HTTP/1.1\r", &l),
             Ok(None)
         ));
+        // Above 8190 means 8190, as in gunicorn.
+        let big = Limits {
+            max_line: 100_000,
+            ..Limits::default()
+        };
+        let at = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(8190 - 14));
+        assert!(matches!(
+            parse_request_head(at.as_bytes(), &big),
+            Ok(Some(_))
+        ));
+        let over = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(8190 - 13));
+        assert_eq!(status_with(over.as_bytes(), &big), 414);
         // Unlimited.
         let l0 = Limits {
             max_line: 0,

@@ -39,6 +39,9 @@ pub use head::{parse_request_head, HeadParser};
 /// Hard upper bound for `limit_request_fields` (gunicorn's `MAX_HEADERS`).
 pub const MAX_HEADER_FIELDS: usize = 32768;
 
+/// Largest effective `limit_request_line` (gunicorn's `MAX_REQUEST_LINE`).
+pub const MAX_REQUEST_LINE: usize = 8190;
+
 /// What `limit_request_field_size = 0` means (gunicorn's
 /// `DEFAULT_MAX_HEADERFIELD_SIZE`).
 pub const DEFAULT_MAX_FIELD_SIZE: usize = 8190;
@@ -83,7 +86,8 @@ pub struct Leniency {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// `limit_request_line`: max length of the request line excluding CRLF.
-    /// 0 = unlimited (bounded only by the whole-head cap).
+    /// 0 = unlimited (bounded only by the whole-head cap); values above
+    /// [`MAX_REQUEST_LINE`] mean that, as in gunicorn.
     pub max_line: usize,
     /// `limit_request_fields`: max number of header fields. 0 or anything
     /// above [`MAX_HEADER_FIELDS`] means [`MAX_HEADER_FIELDS`].
@@ -118,6 +122,11 @@ impl Limits {
         }
     }
 
+    /// The longest request line allowed (CRLF excluded), 0 for unlimited.
+    pub fn line_limit(&self) -> usize {
+        self.max_line.min(MAX_REQUEST_LINE)
+    }
+
     /// The longest header line allowed, CRLF included (0 is gunicorn's
     /// default).
     pub fn field_size_limit(&self) -> usize {
@@ -134,7 +143,7 @@ impl Limits {
         let line = if self.max_line == 0 {
             0
         } else {
-            self.max_line.saturating_add(2)
+            self.line_limit().saturating_add(2)
         };
         let fields = self
             .effective_max_fields()
