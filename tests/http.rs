@@ -325,6 +325,71 @@ fn reject_malformed_request_line() {
 }
 
 #[test]
+fn one_empty_line_before_the_request_line_is_ignored() {
+    let s = Server::start(&["echo:app"]);
+    let raw = send_raw(
+        s.port,
+        b"\r\nGET /after-one HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let resps = parse_responses(&raw);
+    assert_eq!(resps.len(), 1, "{}", String::from_utf8_lossy(&raw));
+    assert_eq!(resps[0].status, 200);
+    assert_eq!(resps[0].json()["PATH_INFO"].str(), Some("/after-one"));
+}
+
+#[test]
+fn reject_two_empty_lines_before_the_request_line() {
+    assert_rejected(&[], b"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+}
+
+#[test]
+fn reject_targets_of_none_of_the_four_forms() {
+    // A relative path, the authority form outside CONNECT, `*` outside
+    // OPTIONS, a malformed URI: 400, as by gunicorn 27.
+    assert_rejected(&[], b"GET foo/bar HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+    assert_rejected(&[], b"GET example.com:80 HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+    assert_rejected(&[], b"GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+    assert_rejected(&[], b"GET http://[::1/p HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+}
+
+#[test]
+fn the_four_target_forms_are_served() {
+    let s = Server::start(&["echo:app"]);
+    for (method, target, path) in [
+        ("GET", "/origin?q=1", "/origin"),
+        ("GET", "http://example.com/absolute?q=1", "/absolute"),
+        ("OPTIONS", "*", "*"),
+    ] {
+        let raw = format!("{method} {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let resps = parse_responses(&send_raw(s.port, raw.as_bytes()));
+        assert_eq!(resps.len(), 1, "{target}");
+        assert_eq!(resps[0].status, 200, "{target}: {}", resps[0].text());
+        assert_eq!(resps[0].json()["RAW_URI"].str(), Some(target));
+        assert_eq!(resps[0].json()["PATH_INFO"].str(), Some(path));
+    }
+}
+
+#[test]
+fn reject_raw_non_ascii_in_the_target() {
+    assert_rejected(&[], b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+    assert_rejected(&[], b"GET /caf\xe9 HTTP/1.1\r\nHost: x\r\n\r\n", 400);
+}
+
+#[test]
+fn reject_repeated_host() {
+    assert_rejected(&[], &with_head("Host: other\r\n"), 400);
+}
+
+#[test]
+fn reject_repeated_content_type() {
+    assert_rejected(
+        &[],
+        &with_head("Content-Type: text/plain\r\nContent-Type: text/html\r\n"),
+        400,
+    );
+}
+
+#[test]
 fn reject_request_line_with_extra_token() {
     assert_rejected(&[], b"GET / HTTP/1.1 extra\r\nHost: x\r\n\r\n", 400);
 }
@@ -386,9 +451,99 @@ fn reject_chunked_not_last_coding() {
 
 #[test]
 fn reject_unsupported_transfer_coding_with_501() {
+    let mut req = with_head("Transfer-Encoding: br, chunked\r\n");
+    req.extend_from_slice(b"5\r\nhello\r\n0\r\n\r\n");
+    assert_rejected(&[], &req, 501);
+}
+
+#[test]
+fn reject_forbidden_trailer_fields() {
+    // RFC 9110 §6.5.1, the names gunicorn 27 bars from trailers.
+    for name in [
+        "Host",
+        "Content-Length",
+        "Transfer-Encoding",
+        "Trailer",
+        "Authorization",
+        "TE",
+    ] {
+        let mut req = with_head("Transfer-Encoding: chunked\r\n");
+        req.extend_from_slice(format!("5\r\nhello\r\n0\r\n{name}: x\r\n\r\n").as_bytes());
+        assert_rejected(&[], &req, 400);
+    }
+}
+
+#[test]
+fn forbidden_trailer_after_a_streamed_body_is_400() {
+    // A body over 256 KiB streams into the app; the bad trailer surfaces
+    // in its read, and the client gets 400 (as from gunicorn), not 500.
+    let s = Server::start(&["echo:app"]);
+    let mut req = with_head("Transfer-Encoding: chunked\r\n");
+    for _ in 0..6 {
+        req.extend_from_slice(b"10000\r\n");
+        req.extend_from_slice(&[b'a'; 0x10000]);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\nHost: evil\r\n\r\n");
+    let (raw, eof) = send_raw_eof(s.port, &req);
+    let resps = parse_responses(&raw);
+    assert_eq!(resps.len(), 1, "{}", String::from_utf8_lossy(&raw));
+    assert_eq!(resps[0].status, 400, "{}", String::from_utf8_lossy(&raw));
+    assert!(resps[0].closes() && eof);
+    assert_eq!(get(s.port, "/still-ok").status, 200);
+}
+
+#[test]
+fn allowed_trailer_fields_are_served() {
+    let s = Server::start(&["echo:app"]);
+    let mut req = with_head("Transfer-Encoding: chunked\r\n");
+    req.extend_from_slice(b"5\r\nhello\r\n0\r\nX-Checksum: 1\r\nContent-Type: a\r\n\r\n");
+    let mut c = Conn::connect(s.port);
+    c.send(&req).unwrap();
+    let r = c.read_response();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["body_length"].as_u64(), Some(5));
+}
+
+#[test]
+fn reject_transfer_coding_without_chunked() {
+    // gzip alone gives the body no length: 400, as by gunicorn 27.
     let mut req = with_head("Transfer-Encoding: gzip\r\n");
     req.extend_from_slice(b"hello");
-    assert_rejected(&[], &req, 501);
+    assert_rejected(&[], &req, 400);
+}
+
+#[test]
+fn codings_before_chunked_are_de_chunked_and_passed_on() {
+    // As gunicorn 27: the body is de-chunked, Transfer-Encoding reaches the
+    // app unchanged, and after a gzip/deflate/compress-coded body the
+    // connection closes; identity keeps it open.
+    let s = Server::start(&["echo:app"]);
+    let digest = sha256_hex(b"hello world");
+    for (te, closes) in [
+        ("gzip, chunked", true),
+        ("deflate,chunked", true),
+        ("identity, chunked", false),
+    ] {
+        let mut req = format!("POST /coded HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {te}\r\n\r\n")
+            .into_bytes();
+        req.extend_from_slice(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n");
+        let mut c = Conn::connect(s.port);
+        c.send(&req).unwrap();
+        let r = c.read_response();
+        assert_eq!(r.status, 200, "{te}: {}", r.text());
+        let j = r.json();
+        assert_eq!(j["headers"]["HTTP_TRANSFER_ENCODING"].str(), Some(te));
+        assert_eq!(j["body_length"].as_u64(), Some(11), "{te}");
+        assert_eq!(j["body_sha256"].str(), Some(digest.as_str()), "{te}");
+        assert_eq!(r.closes(), closes, "{te}: Connection: close");
+        if closes {
+            assert!(c.is_closed(Duration::from_secs(3)), "{te}: not closed");
+        } else {
+            assert!(!c.is_closed(Duration::from_millis(300)), "{te}: closed");
+            assert_eq!(c.request("GET", "/after", &[], b"").status, 200);
+        }
+    }
 }
 
 #[test]
@@ -406,9 +561,10 @@ fn reject_missing_crlf_after_chunk_data() {
 }
 
 #[test]
-fn reject_request_line_over_limit() {
+fn reject_request_line_over_limit_with_414() {
     let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(150));
-    assert_rejected(&["--limit-request-line", "100"], long.as_bytes(), 400);
+    // 414 URI Too Long, as gunicorn answers.
+    assert_rejected(&["--limit-request-line", "100"], long.as_bytes(), 414);
 }
 
 #[test]
@@ -452,6 +608,33 @@ fn reject_header_field_over_size_limit_with_431() {
         &with_head(&head),
         431,
     );
+}
+
+#[test]
+fn header_field_size_counts_the_whole_line_with_its_crlf() {
+    // As gunicorn 27: "X-Big: " + value + CRLF must fit in the limit.
+    let s = Server::start(&["echo:app", "--limit-request-field_size", "100"]);
+    let fits = format!("X-Big: {}\r\n", "b".repeat(100 - 9));
+    let mut c = Conn::connect(s.port);
+    c.send(&with_head(&fits)).unwrap();
+    assert_eq!(c.read_response().status, 200, "a 100-byte line fits");
+    drop(s);
+    let over = format!("X-Big: {}\r\n", "b".repeat(100 - 8));
+    assert_rejected(
+        &["--limit-request-field_size", "100"],
+        &with_head(&over),
+        431,
+    );
+}
+
+#[test]
+fn header_field_size_zero_is_the_default_not_unlimited() {
+    let over = format!("X-Big: {}\r\n", "b".repeat(8190 - 8));
+    assert_rejected(&["--limit-request-field_size", "0"], &with_head(&over), 431);
+    let s = Server::start(&["echo:app", "--limit-request-field_size", "0"]);
+    let fits = "b".repeat(8190 - 9);
+    let r = request(s.port, "GET", "/size", &[("X-Big", &fits)], b"");
+    assert_eq!(r.status, 200);
 }
 
 #[test]

@@ -123,13 +123,13 @@ settings! {
         help "gunicorn's choice of HTTP parser (auto, fast or python). Accepted; ferrocorn always parses HTTP with its own Rust parser, and says so at start when this is not auto.";
     limit_request_line: u32 = 4094;
         section "Security", flags ["limit-request-line"], meta "INT", default_doc "4094",
-        help "Maximum size of the HTTP request line in bytes (0 = unlimited).";
+        help "Maximum size of the HTTP request line in bytes, at most 8190 as in gunicorn; 0 means unlimited; a longer line gets 414.";
     limit_request_fields: u32 = 100;
         section "Security", flags ["limit-request-fields"], meta "INT", default_doc "100",
         help "Maximum number of header fields in a request (at most 32768).";
     limit_request_field_size: u32 = 8190;
         section "Security", flags ["limit-request-field_size", "limit-request-field-size"], meta "INT", default_doc "8190",
-        help "Maximum size of one request header field in bytes (0 = unlimited).";
+        help "Maximum size of one request header field line in bytes, counted as gunicorn counts it: name, colon, value and CRLF; 0 means the default, 8190; a longer line gets 431.";
     forwarded_allow_ips: Vec<String> = env_default(env, "FORWARDED_ALLOW_IPS")
             .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
             .unwrap_or_else(|| vec!["127.0.0.1".to_string(), "::1".to_string()]);

@@ -65,7 +65,27 @@ pub struct ChunkedDecoder {
     remaining: u64,
     /// Bytes seen so far in the trailer section.
     trailer_len: usize,
+    /// The trailer field name being read (its first bytes; `name_len`
+    /// counts them all), checked against the names barred from trailers.
+    name: [u8; LONGEST_FORBIDDEN],
+    name_len: usize,
+    /// A `Content-Type` trailer was seen (it is a singleton field).
+    content_type_seen: bool,
 }
+
+/// Fields that must not appear in trailers (RFC 9110 §6.5.1: framing,
+/// routing, authentication), as gunicorn 27 bars them; lower case.
+const FORBIDDEN_TRAILERS: [&[u8]; 6] = [
+    b"host",
+    b"content-length",
+    b"transfer-encoding",
+    b"trailer",
+    b"authorization",
+    b"te",
+];
+
+/// Longest name in [`FORBIDDEN_TRAILERS`] (and `content-type`).
+const LONGEST_FORBIDDEN: usize = 17;
 
 impl fmt::Debug for ChunkedDecoder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -91,7 +111,36 @@ impl ChunkedDecoder {
             line_len: 0,
             remaining: 0,
             trailer_len: 0,
+            name: [0; LONGEST_FORBIDDEN],
+            name_len: 0,
+            content_type_seen: false,
         }
+    }
+
+    fn name_byte(&mut self, b: u8) {
+        if let Some(slot) = self.name.get_mut(self.name_len) {
+            *slot = b.to_ascii_lowercase();
+        }
+        self.name_len += 1;
+    }
+
+    /// At the colon of a trailer field: refuse the names barred from
+    /// trailers and a repeated `Content-Type`, as gunicorn 27 does.
+    fn check_trailer_name(&mut self) -> Result<(), HttpError> {
+        let Some(name) = self.name.get(..self.name_len) else {
+            return Ok(());
+        };
+        if FORBIDDEN_TRAILERS.contains(&name) {
+            let shown = String::from_utf8_lossy(name).into_owned();
+            return Err(self.fail(&format!("{shown} is not allowed in trailers")));
+        }
+        if name == b"content-type" {
+            if self.content_type_seen {
+                return Err(self.fail("repeated Content-Type trailer"));
+            }
+            self.content_type_seen = true;
+        }
+        Ok(())
     }
 
     /// True once the last chunk, trailers and final CRLF were consumed.
@@ -284,12 +333,19 @@ impl ChunkedDecoder {
         match self.state {
             S::TrailerStart => match b {
                 b'\r' => self.state = S::FinalLf,
-                _ if is_tchar(b) => self.state = S::TrailerName,
+                _ if is_tchar(b) => {
+                    self.name_len = 0;
+                    self.name_byte(b);
+                    self.state = S::TrailerName;
+                }
                 _ => return Err(self.fail("invalid trailer field")),
             },
             S::TrailerName => match b {
-                _ if is_tchar(b) => {}
-                b':' => self.state = S::TrailerValue,
+                _ if is_tchar(b) => self.name_byte(b),
+                b':' => {
+                    self.check_trailer_name()?;
+                    self.state = S::TrailerValue;
+                }
                 _ => return Err(self.fail("invalid trailer field name")),
             },
             S::TrailerValue => match b {
@@ -496,6 +552,45 @@ mod tests {
             assert_eq!(
                 chunk_err(input),
                 400,
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
+    #[test]
+    fn chunked_forbidden_trailers() {
+        for name in [
+            "Host",
+            "content-length",
+            "Transfer-Encoding",
+            "Trailer",
+            "AUTHORIZATION",
+            "TE",
+        ] {
+            let input = format!("1\r\na\r\n0\r\n{name}: x\r\n\r\n");
+            assert_eq!(chunk_err(input.as_bytes()), 400, "{name}");
+            // Also when split at every byte.
+            let mut d = ChunkedDecoder::new();
+            let mut out = Vec::new();
+            let failed = input
+                .as_bytes()
+                .iter()
+                .any(|b| d.decode(std::slice::from_ref(b), &mut out).is_err());
+            assert!(failed, "{name} byte by byte");
+        }
+        assert_eq!(
+            chunk_err(b"0\r\nContent-Type: a\r\ncontent-type: b\r\n\r\n"),
+            400
+        );
+        // Names that merely start like a barred one, and other fields, pass.
+        for input in [
+            &b"0\r\nTEx: 1\r\nHosts: 2\r\nX-Content-Length: 3\r\n\r\n"[..],
+            b"0\r\nContent-Type: a\r\nX-Checksum: 1\r\n\r\n",
+            b"0\r\nTransfer-Encoding-And-Then-Some: 1\r\n\r\n",
+        ] {
+            assert!(
+                decode_all(input).is_ok(),
                 "{:?}",
                 String::from_utf8_lossy(input)
             );

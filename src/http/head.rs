@@ -7,9 +7,6 @@ use std::mem::MaybeUninit;
 use super::bytes::*;
 use super::*;
 
-/// At most this many bytes of empty lines (CRLFs) may precede a request line.
-const MAX_LEADING_EMPTY_LINES_BYTES: usize = 1024;
-
 /// Number of header slots kept on the stack for httparse.
 const STACK_HEADERS: usize = 128;
 
@@ -97,10 +94,14 @@ impl HeadParser {
         let max_fields = limits.effective_max_fields();
         let cap = limits.head_cap();
 
-        // Leading empty lines (CRLF only) are ignored (RFC 9112 §2.2).
+        // One empty line (CRLF only) before the request line is ignored
+        // (RFC 9112 §2.2), and only one, as by gunicorn 27.
         while !self.started {
             let pos = self.line_start;
             match buf.get(pos) {
+                Some(b'\r') if pos > 0 => {
+                    return Err(bad("More than one empty line before the request line"))
+                }
                 Some(b'\r') => match buf.get(pos + 1) {
                     Some(b'\n') => {
                         self.line_start = pos + 2;
@@ -112,9 +113,6 @@ impl HeadParser {
                 Some(b'\n') => return Err(bad("Invalid line ending: bare LF")),
                 Some(_) => self.started = true,
                 None => return Ok(HeadScan::Incomplete),
-            }
-            if self.line_start > MAX_LEADING_EMPTY_LINES_BYTES {
-                return Err(bad("Too many empty lines before the request line"));
             }
         }
 
@@ -129,15 +127,16 @@ impl HeadParser {
                     partial = partial.saturating_sub(1);
                 }
                 if !self.line_done {
-                    if limits.max_line != 0 && partial > limits.max_line {
-                        return Err(request_line_too_large(partial, limits.max_line));
+                    if limits.max_line != 0 && partial > limits.line_limit() {
+                        return Err(request_line_too_large(partial, limits.line_limit()));
                     }
                 } else if partial > 0 {
                     if self.fields + 1 > max_fields {
                         return Err(too_many_fields(max_fields));
                     }
-                    if limits.max_field_size != 0 && partial > limits.max_field_size {
-                        return Err(field_too_large(partial, limits.max_field_size));
+                    // Its CRLF is still to come.
+                    if partial + 2 > limits.field_size_limit() {
+                        return Err(field_too_large(partial + 2, limits.field_size_limit()));
                     }
                 }
                 if buf.len() > cap {
@@ -154,8 +153,8 @@ impl HeadParser {
                 return Err(too_large("Request head is too large"));
             }
             if !self.line_done {
-                if limits.max_line != 0 && line_len > limits.max_line {
-                    return Err(request_line_too_large(line_len, limits.max_line));
+                if limits.max_line != 0 && line_len > limits.line_limit() {
+                    return Err(request_line_too_large(line_len, limits.line_limit()));
                 }
                 self.line_done = true;
             } else if line_len == 0 {
@@ -168,8 +167,9 @@ impl HeadParser {
                 if self.fields > max_fields {
                     return Err(too_many_fields(max_fields));
                 }
-                if limits.max_field_size != 0 && line_len > limits.max_field_size {
-                    return Err(field_too_large(line_len, limits.max_field_size));
+                // gunicorn counts the CRLF too.
+                if line_len + 2 > limits.field_size_limit() {
+                    return Err(field_too_large(line_len + 2, limits.field_size_limit()));
                 }
             }
             self.line_start = next;
@@ -178,8 +178,9 @@ impl HeadParser {
     }
 }
 
+/// 414, as gunicorn answers a request line over `limit_request_line`.
 fn request_line_too_large(len: usize, max: usize) -> HttpError {
-    bad(format!("Request Line is too large ({len} > {max})"))
+    HttpError::new(414, format!("Request Line is too large ({len} > {max})"))
 }
 
 fn too_many_fields(max: usize) -> HttpError {
@@ -247,60 +248,24 @@ fn validate_method(m: &str, leniency: &Leniency) -> Result<(), HttpError> {
     }
 }
 
-/// For `scheme://authority[path][?query]`, return the part after the
-/// authority; `None` if `t` is not of that form.
-fn absolute_form_rest(t: &str) -> Option<&str> {
-    let bytes = t.as_bytes();
-    if !bytes.first()?.is_ascii_alphabetic() {
-        return None;
-    }
-    let colon = bytes.iter().position(|&b| b == b':')?;
-    let scheme_ok = bytes
-        .get(..colon)?
-        .iter()
-        .all(|&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'-' || b == b'.');
-    if !scheme_ok {
-        return None;
-    }
-    let after = t.get(colon + 1..)?.strip_prefix("//")?;
-    let end = after.find(['/', '?']).unwrap_or(after.len());
-    after.get(end..)
-}
-
-/// Split a (latin-1 decoded) target into path and query.
-fn split_target(target: &str) -> (&str, &str) {
-    if target == "*" {
-        return ("*", "");
-    }
-    let no_frag = match target.find('#') {
-        Some(i) => target.get(..i).unwrap_or_default(),
-        None => target,
-    };
-    let rest = if no_frag.starts_with('/') {
-        no_frag
-    } else {
-        absolute_form_rest(no_frag).unwrap_or(no_frag)
-    };
-    match rest.find('?') {
-        Some(i) => (
-            rest.get(..i).unwrap_or_default(),
-            rest.get(i + 1..).unwrap_or_default(),
-        ),
-        None => (rest, ""),
-    }
-}
-
 /// Per-request framing state collected while walking the headers.
 #[derive(Default)]
 struct Framing {
-    content_length: Option<u64>,
+    /// The one `Content-Length` value, parsed (checked only when no
+    /// `Transfer-Encoding` frames the body, as by gunicorn).
+    content_length: Option<Result<u64, HttpError>>,
     content_length_count: usize,
     te_present: bool,
     te_chunked: bool,
-    te_chunked_twice: bool,
-    te_chunked_not_last: bool,
-    te_unknown: bool,
-    host_count: usize,
+    /// A gzip/deflate/compress coding under the chunked one: the body is
+    /// de-chunked and passed on coded, and the connection closed after it.
+    te_close: bool,
+    /// The first framing error in header order (`Content-Length` twice, a
+    /// coding after chunked, an unknown coding): reported after the
+    /// per-header checks, as gunicorn reports it.
+    framing_error: Option<HttpError>,
+    host_seen: bool,
+    content_type_seen: bool,
     conn_close: bool,
     conn_keep_alive: bool,
     expect_continue: bool,
@@ -327,7 +292,20 @@ fn parse_content_length(v: &[u8]) -> Result<u64, HttpError> {
 impl Framing {
     fn observe(&mut self, name: &str, value: &[u8], minor_version: u8) -> Result<(), HttpError> {
         match name.len() {
-            4 if name.eq_ignore_ascii_case("host") => self.host_count += 1,
+            // Singleton fields (RFC 9110 §5.3): a repeat cannot be merged and
+            // leaves the message ambiguous; refused, as by gunicorn 26.1+.
+            4 if name.eq_ignore_ascii_case("host") => {
+                if self.host_seen {
+                    return Err(bad("Multiple Host headers"));
+                }
+                self.host_seen = true;
+            }
+            12 if name.eq_ignore_ascii_case("content-type") => {
+                if self.content_type_seen {
+                    return Err(bad("Multiple Content-Type headers"));
+                }
+                self.content_type_seen = true;
+            }
             // Expect is only meaningful for HTTP/1.1; ignored for 1.0.
             6 if minor_version == 1 && name.eq_ignore_ascii_case("expect") => {
                 if value.eq_ignore_ascii_case(b"100-continue") {
@@ -348,57 +326,76 @@ impl Framing {
             14 if name.eq_ignore_ascii_case("content-length") => {
                 self.content_length_count += 1;
                 if self.content_length_count > 1 {
-                    return Err(bad("Multiple Content-Length headers"));
+                    self.framing(bad("Multiple Content-Length headers"));
                 }
-                self.content_length = Some(parse_content_length(value)?);
+                self.content_length = Some(parse_content_length(value));
             }
             17 if name.eq_ignore_ascii_case("transfer-encoding") => {
                 self.te_present = true;
-                for coding in list_elements(value) {
-                    if coding.eq_ignore_ascii_case(b"chunked") {
-                        if self.te_chunked {
-                            self.te_chunked_twice = true;
-                        }
-                        self.te_chunked = true;
-                    } else {
-                        if self.te_chunked {
-                            self.te_chunked_not_last = true;
-                        }
-                        self.te_unknown = true;
-                    }
-                }
+                self.observe_te(value);
             }
             _ => {}
         }
         Ok(())
     }
 
-    fn body(&self, minor_version: u8) -> Result<BodyKind, HttpError> {
+    /// Keep the first framing error.
+    fn framing(&mut self, e: HttpError) {
+        self.framing_error.get_or_insert(e);
+    }
+
+    /// One `Transfer-Encoding` line, coding by coding, as gunicorn 27 reads
+    /// it: `chunked` once and last; `identity` and `gzip`, `deflate`,
+    /// `compress` only before it (the latter close the connection after the
+    /// request); anything else, an empty element included, is 501.
+    fn observe_te(&mut self, value: &[u8]) {
+        for coding in value.split(|&b| b == b',').map(trim_ows) {
+            if self.framing_error.is_some() {
+                return;
+            }
+            if coding.eq_ignore_ascii_case(b"chunked") {
+                if self.te_chunked {
+                    self.framing(bad("Transfer-Encoding: chunked applied twice"));
+                }
+                self.te_chunked = true;
+            } else if coding.eq_ignore_ascii_case(b"identity") {
+                if self.te_chunked {
+                    self.framing(bad("Transfer-Encoding: chunked is not the final coding"));
+                }
+            } else if [&b"gzip"[..], b"deflate", b"compress"]
+                .iter()
+                .any(|c| coding.eq_ignore_ascii_case(c))
+            {
+                if self.te_chunked {
+                    self.framing(bad("Transfer-Encoding: chunked is not the final coding"));
+                }
+                self.te_close = true;
+            } else {
+                self.framing(HttpError::new(501, "Unsupported transfer coding"));
+            }
+        }
+    }
+
+    fn body(&mut self, minor_version: u8) -> Result<BodyKind, HttpError> {
+        if let Some(e) = self.framing_error.take() {
+            return Err(e);
+        }
         if self.te_present {
+            if !self.te_chunked {
+                return Err(bad("Transfer-Encoding does not end with chunked"));
+            }
             if minor_version == 0 {
                 return Err(bad("Transfer-Encoding is not allowed in HTTP/1.0"));
             }
             if self.content_length_count > 0 {
                 return Err(bad("Both Transfer-Encoding and Content-Length present"));
             }
-            if self.te_chunked_twice {
-                return Err(bad("Transfer-Encoding: chunked applied twice"));
-            }
-            if self.te_chunked_not_last {
-                return Err(bad("Transfer-Encoding: chunked is not the final coding"));
-            }
-            if self.te_unknown {
-                return Err(HttpError::new(501, "Unsupported transfer coding"));
-            }
-            if !self.te_chunked {
-                return Err(bad("Empty Transfer-Encoding"));
-            }
             return Ok(BodyKind::Chunked);
         }
-        Ok(match self.content_length {
-            Some(n) => BodyKind::Length(n),
-            None => BodyKind::None,
-        })
+        match self.content_length.take() {
+            Some(n) => Ok(BodyKind::Length(n?)),
+            None => Ok(BodyKind::None),
+        }
     }
 }
 
@@ -428,7 +425,7 @@ fn parse_complete_head(
 ) -> Result<Option<(RequestHead, usize)>, HttpError> {
     let sent = buf.get(..end).unwrap_or_default();
     // What the relaxing settings allow, rewritten into the strict form.
-    let rewritten = lenient::rewrite(sent, &limits.leniency, limits.max_field_size)?;
+    let rewritten = lenient::rewrite(sent, &limits.leniency, limits.field_size_limit())?;
     let (head_bytes, fields, protocol) = match &rewritten {
         Some(r) => (&r.bytes[..], r.fields, r.protocol.clone()),
         None => (sent, fields, None),
@@ -464,10 +461,7 @@ fn parse_complete_head(
         method.to_owned()
     };
     let raw_target = req.path.unwrap_or_default().as_bytes();
-    let target_ascii = match check_text(raw_target, 0x21, false) {
-        Some(ascii) if !raw_target.is_empty() => ascii,
-        _ => return Err(bad("Invalid request target")),
-    };
+    target::validate_target(&method, raw_target)?;
     let minor_version = match req.version {
         Some(v @ (0 | 1)) => v,
         _ => return Err(bad("Invalid HTTP version")),
@@ -488,21 +482,22 @@ fn parse_complete_head(
         headers.push((name.to_owned(), latin1(value, ascii)));
     }
 
-    if framing.host_count > 1 {
-        return Err(bad("Multiple Host headers"));
-    }
-    let body = framing.body(minor_version)?;
+    // gunicorn refuses an expectation while reading the headers, before it
+    // looks at the framing.
     if framing.expect_bad {
         return Err(HttpError::new(417, "Unsupported Expect value"));
     }
-    let keep_alive = if minor_version == 1 {
-        !framing.conn_close
-    } else {
-        framing.conn_keep_alive && !framing.conn_close
-    };
+    let body = framing.body(minor_version)?;
+    let keep_alive = !framing.te_close
+        && if minor_version == 1 {
+            !framing.conn_close
+        } else {
+            framing.conn_keep_alive && !framing.conn_close
+        };
 
-    let target = latin1(raw_target, target_ascii);
-    let (path, query) = split_target(&target);
+    // Printable ASCII only (validate_target).
+    let target = latin1(raw_target, true);
+    let (path, query) = target::split_target(&target);
     let (path, query) = (path.to_owned(), query.to_owned());
 
     Ok(Some((
@@ -650,13 +645,17 @@ mod tests {
     }
 
     #[test]
-    fn leading_crlf_accepted() {
-        let buf: &[u8] = b"\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+    fn one_leading_crlf_accepted() {
+        let buf: &[u8] = b"\r\nGET / HTTP/1.1\r\n\r\n";
         let (h, c) = parse(buf).unwrap().unwrap();
         assert_eq!(h.method, "GET");
         assert_eq!(c, buf.len());
         assert!(matches!(parse(b"\r\n"), Ok(None)));
-        assert!(matches!(parse(b"\r\n\r"), Ok(None)));
+        assert!(matches!(parse(b"\r"), Ok(None)));
+        // Only one empty line may be ignored, as by gunicorn 27.
+        assert_eq!(status(b"\r\n\r\nGET / HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(status(b"\r\n\r"), 400);
+        assert_eq!(status(b"\r\n\nGET / HTTP/1.1\r\n\r\n"), 400);
         assert_eq!(status(b"\nGET / HTTP/1.1\r\n\r\n"), 400);
         assert_eq!(status(b"\r\rGET / HTTP/1.1\r\n\r\n"), 400);
     }
@@ -702,10 +701,23 @@ mod tests {
     }
 
     #[test]
-    fn non_ascii_target_is_latin1() {
-        let h = ok("GET /caf\u{e9} HTTP/1.1\r\n\r\n".as_bytes());
-        assert_eq!(h.target, "/caf\u{c3}\u{a9}");
-        assert_eq!(h.path.chars().count(), 6);
+    fn raw_non_ascii_target_refused() {
+        // Must be percent-encoded, as gunicorn 27 requires.
+        assert_eq!(status("GET /caf\u{e9} HTTP/1.1\r\n\r\n".as_bytes()), 400);
+        assert_eq!(status(b"GET /caf\xe9 HTTP/1.1\r\n\r\n"), 400);
+        let h = ok(b"GET /caf%C3%A9 HTTP/1.1\r\n\r\n");
+        assert_eq!(h.target, "/caf%C3%A9");
+    }
+
+    #[test]
+    fn target_forms() {
+        assert_eq!(status(b"GET foo/bar HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(status(b"GET example.com:80 HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(status(b"GET * HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(status(b"GET http://[::1/ HTTP/1.1\r\n\r\n"), 400);
+        ok(b"OPTIONS * HTTP/1.1\r\n\r\n");
+        ok(b"CONNECT example.com:443 HTTP/1.1\r\n\r\n");
+        ok(b"GET http://[::1]:8080/p HTTP/1.1\r\n\r\n");
     }
 
     #[test]
@@ -900,8 +912,53 @@ mod tests {
             BodyKind::Chunked
         );
         assert_eq!(
-            ok(&req("Transfer-Encoding: chunked , \r\n")).body,
+            ok(&req("Transfer-Encoding:  chunked \t\r\n")).body,
             BodyKind::Chunked
+        );
+        assert!(ok(&req("Transfer-Encoding: chunked\r\n")).keep_alive);
+    }
+
+    #[test]
+    fn te_codings_before_chunked_accepted() {
+        // As gunicorn 27: de-chunked, the header passed on unchanged, and
+        // the connection closed after a gzip/deflate/compress-coded body.
+        for (v, keep_alive) in [
+            ("gzip, chunked", false),
+            ("deflate,chunked", false),
+            ("COMPRESS , chunked", false),
+            ("identity, chunked", true),
+            ("identity, gzip, chunked", false),
+        ] {
+            let h = ok(&req(&format!("Transfer-Encoding: {v}\r\n")));
+            assert_eq!(h.body, BodyKind::Chunked, "{v}");
+            assert_eq!(h.keep_alive, keep_alive, "{v}");
+            assert_eq!(h.header("transfer-encoding"), Some(v.trim()));
+        }
+        let h = ok(&req(
+            "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+        ));
+        assert_eq!(h.body, BodyKind::Chunked);
+        assert!(!h.keep_alive);
+        // chunked must still be last, and once.
+        assert_eq!(
+            status(&req("Transfer-Encoding: chunked, identity\r\n")),
+            400
+        );
+        assert_eq!(
+            status(&req("Transfer-Encoding: gzip, chunked, gzip\r\n")),
+            400
+        );
+        assert_eq!(status(&req("Transfer-Encoding: gzip\r\n")), 400);
+        assert_eq!(status(&req("Transfer-Encoding: identity\r\n")), 400);
+        assert_eq!(
+            status(b"POST / HTTP/1.0\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status(&req(
+                "Content-Length: 1\r\nTransfer-Encoding: gzip, chunked\r\n"
+            )),
+            400
         );
     }
 
@@ -945,14 +1002,17 @@ mod tests {
 
     #[test]
     fn te_unknown_coding() {
+        // 501 as gunicorn answers it: at the first unknown coding, also
+        // after chunked, and for an empty element.
         for v in [
-            "gzip",
-            "gzip, chunked",
-            "identity",
-            "deflate, chunked",
-            "compress",
             "foo",
+            "foo, chunked",
+            "chunked, foo",
             "chunked;q=1",
+            "chunked,",
+            ", chunked",
+            "",
+            "x-gzip, chunked",
         ] {
             assert_eq!(
                 status(&req(&format!("Transfer-Encoding: {v}\r\n"))),
@@ -962,16 +1022,25 @@ mod tests {
         }
         assert_eq!(
             status(&req(
-                "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"
+                "Transfer-Encoding: foo\r\nTransfer-Encoding: chunked\r\n"
             )),
             501
         );
-    }
-
-    #[test]
-    fn te_empty() {
-        assert_eq!(status(&req("Transfer-Encoding: \r\n")), 400);
-        assert_eq!(status(&req("Transfer-Encoding: , ,\r\n")), 400);
+        // The first framing error in header order wins.
+        assert_eq!(
+            status(&req("Content-Length: 1\r\nTransfer-Encoding: foo\r\n")),
+            501
+        );
+        assert_eq!(
+            status(&req("Transfer-Encoding: chunked, chunked, foo\r\n")),
+            400
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.0\r\nTransfer-Encoding: foo\r\n\r\n"),
+            501
+        );
+        // An unknown expectation is refused before the framing is read.
+        assert_eq!(status(&req("Expect: x\r\nTransfer-Encoding: foo\r\n")), 417);
     }
 
     #[test]
@@ -1012,6 +1081,19 @@ mod tests {
         assert_eq!(status(b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n"), 400);
     }
 
+    #[test]
+    fn content_type_singleton() {
+        ok(b"POST / HTTP/1.1\r\nContent-Type: text/plain\r\n\r\n");
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nContent-Type: a\r\ncontent-type: a\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nContent-Type: a\r\nX: y\r\nContent-Type: b\r\n\r\n"),
+            400
+        );
+    }
+
     // ---- Connection ----
 
     #[test]
@@ -1043,20 +1125,32 @@ mod tests {
         assert!(matches!(parse_request_head(exact, &l), Ok(Some(_))));
         let over: &[u8] = b"GET /1234567 HTTP/1.1\r\n\r\n";
         let e = parse_request_head(over, &l).unwrap_err();
-        assert_eq!(e.status, 400);
-        assert_eq!(e.reason, "Bad Request");
+        assert_eq!(e.status, 414);
+        assert_eq!(e.reason, "URI Too Long");
         assert!(
             e.detail.contains("Request Line is too large"),
             "{}",
             e.detail
         );
         // Incomplete but already over the limit.
-        assert_eq!(status_with(b"GET /aaaaaaaaaaaaaaaaaaaaaaa", &l), 400);
+        assert_eq!(status_with(b"GET /aaaaaaaaaaaaaaaaaaaaaaa", &l), 414);
         // Incomplete and not yet over: wait.
         assert!(matches!(
             parse_request_head(b"GET /123456 HTTP/1.1\r", &l),
             Ok(None)
         ));
+        // Above 8190 means 8190, as in gunicorn.
+        let big = Limits {
+            max_line: 100_000,
+            ..Limits::default()
+        };
+        let at = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(8190 - 14));
+        assert!(matches!(
+            parse_request_head(at.as_bytes(), &big),
+            Ok(Some(_))
+        ));
+        let over = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(8190 - 13));
+        assert_eq!(status_with(over.as_bytes(), &big), 414);
         // Unlimited.
         let l0 = Limits {
             max_line: 0,
@@ -1067,7 +1161,7 @@ mod tests {
             parse_request_head(long.as_bytes(), &l0),
             Ok(Some(_))
         ));
-        assert_eq!(status(long.as_bytes()), 400);
+        assert_eq!(status(long.as_bytes()), 414);
     }
 
     #[test]
@@ -1122,20 +1216,30 @@ mod tests {
             max_field_size: 10,
             ..Limits::default()
         };
-        // "X: 1234567" is 10 bytes.
+        // "X: 12345\r\n" is 10 bytes: gunicorn counts the CRLF.
         assert!(matches!(
-            parse_request_head(b"GET / HTTP/1.1\r\nX: 1234567\r\n\r\n", &l),
+            parse_request_head(b"GET / HTTP/1.1\r\nX: 12345\r\n\r\n", &l),
             Ok(Some(_))
         ));
-        assert_eq!(
-            status_with(b"GET / HTTP/1.1\r\nX: 12345678\r\n\r\n", &l),
-            431
-        );
-        assert_eq!(status_with(b"GET / HTTP/1.1\r\nX: 12345678", &l), 431);
+        assert_eq!(status_with(b"GET / HTTP/1.1\r\nX: 123456\r\n\r\n", &l), 431);
+        assert_eq!(status_with(b"GET / HTTP/1.1\r\nX: 123456", &l), 431);
         assert!(matches!(
-            parse_request_head(b"GET / HTTP/1.1\r\nX: 1234567\r", &l),
+            parse_request_head(b"GET / HTTP/1.1\r\nX: 12345\r", &l),
             Ok(None)
         ));
+        // 0 is gunicorn's default, 8190, not unlimited.
+        let l0 = Limits {
+            max_field_size: 0,
+            ..Limits::default()
+        };
+        let fits = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "v".repeat(8190 - 5));
+        assert!(matches!(
+            parse_request_head(fits.as_bytes(), &l0),
+            Ok(Some(_))
+        ));
+        let over = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "v".repeat(8190 - 4));
+        assert_eq!(status_with(over.as_bytes(), &l0), 431);
+        assert_eq!(status_with(over.as_bytes(), &lim()), 431);
     }
 
     #[test]
@@ -1160,24 +1264,25 @@ mod tests {
             max_field_size: 0,
             leniency: Leniency::default(),
         };
-        assert_eq!(l.head_cap(), UNLIMITED_HEAD_CAP);
+        // 0 for the field size is 8190 (gunicorn's default).
+        assert_eq!(l.head_cap(), 100 * 8192 + HEAD_SLACK);
         // Many moderately sized headers, never complete: stops at the cap.
         let mut s = String::from("GET / HTTP/1.1\r\n");
-        while s.len() <= UNLIMITED_HEAD_CAP {
-            s.push_str(&format!("X: {}\r\n", "v".repeat(1000)));
+        while s.len() <= l.head_cap() {
+            s.push_str(&format!("X: {}\r\n", "v".repeat(8000)));
         }
         assert_eq!(status_with(s.as_bytes(), &l), 431);
-        // Endless leading CRLFs are bounded too.
+        let few = Limits { max_fields: 2, ..l };
+        assert_eq!(few.head_cap(), UNLIMITED_HEAD_CAP);
+        // Endless leading CRLFs are refused at the second.
         let crlfs = "\r\n".repeat(513);
         assert_eq!(status_with(crlfs.as_bytes(), &l), 400);
         assert_eq!(status(crlfs.as_bytes()), 400);
-        let crlfs = format!("{}GET / HTTP/1.1\r\n\r\n", "\r\n".repeat(512));
-        assert!(matches!(parse(crlfs.as_bytes()), Ok(Some(_))));
-        // A single huge incomplete header line with unlimited field size.
-        let huge = format!("GET / HTTP/1.1\r\nX: {}", "v".repeat(UNLIMITED_HEAD_CAP));
+        // A single huge incomplete header line, field size 0 = 8190.
+        let huge = format!("GET / HTTP/1.1\r\nX: {}", "v".repeat(8190));
         assert_eq!(status_with(huge.as_bytes(), &l), 431);
-        // Below the cap it just waits.
-        let small = format!("GET / HTTP/1.1\r\nX: {}", "v".repeat(30_000));
+        // Below it, it just waits.
+        let small = format!("GET / HTTP/1.1\r\nX: {}", "v".repeat(8000));
         assert!(matches!(parse_request_head(small.as_bytes(), &l), Ok(None)));
         // Default limits give a finite cap larger than any legal head.
         let d = Limits::default();
@@ -1317,8 +1422,8 @@ mod tests {
                 break;
             }
         }
-        // "X: " + 18 'v' = 21 bytes > 20.
-        assert_eq!(status, Some((431, 16 + 21)));
+        // "X: " + 16 'v' + CRLF = 21 bytes > 20.
+        assert_eq!(status, Some((431, 16 + 19)));
     }
 
     #[test]
@@ -1364,14 +1469,16 @@ mod tests {
         let mut p = HeadParser::new();
         assert!(matches!(p.parse(b"\r", &lim()), Ok(None)));
         assert!(matches!(p.parse(b"\r\n", &lim()), Ok(None)));
-        assert!(matches!(p.parse(b"\r\n\r", &lim()), Ok(None)));
-        assert!(matches!(p.parse(b"\r\n\r\nGE", &lim()), Ok(None)));
+        assert!(matches!(p.parse(b"\r\nGE", &lim()), Ok(None)));
         let (h, c) = p
-            .parse(b"\r\n\r\nGET / HTTP/1.1\r\n\r\n", &lim())
+            .parse(b"\r\nGET / HTTP/1.1\r\n\r\n", &lim())
             .unwrap()
             .unwrap();
         assert_eq!(h.method, "GET");
-        assert_eq!(c, 22);
+        assert_eq!(c, 20);
+        let mut p = HeadParser::new();
+        assert!(matches!(p.parse(b"\r\n", &lim()), Ok(None)));
+        assert_eq!(p.parse(b"\r\n\r", &lim()).unwrap_err().status, 400);
         let mut p = HeadParser::new();
         assert!(matches!(p.parse(b"\r", &lim()), Ok(None)));
         assert_eq!(p.parse(b"\rX", &lim()).unwrap_err().status, 400);

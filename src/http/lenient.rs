@@ -56,7 +56,7 @@ fn unconventional_version(line: &[u8]) -> Option<&[u8]> {
 
 /// Rewrite `head` (a complete head: lines ending in CRLF, then an empty
 /// line) when `leniency` allows something in it; `Ok(None)` when it needs
-/// no rewriting. `max_field_size` (0 = unlimited) bounds a folded field's
+/// no rewriting. `max_field_size` (CRLFs included) bounds a folded field's
 /// total length, as gunicorn bounds it.
 pub(super) fn rewrite(
     head: &[u8],

@@ -30,6 +30,7 @@ mod bytes;
 mod chunked;
 mod head;
 mod lenient;
+mod target;
 
 pub use body::{Body, BodyRest};
 pub use chunked::ChunkedDecoder;
@@ -38,7 +39,14 @@ pub use head::{parse_request_head, HeadParser};
 /// Hard upper bound for `limit_request_fields` (gunicorn's `MAX_HEADERS`).
 pub const MAX_HEADER_FIELDS: usize = 32768;
 
-/// Upper bound for the whole head when `max_line` or `max_field_size` is 0
+/// Largest effective `limit_request_line` (gunicorn's `MAX_REQUEST_LINE`).
+pub const MAX_REQUEST_LINE: usize = 8190;
+
+/// What `limit_request_field_size = 0` means (gunicorn's
+/// `DEFAULT_MAX_HEADERFIELD_SIZE`).
+pub const DEFAULT_MAX_FIELD_SIZE: usize = 8190;
+
+/// Upper bound for the whole head when `max_line` is 0
 /// ("unlimited"): the head may still not grow past this many bytes (or past
 /// the budget computed from the non-zero limits, whichever is larger).
 pub const UNLIMITED_HEAD_CAP: usize = 64 * 1024;
@@ -78,13 +86,16 @@ pub struct Leniency {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// `limit_request_line`: max length of the request line excluding CRLF.
-    /// 0 = unlimited (bounded only by the whole-head cap).
+    /// 0 = unlimited (bounded only by the whole-head cap); values above
+    /// [`MAX_REQUEST_LINE`] mean that, as in gunicorn.
     pub max_line: usize,
     /// `limit_request_fields`: max number of header fields. 0 or anything
     /// above [`MAX_HEADER_FIELDS`] means [`MAX_HEADER_FIELDS`].
     pub max_fields: usize,
-    /// `limit_request_field_size`: max length of one header line
-    /// (as sent, excluding CRLF). 0 = unlimited (bounded by the head cap).
+    /// `limit_request_field_size`: max length of one header line as
+    /// gunicorn measures it: name, colon, value as sent *and* the CRLF
+    /// (continuation lines included when folding is permitted). 0 means
+    /// gunicorn's default, [`DEFAULT_MAX_FIELD_SIZE`] (not unlimited).
     pub max_field_size: usize,
     /// Which strict rules are relaxed.
     pub leniency: Leniency,
@@ -111,22 +122,34 @@ impl Limits {
         }
     }
 
+    /// The longest request line allowed (CRLF excluded), 0 for unlimited.
+    pub fn line_limit(&self) -> usize {
+        self.max_line.min(MAX_REQUEST_LINE)
+    }
+
+    /// The longest header line allowed, CRLF included (0 is gunicorn's
+    /// default).
+    pub fn field_size_limit(&self) -> usize {
+        if self.max_field_size == 0 {
+            DEFAULT_MAX_FIELD_SIZE
+        } else {
+            self.max_field_size
+        }
+    }
+
     /// Total number of bytes a head (including leading empty lines and the
     /// final CRLFCRLF) may occupy before it is rejected with 431.
     pub fn head_cap(&self) -> usize {
         let line = if self.max_line == 0 {
             0
         } else {
-            self.max_line.saturating_add(2)
+            self.line_limit().saturating_add(2)
         };
-        let fields = if self.max_field_size == 0 {
-            0
-        } else {
-            self.effective_max_fields()
-                .saturating_mul(self.max_field_size.saturating_add(2))
-        };
+        let fields = self
+            .effective_max_fields()
+            .saturating_mul(self.field_size_limit().saturating_add(2));
         let cap = line.saturating_add(fields).saturating_add(HEAD_SLACK);
-        if self.max_line == 0 || self.max_field_size == 0 {
+        if self.max_line == 0 {
             cap.max(UNLIMITED_HEAD_CAP)
         } else {
             cap

@@ -139,6 +139,14 @@ fn run_job(py: Python<'_>, shared: &WsgiApp, job: Job) -> Done {
                             "Request {} ended after taking over the connection: {e}",
                             head.target
                         );
+                    } else if let Some(bad) = settled(py, &input)?.bad_body().cloned() {
+                        // The body was malformed, not the app: gunicorn
+                        // answers the parser's status (400).
+                        warning!("Invalid request from ip={}: {bad}", remote_ip(&peer));
+                        settled(py, &responder)?.error_response(
+                            &format!("{} {}", bad.status, bad.reason),
+                            &format!("{}\n", bad.detail),
+                        );
                     } else {
                         error!(
                             "Error handling request {} {}\n{}",

@@ -10,7 +10,7 @@ use pyo3::types::{PyBytes, PyList};
 
 use super::sockio::borrow_sock;
 use super::IO_TIMEOUT;
-use crate::http::{Body, BodyRest};
+use crate::http::{Body, BodyRest, HttpError};
 use crate::sys;
 
 /// `wsgi.input`: the request body, buffered by the event loop when it is
@@ -26,6 +26,10 @@ pub struct Input {
     active: bool,
     /// The client went away or sent a malformed chunk.
     failed: bool,
+    /// The malformed chunked body's error: if the app lets the read's
+    /// exception escape, the client gets this status (400), as from
+    /// gunicorn, instead of a 500.
+    bad_body: Option<HttpError>,
     /// Longest wait for more body bytes.
     timeout: Duration,
 }
@@ -61,6 +65,11 @@ fn read_body(py: Python<'_>, fd: RawFd, timeout: Duration, dst: &mut [u8]) -> Py
 }
 
 impl Input {
+    /// The error of a malformed chunked body the app read, if any.
+    pub(crate) fn bad_body(&self) -> Option<&HttpError> {
+        self.bad_body.as_ref()
+    }
+
     /// `wsgi.input` for the body the protocol handed over.
     pub fn new(body: Body) -> Input {
         match body {
@@ -72,6 +81,7 @@ impl Input {
                 fd: -1,
                 active: false,
                 failed: false,
+                bad_body: None,
                 timeout: IO_TIMEOUT,
             },
             Body::Streaming {
@@ -88,6 +98,7 @@ impl Input {
                 fd,
                 active: true,
                 failed: false,
+                bad_body: None,
                 timeout,
             },
         }
@@ -125,10 +136,12 @@ impl Input {
                     }
                     Err(e) => {
                         self.failed = true;
-                        Err(PyIOError::new_err(format!(
+                        let err = PyIOError::new_err(format!(
                             "invalid chunked request body: {}",
                             e.detail
-                        )))
+                        ));
+                        self.bad_body = Some(e);
+                        Err(err)
                     }
                 }
             }
