@@ -5,10 +5,13 @@
 #
 #   compat/run.sh [--server ferrocorn|gunicorn] [CASE...]
 #   compat/run.sh --accesslog [-v]
+#   compat/run.sh --differential [-v]
 #
 # --accesslog runs gunicorn and ferrocorn side by side instead and compares
 # their access-log lines for the same requests (compat/accesslog.py; -v
-# prints both lines of every case).
+# prints both lines of every case). --differential sends both the same raw
+# requests and compares status codes and environs (compat/differential.py;
+# the README's deliberate differences are reported, not counted).
 # CASE selects cases whose name contains it (compat/run.sh --list lists them).
 # Environment:
 #   FERROCORN_BIN  the ferrocorn binary to test; by default
@@ -30,11 +33,13 @@ log() { printf 'compat: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
 
 server=ferrocorn
-accesslog=0
+accesslog=0  # 1: a side-by-side run of gunicorn and ferrocorn
+side_by_side=accesslog
 suite_args=()
 while (($#)); do
   case "$1" in
     --accesslog) accesslog=1; shift ;;
+    --differential) accesslog=1; side_by_side=differential; shift ;;
     --server) server="${2:-}"; shift $(($# > 1 ? 2 : 1)) ;;
     --server=*) server="${1#*=}"; shift ;;
     -h|--help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
@@ -120,7 +125,7 @@ if [[ "$server" == ferrocorn || $accesslog == 1 ]]; then
 fi
 
 if ((accesslog)); then
-  exec "$VENV/bin/python" "$COMPAT_DIR/accesslog.py" --gunicorn "$VENV/bin/python -m gunicorn" \
+  exec "$VENV/bin/python" "$COMPAT_DIR/$side_by_side.py" --gunicorn "$VENV/bin/python -m gunicorn" \
     "${suite_args[@]}"
 fi
 

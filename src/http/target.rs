@@ -84,9 +84,20 @@ fn check_authority(authority: &str) -> Result<(), HttpError> {
     let close = authority.find(']');
     let host = match (open, close) {
         (None, None) => return Ok(()),
-        (Some(o), Some(_)) => {
-            let inner = authority.get(o + 1..).unwrap_or_default();
-            inner.split(']').next().unwrap_or_default()
+        (Some(_), Some(_)) => {
+            // As Python's urlsplit: after any userinfo, nothing before the
+            // bracket, and after it nothing but a `:port`.
+            let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            let Some(("", bracketed)) = hostport.split_once('[') else {
+                return Err(bad(
+                    "Invalid request target: text before the bracketed host",
+                ));
+            };
+            let (host, after) = bracketed.split_once(']').unwrap_or((bracketed, ""));
+            if !after.is_empty() && !after.starts_with(':') {
+                return Err(bad("Invalid request target: text after the bracketed host"));
+            }
+            host
         }
         _ => {
             return Err(bad(
@@ -206,6 +217,10 @@ mod tests {
             );
         }
         assert_eq!(status("CONNECT", b"http://[::1/"), Some(400));
+        // Only a port may follow the bracket, nothing precede it.
+        assert_eq!(status("GET", b"http://[::1]x/p"), Some(400));
+        assert_eq!(status("GET", b"http://x[::1]/p"), Some(400));
+        assert_eq!(status("GET", b"http://u@[::1]:80/p"), None);
         for t in [
             &b"http://[::1]:80/p"[..],
             b"http://[v1.x]/p",
