@@ -37,6 +37,8 @@ const LOOK_EVERY: Duration = Duration::from_secs(1);
 
 /// Start the watcher thread (in the worker, after the app is imported).
 pub fn start(engine: &str, patterns: Vec<String>) {
+    // gunicorn's workers say it at boot too.
+    warning!("Reloader is on. Use in development only!");
     let inotify = engine != "poll";
     let spawned = std::thread::Builder::new()
         .name("ferrocorn-reload".into())
