@@ -16,12 +16,14 @@ import argparse
 import json
 import os
 import shlex
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+
+import accesslog
+from accesslog import free_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 APPS = os.path.join(os.path.dirname(HERE), "tests", "apps")
@@ -122,12 +124,6 @@ DELIBERATE = {
 NATURAL_KEYS = {"REMOTE_PORT", "SERVER_SOFTWARE", "SERVER_PORT", "pid"}
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def send(port, raw, wait=3.0):
     """The server's whole answer (until it closes or goes quiet)."""
     with socket.create_connection(("127.0.0.1", port), timeout=wait) as s:
@@ -197,12 +193,8 @@ class Served:
                 time.sleep(0.1)
         raise SystemExit("%s did not start" % name)
 
-    def stop(self):
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(10)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+    # Stopping the process group is the access-log suite's.
+    stop = accesslog.Served.stop
 
 
 def environ_diff(g, f):
