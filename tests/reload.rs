@@ -56,7 +56,14 @@ fn a_changed_module_is_served_within_two_seconds() {
         assert!(s.log().contains("Worker reloading:"), "{}", s.log());
         assert!(s.log().contains("reloadapp.py modified"), "{}", s.log());
         // As gunicorn 27, each worker says so at boot.
-        assert!(s.log().matches("[WARNING] Reloader is on. Use in development only!").count() >= 3, "{}", s.log());
+        assert!(
+            s.log()
+                .matches("[WARNING] Reloader is on. Use in development only!")
+                .count()
+                >= 3,
+            "{}",
+            s.log()
+        );
     }
 }
 
