@@ -25,6 +25,7 @@
 //! - [`log`]: the error log, the access log ([`log::access`]) and the date
 //!   formats ([`log::timefmt`]).
 
+pub mod asgi;
 pub mod config;
 pub mod hooks;
 pub mod http;

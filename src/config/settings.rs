@@ -71,7 +71,7 @@ settings! {
         help "Number of worker processes.";
     worker_class: String = "sync".to_string();
         section "Worker Processes", flags ["worker-class"] short 'k', meta "STRING", default_doc "sync",
-        help "The worker type: sync (one request at a time per worker) or gthread (a pool of --threads Python threads per worker). sync with --threads above 1 means gthread.";
+        help "The worker type: sync (one request at a time per worker), gthread (a pool of --threads Python threads per worker) or asgi (an asyncio event loop running an ASGI app; uvicorn.workers.UvicornWorker, uvicorn.workers.UvicornH11Worker, uvicorn_worker.UvicornWorker, uvicorn_worker.UvicornH11Worker and gunicorn.workers.gasgi.ASGIWorker are names for it). sync with --threads above 1 means gthread.";
     threads: u32 = 1;
         section "Worker Processes", flags ["threads"], meta "INT", default_doc "1",
         help "Python threads per worker running requests (gthread worker); with -k sync, a value above 1 selects gthread.";
@@ -104,20 +104,16 @@ settings! {
         help "Seconds without progress allowed while reading a request body or writing a response (also bounds a thread blocked on a slow reader); then the connection is closed.";
     asgi_loop: String = "auto".to_string();
         section "Worker Processes", flags ["asgi-loop"], meta "STRING", default_doc "auto",
-        unsupported "not available yet: ASGI is not implemented in this version",
-        help "Event loop for ASGI workers (auto, asyncio or uvloop).";
+        help "Event loop of the ASGI worker: asyncio, uvloop, or auto (uvloop when the app's environment has it, else asyncio).";
     asgi_lifespan: String = "auto".to_string();
         section "Worker Processes", flags ["asgi-lifespan"], meta "STRING", default_doc "auto",
-        unsupported "not available yet: ASGI is not implemented in this version",
-        help "Whether ASGI lifespan events are sent (auto, on or off).";
+        help "ASGI lifespan events: on (the app must support them; a failed startup stops the worker), off (never sent), auto (sent; an app that does not support them is served anyway).";
     asgi_disconnect_grace_period: u64 = 3;
         section "Worker Processes", flags ["asgi-disconnect-grace-period"], meta "INT", default_doc "3",
-        unsupported "not available yet: ASGI is not implemented in this version",
-        help "Seconds an ASGI app gets to finish after its client disconnects.";
+        help "Seconds an ASGI request's task may run on after its client disconnected; then it is cancelled.";
     websocket_max_message_size: u64 = 16_777_216;
         section "Worker Processes", flags ["websocket-max-message-size"], meta "INT", default_doc "16777216",
-        unsupported "not available yet: ASGI is not implemented in this version",
-        help "Largest WebSocket message an ASGI app is handed, in bytes.";
+        help "Largest WebSocket message an ASGI app is handed, in bytes (after decompression); a larger one closes the connection with code 1009.";
     http_parser: String = "auto".to_string();
         section "Worker Processes", flags ["http-parser"], meta "STRING", default_doc "auto",
         help "gunicorn's choice of HTTP parser (auto, fast or python). Accepted; ferrocorn always parses HTTP with its own Rust parser, and says so at start when this is not auto.";
@@ -167,8 +163,7 @@ settings! {
         help "Upper-case the request method before the app sees it (with permit_unconventional_http_method, 'get' arrives as GET).";
     root_path: String = String::new();
         section "Server Mechanics", flags ["root-path"], meta "STRING", default_doc "empty",
-        unsupported "not available yet: ASGI is not implemented in this version",
-        help "The ASGI root_path (the mount point of an ASGI app).";
+        help "The ASGI root_path: the path prefix the app is mounted at behind a proxy; it is put in each scope's root_path and in front of its path.";
     proxy_protocol: String = "off".to_string();
         section "Server Mechanics", flags ["proxy-protocol"], meta "MODE", default_doc "off",
         unsupported "not available yet: the PROXY protocol is not implemented in this version",

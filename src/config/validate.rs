@@ -50,11 +50,28 @@ pub(super) fn finish(
         // gunicorn's rule: the sync worker with threads is the threaded one.
         s.worker_class = "gthread".to_string();
     }
-    if s.worker_class != "sync" && s.worker_class != "gthread" {
+    if s.worker_class != "sync"
+        && s.worker_class != "gthread"
+        && !crate::asgi::is_asgi_class(&s.worker_class)
+    {
         return Err(invalid(
             "--worker-class",
             s.worker_class.clone(),
-            "supported worker classes: sync, gthread",
+            "supported worker classes: sync, gthread, asgi (also named uvicorn.workers.UvicornWorker, uvicorn.workers.UvicornH11Worker, uvicorn_worker.UvicornWorker, uvicorn_worker.UvicornH11Worker, gunicorn.workers.gasgi.ASGIWorker)",
+        ));
+    }
+    if !matches!(s.asgi_loop.as_str(), "auto" | "asyncio" | "uvloop") {
+        return Err(invalid(
+            "--asgi-loop",
+            s.asgi_loop.clone(),
+            "expected auto, asyncio or uvloop",
+        ));
+    }
+    if !matches!(s.asgi_lifespan.as_str(), "auto" | "on" | "off") {
+        return Err(invalid(
+            "--asgi-lifespan",
+            s.asgi_lifespan.clone(),
+            "expected auto, on or off",
         ));
     }
     if s.threads == 0 {

@@ -125,6 +125,8 @@ pub(super) struct Conn {
     /// body is streamed, so the app may leave input unannounced in the
     /// kernel): it is driven again once the request comes back.
     pub(super) missed: bool,
+    /// The request being dispatched still owes `100 Continue`.
+    pub(super) continue_pending: bool,
 }
 
 impl Conn {

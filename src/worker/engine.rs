@@ -17,7 +17,7 @@ use pyo3::prelude::*;
 
 use super::accept::FRESH_WAIT;
 use super::conn::{has_pending_input, Conn, ListenSock, Next, State, Stream, WorkerListener};
-use super::executor::{App, Done, Executor, Inline, Job, Loop, Threads};
+use super::executor::{Asyncio, Done, Executor, Inline, Job, Loop, ReopenLogs, Threads};
 use super::{current_rss, jitter, WorkerArgs};
 use crate::http::{self, Limits};
 use crate::log::access::AccessLog;
@@ -52,7 +52,8 @@ pub struct Worker {
     pub(super) ready: VecDeque<usize>,
     /// Where requests run (inline for sync, threads for gthread).
     pub(super) exec: Box<dyn Executor>,
-    pub(super) app: Arc<dyn App>,
+    /// The log files the app interface writes (USR1).
+    pub(super) app: Arc<dyn ReopenLogs>,
     pub(super) limits: Limits,
     pub(super) keepalive: Duration,
     /// --header-timeout and --body-timeout.
@@ -147,37 +148,57 @@ impl Worker {
         } else {
             None
         };
-        let threaded = settings.worker_class == "gthread";
-        let wsgi = Python::attach(|py| {
-            Wsgi::new(
-                py,
-                app,
-                settings.workers > 1,
-                threaded,
-                Forwarding::from_settings(settings),
-            )
-            .map(|mut w| {
-                w.sendfile = settings.sendfile.0;
-                w
-            })
-        })
-        .map_err(|e| io::Error::other(e.to_string()))?;
-        let app: Arc<dyn App> = Arc::new(WsgiApp {
-            wsgi,
-            servers,
-            access: access.map(std::sync::Mutex::new),
-            hooks,
-        });
-        let exec: Box<dyn Executor> = if threaded {
-            let waker = Waker::new(poll.registry(), WAKER_TOKEN)?;
-            Box::new(Threads::new(
-                settings.threads.max(1) as usize,
-                app.clone(),
-                waker,
-            ))
-        } else {
-            Box::new(Inline::new(app.clone()))
-        };
+        let (exec, logs): (Box<dyn Executor>, Arc<dyn ReopenLogs>) =
+            if crate::asgi::is_asgi_class(&settings.worker_class) {
+                let access = access.map(|a| Arc::new(std::sync::Mutex::new(a)));
+                let iface = crate::asgi::AsgiInterface {
+                    app,
+                    servers,
+                    access: access.clone(),
+                    forwarding: Forwarding::from_settings(settings),
+                    opts: crate::asgi::Options::from_settings(settings),
+                };
+                (
+                    Box::new(Asyncio::new(
+                        Box::new(iface),
+                        settings.graceful_timeout as f64,
+                    )),
+                    Arc::new(crate::asgi::AccessLogs(access)),
+                )
+            } else {
+                let threaded = settings.worker_class == "gthread";
+                let wsgi = Python::attach(|py| {
+                    Wsgi::new(
+                        py,
+                        app,
+                        settings.workers > 1,
+                        threaded,
+                        Forwarding::from_settings(settings),
+                    )
+                    .map(|mut w| {
+                        w.sendfile = settings.sendfile.0;
+                        w
+                    })
+                })
+                .map_err(|e| io::Error::other(e.to_string()))?;
+                let app = Arc::new(WsgiApp {
+                    wsgi,
+                    servers,
+                    access: access.map(std::sync::Mutex::new),
+                    hooks,
+                });
+                let exec: Box<dyn Executor> = if threaded {
+                    let waker = Waker::new(poll.registry(), WAKER_TOKEN)?;
+                    Box::new(Threads::new(
+                        settings.threads.max(1) as usize,
+                        app.clone(),
+                        waker,
+                    ))
+                } else {
+                    Box::new(Inline::new(app.clone()))
+                };
+                (exec, app)
+            };
         Ok(Worker {
             poll,
             listeners: wl,
@@ -187,7 +208,7 @@ impl Worker {
             again: Vec::new(),
             ready: VecDeque::new(),
             exec,
-            app,
+            app: logs,
             head_timeout: crate::config::seconds(settings.header_timeout),
             stall_timeout: crate::config::seconds(settings.body_timeout),
             limits: Limits {
@@ -244,7 +265,11 @@ impl Worker {
     /// signals, beat, and sweep timed-out connections once a second.
     /// Returns the exit code once the worker is done. The GIL is not held.
     pub(super) fn turn(&mut self) -> Option<i32> {
-        let mut timeout = if self.again.is_empty() && self.ready.is_empty() && !self.accept_more {
+        let mut timeout = if self.again.is_empty()
+            && self.ready.is_empty()
+            && !self.accept_more
+            && !self.exec.external_wait()
+        {
             Duration::from_secs(1)
         } else {
             Duration::ZERO
@@ -363,6 +388,7 @@ impl Worker {
             return;
         }
         self.stopping = true;
+        self.exec.drain();
         for mut l in self.listeners.drain(..) {
             let _ = match &mut l.sock {
                 ListenSock::Tcp(s) => self.poll.registry().deregister(s),
@@ -437,6 +463,7 @@ impl Worker {
             dead: false,
             queued: true,
             missed: false,
+            continue_pending: false,
         });
         self.live += 1;
         // The request may already be waiting (edge-triggered: read now).
@@ -581,5 +608,17 @@ impl Loop for Worker {
 
     fn finish_local(&mut self, done: Done) {
         Worker::finish_local(self, done)
+    }
+
+    fn fd(&self) -> std::os::fd::RawFd {
+        self.poll.as_raw_fd()
+    }
+
+    fn pending(&self) -> bool {
+        !self.again.is_empty() || !self.ready.is_empty() || self.accept_more
+    }
+
+    fn ready(&mut self) {
+        self.scoreboard.set_ready(self.slot);
     }
 }

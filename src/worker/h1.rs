@@ -32,9 +32,12 @@ impl Worker {
         writable: bool,
     ) -> Next {
         if matches!(conn.state, State::Busy) {
-            // A thread owns the socket; it is driven again once the
-            // request comes back.
-            conn.missed = true;
+            // The request's app interface owns the socket's I/O: an
+            // asyncio executor takes the event; otherwise the connection
+            // is driven again once the request comes back.
+            if !self.exec.busy_event(idx) {
+                conn.missed = true;
+            }
             return Next::Keep;
         }
         if conn.dead {
@@ -112,10 +115,29 @@ impl Worker {
                         Ok(Some((head, used))) => {
                             conn.rbuf.drain(..used);
                             conn.deadline = Instant::now() + self.stall_timeout;
-                            if head.expect_continue
+                            let expects = head.expect_continue
                                 && head.minor_version >= 1
-                                && head.body != BodyKind::None
-                            {
+                                && head.body != BodyKind::None;
+                            if expects && self.exec.defers_continue() {
+                                // Handed over now; `100 Continue` goes out
+                                // when the app asks for the body.
+                                let rest = match head.body {
+                                    BodyKind::Chunked => BodyRest::Chunked(ChunkedDecoder::new()),
+                                    BodyKind::Length(n) => BodyRest::Length(n),
+                                    BodyKind::None => BodyRest::Length(0),
+                                };
+                                let body = Body::Streaming {
+                                    decoded: Vec::new(),
+                                    raw: std::mem::take(&mut conn.rbuf),
+                                    rest,
+                                    fd: conn.stream.raw(),
+                                    timeout: self.stall_timeout,
+                                };
+                                conn.continue_pending = true;
+                                self.dispatch(idx, conn, head, body);
+                                continue;
+                            }
+                            if expects {
                                 conn.wbuf
                                     .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
                                 if !conn.flush(self.stall_timeout) {
@@ -246,6 +268,7 @@ impl Worker {
             body,
             reply,
             early: std::mem::take(&mut conn.rbuf),
+            continue_pending: std::mem::take(&mut conn.continue_pending),
         };
         match self.exec.submit(job) {
             Some(done) => {

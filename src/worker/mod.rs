@@ -227,9 +227,9 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
         reload::start(&settings.reload_engine, settings.reload_extra_files.clone());
     }
     let code = match worker.exec.take_runner() {
-        // The executor's threads run the loop (gthread).
+        // The executor's threads run the loop (gthread, asyncio); the
+        // runner says when the worker is ready (`Loop::ready`).
         Some(runner) => {
-            worker.scoreboard.set_ready(worker.slot);
             match runner.run(Box::new(worker)) {
                 Ok(code) => code,
                 Err(e) => {

@@ -14,7 +14,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 use super::{ConnSocket, FileWrapper, Input, Peer, Responder, ServerInfo, Wsgi};
 use crate::http::{Body, RequestHead};
 use crate::log::access::{AccessLog, EnvKey, Record, Value};
-use crate::worker::executor::{lock, App, Done, Job, Outcome};
+use crate::worker::executor::{lock, App, Done, Job, Outcome, ReopenLogs};
 use crate::{debug, error, warning};
 
 /// An unread request body up to this size is read and discarded so the
@@ -37,7 +37,9 @@ impl App for WsgiApp {
     fn call(&self, py: Python<'_>, job: Job) -> Done {
         run_job(py, self, job)
     }
+}
 
+impl ReopenLogs for WsgiApp {
     fn reopen_logs(&self) -> std::io::Result<()> {
         match &self.access {
             Some(log) => lock(log).reopen(),
@@ -58,6 +60,8 @@ fn run_job(py: Python<'_>, shared: &WsgiApp, job: Job) -> Done {
         listener,
         reply,
         early,
+        // A WSGI worker answers Expect: 100-continue itself (h1).
+        continue_pending: _,
     } = job;
     let streamed = matches!(body, Body::Streaming { .. });
     let input = Input::new(body);
@@ -261,6 +265,38 @@ fn remote_ip(peer: &Peer) -> String {
     match peer {
         Peer::Tcp(a) => a.ip().to_string(),
         Peer::Unix => String::new(),
+    }
+}
+
+/// The access-log line of a request answered without a WSGI environ (an
+/// ASGI request): the environ atoms come from the request itself.
+#[allow(clippy::too_many_arguments)]
+pub fn log_access_head(
+    py: Python<'_>,
+    access: &Mutex<AccessLog>,
+    head: &RequestHead,
+    peer: &Peer,
+    status: u16,
+    resp_headers: &[(String, String)],
+    body_bytes: u64,
+    duration: Duration,
+) {
+    let mut log = lock(access);
+    let keys = log.format().environ_keys();
+    let values: Vec<Option<Value<'_>>> = keys.iter().map(|k| head_value(k, head, peer)).collect();
+    let record = Record {
+        environ: &values,
+        req_headers: &head.headers,
+        status,
+        resp_headers,
+        body_bytes,
+        duration,
+    };
+    if super::pylog::enabled() {
+        let line = log.render(&record);
+        super::pylog::access(py, line);
+    } else {
+        log.log(&record);
     }
 }
 

@@ -118,6 +118,18 @@ impl Forwarding {
         }
     }
 
+    /// Whether a trusted peer's first scheme header says https (the
+    /// scheme an app sees, WSGI's `wsgi.url_scheme` and ASGI's `scheme`).
+    pub fn says_https(&self, head: &RequestHead, peer: &Peer) -> bool {
+        if self.secure.is_empty() || !self.trusts(peer) {
+            return false;
+        }
+        head.headers
+            .iter()
+            .find_map(|(name, value)| self.scheme_says_https(name, value))
+            .unwrap_or(false)
+    }
+
     /// `Some(https?)` when `name` is one of the scheme headers.
     fn scheme_says_https(&self, name: &str, value: &str) -> Option<bool> {
         self.secure

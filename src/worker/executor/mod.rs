@@ -2,7 +2,7 @@
 //! request: an [`App`] interface turns a [`Job`] into a response (WSGI
 //! today, ASGI next), and an [`Executor`] decides where and when that runs
 //! (inline on the loop's thread for `sync`, a thread pool for `gthread`;
-//! greenlets and an asyncio loop next). What crosses them:
+//! greenlets next; an asyncio loop for ASGI). What crosses them:
 //!
 //! - engine → executor → app: a [`Job`]: the owned request head, its body
 //!   ([`Body`]: complete, or the rest still on the socket), the peer, and a
@@ -19,9 +19,11 @@
 //! pays no hand-off) provides a [`Runner`], which drives the engine
 //! through the [`Loop`] trait.
 
+pub mod asyncio;
 mod inline;
 mod threads;
 
+pub use asyncio::Asyncio;
 pub use inline::Inline;
 pub use threads::Threads;
 
@@ -64,6 +66,9 @@ pub struct Job {
     /// Bytes read past the request head (a pipelined request, or what a
     /// client sends right after an upgrade request).
     pub early: Vec<u8>,
+    /// `Expect: 100-continue` is still to be answered, when the app first
+    /// asks for the body (`Executor::defers_continue`).
+    pub continue_pending: bool,
 }
 
 /// What became of a finished request's response and connection.
@@ -87,14 +92,19 @@ pub struct Done {
     pub outcome: Result<Outcome, String>,
 }
 
-/// An app interface: runs one request (with the GIL held), writing what
-/// the socket takes at once.
-pub trait App: Send + Sync {
-    fn call(&self, py: Python<'_>, job: Job) -> Done;
-    /// USR1: reopen the log files this interface writes.
+/// The log files an app interface writes (the access log).
+pub trait ReopenLogs: Send + Sync {
+    /// USR1: reopen them.
     fn reopen_logs(&self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// An app interface that runs one request at a time on a thread (with the
+/// GIL held), writing what the socket takes at once: WSGI. (ASGI runs on
+/// the asyncio executor instead: `asyncio::AsyncInterface`.)
+pub trait App: ReopenLogs {
+    fn call(&self, py: Python<'_>, job: Job) -> Done;
 }
 
 /// Where requests run.
@@ -130,6 +140,29 @@ pub trait Executor: Send {
     fn take_runner(&mut self) -> Option<Box<dyn Runner>> {
         None
     }
+    /// A connection whose request runs here (`State::Busy`) had a
+    /// readiness event. True: the executor takes it (its app interface does
+    /// that connection's I/O itself, without blocking, on the loop's
+    /// thread: asyncio); false: the engine makes up for it once the request
+    /// comes back.
+    fn busy_event(&mut self, _idx: usize) -> bool {
+        false
+    }
+    /// The worker began its graceful stop (TERM, max-requests): long-lived
+    /// exchanges (websockets) are asked to end.
+    fn drain(&mut self) {}
+    /// The loop never waits in `turn` (the executor's own event loop waits
+    /// on the engine's descriptor, `Loop::fd`, and calls `turn` when it is
+    /// readable).
+    fn external_wait(&self) -> bool {
+        false
+    }
+    /// A request with `Expect: 100-continue` is handed over as soon as its
+    /// head arrives, with its body still on the socket; the app interface
+    /// answers `100 Continue` when the app first asks for the body.
+    fn defers_continue(&self) -> bool {
+        false
+    }
 }
 
 /// The engine, as seen by an executor's threads that take turns running
@@ -141,6 +174,13 @@ pub trait Loop: Send {
     fn next_local(&mut self) -> Option<Job>;
     /// Take back the result of a request from `next_local`.
     fn finish_local(&mut self, done: Done);
+    /// The epoll descriptor an external event loop waits on
+    /// (`Executor::external_wait`).
+    fn fd(&self) -> RawFd;
+    /// Work is queued that no event will announce: call `turn` again soon.
+    fn pending(&self) -> bool;
+    /// The worker is ready to serve (tells the master).
+    fn ready(&mut self);
 }
 
 /// Runs the loop on an executor's own threads until the worker is done.

@@ -240,7 +240,8 @@ struct Team {
 }
 
 impl Runner for Team {
-    fn run(self: Box<Self>, lp: Box<dyn Loop>) -> io::Result<i32> {
+    fn run(self: Box<Self>, mut lp: Box<dyn Loop>) -> io::Result<i32> {
+        lp.ready();
         let hub = Arc::new(Hub {
             core: Mutex::new(lp),
             mail: self.mail,
