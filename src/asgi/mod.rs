@@ -277,7 +277,11 @@ impl AsyncSession for Session {
     fn shutdown(&mut self, py: Python<'_>, ev: &Bound<'_, PyAny>, graceful: f64) {
         let started = std::time::Instant::now();
         if let Ok(rt) = runtime(py) {
-            if let Err(e) = rt.call_method1("finish", (ev, graceful.max(1.0))) {
+            let lifespan = match &self.lifespan {
+                Some(l) => l.bind(py).clone(),
+                None => py.None().into_bound(py),
+            };
+            if let Err(e) = rt.call_method1("finish", (ev, graceful.max(1.0), lifespan)) {
                 warning!("Waiting for the app's tasks: {e}");
             }
             if let Some(ls) = &self.lifespan {

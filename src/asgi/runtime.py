@@ -182,10 +182,12 @@ class Lifespan:
             _log("info", "Application shutdown complete.")
 
 
-def finish(loop, timeout):
+def finish(loop, timeout, lifespan):
     """Give the tasks still running (background work after a response)
-    up to `timeout` seconds, then cancel the rest."""
-    tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    up to `timeout` seconds, then cancel the rest (the lifespan's task
+    waits for its shutdown)."""
+    keep = getattr(lifespan, "task", None)
+    tasks = [t for t in asyncio.all_tasks(loop) if not t.done() and t is not keep]
     if not tasks:
         return
     _log("info", "Waiting for background tasks to complete.")
