@@ -669,4 +669,37 @@ mod tests {
             assert_eq!(*v, data[i] ^ MASK[i % 4]);
         }
     }
+
+    #[test]
+    fn random_input_never_panics() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let p = DeflateParams::default();
+        let mut good = cframe(0xc1, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
+        good.extend(cframe(0x01, b"ab"));
+        good.extend(cframe(0x89, b"p"));
+        good.extend(cframe(0x80, b"cd"));
+        for round in 0..3000 {
+            let mut bytes = good.clone();
+            for _ in 0..(rnd() % 4) {
+                let i = (rnd() as usize) % bytes.len();
+                bytes[i] = rnd() as u8;
+            }
+            if round % 3 == 0 {
+                bytes = (0..rnd() % 64).map(|_| rnd() as u8 | 0x80).collect();
+            }
+            let mut d = Decoder::new(64, (round % 2 == 0).then_some(&p));
+            let step = 1 + (rnd() as usize) % 5;
+            for c in bytes.chunks(step) {
+                if decode_all(&mut d, c).is_err() {
+                    break;
+                }
+            }
+        }
+    }
 }
