@@ -20,6 +20,8 @@
 //!   bodies, body framing.
 //! - [`wsgi`]: the embedded-CPython bridge (PEP 3333): loading the app, the
 //!   environ, the response writer, `wsgi.input`, `gunicorn.socket`.
+//! - [`ws`]: the WebSocket protocol (RFC 6455, permessage-deflate):
+//!   handshake, frame decoding and encoding, for the ASGI worker.
 //! - [`sys`]: fork, exec, signals, fd adoption and the scoreboard — where
 //!   the `unsafe` lives.
 //! - [`log`]: the error log, the access log ([`log::access`]) and the date
@@ -33,4 +35,5 @@ pub mod log;
 pub mod master;
 pub mod sys;
 pub mod worker;
+pub mod ws;
 pub mod wsgi;
