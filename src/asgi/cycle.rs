@@ -31,11 +31,11 @@ use crate::wsgi::Peer;
 use crate::{error, warning};
 
 /// `send` waits while more than this is unwritten.
-const HIGH_WATER: usize = 64 * 1024;
+pub(super) const HIGH_WATER: usize = 64 * 1024;
 /// Bytes after the body kept while the app runs (a pipelined request).
 const EXTRA_CAP: usize = 64 * 1024;
 /// One read of a streamed body.
-const READ_CHUNK: usize = 64 * 1024;
+pub(super) const READ_CHUNK: usize = 64 * 1024;
 
 enum ReqBody {
     /// Complete; None once handed to the app.
@@ -115,6 +115,13 @@ pub struct HttpCycle {
 
 /// Start the cycle of a request from the engine.
 pub fn start(py: Python<'_>, hub: &Rc<Hub>, job: Job) {
+    if job
+        .head
+        .header("upgrade")
+        .is_some_and(|u| u.split(',').any(|t| t.trim().eq_ignore_ascii_case("websocket")))
+    {
+        return super::websocket::start(py, hub, job);
+    }
     let Job {
         idx,
         head,
@@ -132,8 +139,7 @@ pub fn start(py: Python<'_>, hub: &Rc<Hub>, job: Job) {
         } => (ReqBody::Stream { decoded, raw, rest }, Vec::new()),
     };
     let now = Instant::now();
-    let id = hub.next_id.get();
-    hub.next_id.set(id + 1);
+    let id = hub.new_id();
     let mut cycle = HttpCycle {
         hub: hub.clone(),
         id,
@@ -202,23 +208,14 @@ pub fn start(py: Python<'_>, hub: &Rc<Hub>, job: Job) {
     let result = scope.and_then(|scope| {
         let cy = Py::new(py, cycle)?;
         let b = cy.bind(py);
-        let receive = b.getattr(pyo3::intern!(py, "receive"))?;
-        let send = b.getattr(pyo3::intern!(py, "send"))?;
-        let coro = hub
-            .run_app
-            .bind(py)
-            .call1((hub.app.bind(py), scope, receive, send, b, hub.version))?;
-        let task = hub
-            .ev
-            .bind(py)
-            .call_method1(pyo3::intern!(py, "create_task"), (coro,))?;
-        b.borrow_mut().task = Some(task.unbind());
+        let task = spawn(py, hub, scope, b.as_any())?;
+        b.borrow_mut().task = Some(task);
         let mut by_conn = hub.by_conn.borrow_mut();
         if by_conn.len() <= idx {
             by_conn.resize_with(idx + 1, || None);
         }
-        by_conn[idx] = Some(cy.clone_ref(py));
-        hub.running.borrow_mut().push((id, cy));
+        by_conn[idx] = Some(super::CycleRef::Http(cy.clone_ref(py)));
+        hub.running.borrow_mut().push((id, super::CycleRef::Http(cy)));
         Ok(())
     });
     if let Err(e) = result {
@@ -239,14 +236,35 @@ pub fn start(py: Python<'_>, hub: &Rc<Hub>, job: Job) {
     }
 }
 
-fn remote_ip(peer: &Peer) -> String {
+/// Run the app for `scope` as a task, with the cycle's `receive` and
+/// `send`; returns the task.
+pub(super) fn spawn(
+    py: Python<'_>,
+    hub: &Hub,
+    scope: Bound<'_, PyDict>,
+    cycle: &Bound<'_, PyAny>,
+) -> PyResult<Py<PyAny>> {
+    let receive = cycle.getattr(pyo3::intern!(py, "receive"))?;
+    let send = cycle.getattr(pyo3::intern!(py, "send"))?;
+    let coro = hub
+        .run_app
+        .bind(py)
+        .call1((hub.app.bind(py), scope, receive, send, cycle, hub.version))?;
+    let task = hub
+        .ev
+        .bind(py)
+        .call_method1(pyo3::intern!(py, "create_task"), (coro,))?;
+    Ok(task.unbind())
+}
+
+pub(super) fn remote_ip(peer: &Peer) -> String {
     match peer {
         Peer::Tcp(a) => a.ip().to_string(),
         Peer::Unix => String::new(),
     }
 }
 
-fn runtime_error(msg: impl Into<String>) -> PyErr {
+pub(super) fn runtime_error(msg: impl Into<String>) -> PyErr {
     PyRuntimeError::new_err(msg.into())
 }
 
@@ -1096,7 +1114,7 @@ impl HttpCycle {
 }
 
 /// Complete a waiting future (unless the app cancelled it).
-fn resolve(py: Python<'_>, waiter: &mut Option<Py<PyAny>>, value: Py<PyAny>) {
+pub(super) fn resolve(py: Python<'_>, waiter: &mut Option<Py<PyAny>>, value: Py<PyAny>) {
     let Some(fut) = waiter.take() else { return };
     let fut = fut.bind(py);
     if fut
@@ -1111,7 +1129,7 @@ fn resolve(py: Python<'_>, waiter: &mut Option<Py<PyAny>>, value: Py<PyAny>) {
     }
 }
 
-fn header_bytes(v: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+pub(super) fn header_bytes(v: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     if let Ok(b) = v.cast::<PyBytes>() {
         return Ok(b.as_bytes().to_vec());
     }
@@ -1127,7 +1145,7 @@ fn header_bytes(v: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
 }
 
 /// A response field must not break the framing.
-fn check_field(n: &[u8], v: &[u8]) -> PyResult<()> {
+pub(super) fn check_field(n: &[u8], v: &[u8]) -> PyResult<()> {
     let bad_name = n.is_empty()
         || n.iter()
             .any(|&b| b <= b' ' || b == b':' || b >= 0x7f || b"\"(),/;<=>?@[\\]{}".contains(&b));
@@ -1146,11 +1164,11 @@ fn check_field(n: &[u8], v: &[u8]) -> PyResult<()> {
     Ok(())
 }
 
-fn latin1_string(b: &[u8]) -> String {
+pub(super) fn latin1_string(b: &[u8]) -> String {
     b.iter().map(|&c| c as char).collect()
 }
 
-fn write_some(fd: RawFd, buf: &[u8]) -> std::io::Result<usize> {
+pub(super) fn write_some(fd: RawFd, buf: &[u8]) -> std::io::Result<usize> {
     // SAFETY: `buf` is valid for `buf.len()` bytes; the descriptor is the
     // connection's, open while this cycle holds it.
     let n = unsafe {
@@ -1169,7 +1187,7 @@ fn write_some(fd: RawFd, buf: &[u8]) -> std::io::Result<usize> {
 }
 
 /// Append what can be read now (one read of up to READ_CHUNK).
-fn read_into(fd: RawFd, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+pub(super) fn read_into(fd: RawFd, buf: &mut Vec<u8>) -> std::io::Result<usize> {
     buf.reserve(READ_CHUNK);
     let spare = buf.spare_capacity_mut();
     // SAFETY: `spare` is writable for its length; recv writes at most that
@@ -1192,7 +1210,7 @@ fn read_into(fd: RawFd, buf: &mut Vec<u8>) -> std::io::Result<usize> {
 }
 
 /// The peer closed the connection (a zero-byte peek).
-fn peer_closed(fd: RawFd) -> bool {
+pub(super) fn peer_closed(fd: RawFd) -> bool {
     let mut b = [0u8; 1];
     // SAFETY: one writable byte; MSG_PEEK consumes nothing.
     let n = unsafe {

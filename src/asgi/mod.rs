@@ -11,6 +11,9 @@
 //! - `cycle`: one HTTP request/response (`receive`, `send`, body
 //!   streaming with backpressure, `http.disconnect`, pathsend and
 //!   zerocopysend with sendfile, 100-continue, trailers).
+//! - `websocket`: one WebSocket session (the handshake, `websocket.*`
+//!   messages over the `ws` codec, close codes, backpressure, going away
+//!   with 1001 on a graceful stop).
 //! - `ready`: an awaitable that is already done (no future, no task).
 //! - `runtime.py`: the Python half: making the loop, the per-request
 //!   coroutine, lifespan, the end of the loop.
@@ -18,6 +21,7 @@
 mod cycle;
 mod ready;
 mod scope;
+mod websocket;
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -35,6 +39,7 @@ use crate::{debug, error, info, warning};
 
 pub use cycle::HttpCycle;
 pub use ready::Ready;
+pub use websocket::WsCycle;
 
 /// The worker classes served by this interface: gunicorn's, uvicorn's
 /// and uvicorn-worker's names for an ASGI worker.
@@ -145,11 +150,73 @@ pub struct Hub {
     pub access: Option<Arc<Mutex<AccessLog>>>,
     pub opts: Options,
     /// Cycles by connection slot, while their connection is theirs.
-    pub by_conn: RefCell<Vec<Option<Py<HttpCycle>>>>,
+    pub by_conn: RefCell<Vec<Option<CycleRef>>>,
     /// Cycles whose app has not returned yet (deadlines, grace period).
-    pub running: RefCell<Vec<(u64, Py<HttpCycle>)>>,
+    pub running: RefCell<Vec<(u64, CycleRef)>>,
     pub next_id: std::cell::Cell<u64>,
     pub draining: std::cell::Cell<bool>,
+}
+
+/// A request's cycle, HTTP or WebSocket.
+pub enum CycleRef {
+    Http(Py<HttpCycle>),
+    Ws(Py<WsCycle>),
+}
+
+impl CycleRef {
+    fn clone_ref(&self, py: Python<'_>) -> CycleRef {
+        match self {
+            CycleRef::Http(c) => CycleRef::Http(c.clone_ref(py)),
+            CycleRef::Ws(c) => CycleRef::Ws(c.clone_ref(py)),
+        }
+    }
+
+    fn io(&self, py: Python<'_>) {
+        match self {
+            CycleRef::Http(c) => {
+                if let Ok(mut c) = c.bind(py).try_borrow_mut() {
+                    c.on_io(py);
+                }
+            }
+            CycleRef::Ws(c) => {
+                if let Ok(mut c) = c.bind(py).try_borrow_mut() {
+                    c.on_io(py);
+                }
+            }
+        }
+    }
+
+    fn tick(&self, py: Python<'_>) {
+        match self {
+            CycleRef::Http(c) => {
+                if let Ok(mut c) = c.bind(py).try_borrow_mut() {
+                    c.on_tick(py);
+                }
+            }
+            CycleRef::Ws(c) => {
+                if let Ok(mut c) = c.bind(py).try_borrow_mut() {
+                    c.on_tick(py);
+                }
+            }
+        }
+    }
+
+    fn drain(&self, py: Python<'_>) {
+        if let CycleRef::Ws(c) = self {
+            if let Ok(mut c) = c.bind(py).try_borrow_mut() {
+                c.going_away(py);
+            }
+        }
+    }
+}
+
+impl Hub {
+    /// A new cycle's id.
+    pub fn new_id(&self) -> u64 {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        id
+    }
 }
 
 impl AsyncInterface for AsgiInterface {
@@ -249,14 +316,12 @@ impl AsyncSession for Session {
             .get(idx)
             .and_then(|c| c.as_ref().map(|c| c.clone_ref(py)));
         if let Some(c) = c {
-            if let Ok(mut c) = c.bind(py).try_borrow_mut() {
-                c.on_io(py);
-            }
+            c.io(py);
         }
     }
 
     fn tick(&mut self, py: Python<'_>) {
-        let running: Vec<Py<HttpCycle>> = self
+        let running: Vec<CycleRef> = self
             .hub
             .running
             .borrow()
@@ -264,14 +329,22 @@ impl AsyncSession for Session {
             .map(|(_, c)| c.clone_ref(py))
             .collect();
         for c in running {
-            if let Ok(mut c) = c.bind(py).try_borrow_mut() {
-                c.on_tick(py);
-            }
+            c.tick(py);
         }
     }
 
-    fn drain(&mut self, _py: Python<'_>) {
+    fn drain(&mut self, py: Python<'_>) {
         self.hub.draining.set(true);
+        let running: Vec<CycleRef> = self
+            .hub
+            .running
+            .borrow()
+            .iter()
+            .map(|(_, c)| c.clone_ref(py))
+            .collect();
+        for c in running {
+            c.drain(py);
+        }
     }
 
     fn shutdown(&mut self, py: Python<'_>, ev: &Bound<'_, PyAny>, graceful: f64) {
