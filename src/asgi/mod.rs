@@ -19,6 +19,7 @@
 //!   coroutine, lifespan, the end of the loop.
 
 mod cycle;
+mod io;
 mod ready;
 mod scope;
 mod websocket;
@@ -232,7 +233,10 @@ impl AsyncInterface for AsgiInterface {
         wake: Rc<Wake>,
     ) -> Result<Box<dyn AsyncSession>, i32> {
         let fail = |what: &str, e: PyErr| {
-            error!("{what}:\n{}", crate::wsgi::format_exception(py, &e).trim_end());
+            error!(
+                "{what}:\n{}",
+                crate::wsgi::format_exception(py, &e).trim_end()
+            );
             WORKER_BOOT_ERROR
         };
         let rt = runtime(py).map_err(|e| fail("Cannot start ASGI", e))?;

@@ -159,10 +159,7 @@ impl Worker {
                     opts: crate::asgi::Options::from_settings(settings),
                 };
                 (
-                    Box::new(Asyncio::new(
-                        Box::new(iface),
-                        settings.graceful_timeout as f64,
-                    )),
+                    Box::new(Asyncio::new(Box::new(iface), settings.graceful_timeout)),
                     Arc::new(crate::asgi::AccessLogs(access)),
                 )
             } else {
