@@ -46,9 +46,11 @@ fn decode_in_pieces(input: &[u8], mut next_len: impl FnMut() -> usize) -> Decode
                 }
             }
             Err(e) => {
+                // Bytes consumed before a refusal mean nothing: the
+                // connection is closed.
                 return Decoded {
                     out,
-                    consumed,
+                    consumed: 0,
                     finished: false,
                     error: Some(e),
                 };
