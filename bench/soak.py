@@ -98,6 +98,7 @@ class Server:
                                      start_new_session=True)
         self.kills = 0
         self.hups = 0
+        self.exited_at = None
         self.events = []  # (time, "kill" | "hup")
         self.lock = threading.Lock()
         self.ok = 0
@@ -118,8 +119,13 @@ class Server:
         sys.exit("%s did not start" % self.name)
 
     def figures(self):
-        return {"rss_kib": rss_kib(self.proc.pid), "fds": nfds(self.proc.pid),
-                "workers": len(children(self.proc.pid))}
+        if self.proc.poll() is not None:
+            return {"exited": self.proc.returncode}
+        try:
+            return {"rss_kib": rss_kib(self.proc.pid), "fds": nfds(self.proc.pid),
+                    "workers": len(children(self.proc.pid))}
+        except OSError:
+            return {"exited": self.proc.poll()}
 
 
 class Miss(Exception):
@@ -326,8 +332,14 @@ def main():
         now = time.time()
         if now >= end:
             break
+        live = [s for s in servers if s.proc.poll() is None]
+        for s in servers:
+            if s.proc.poll() is not None and s.exited_at is None:
+                s.exited_at = round(now - t0)
+                print("%s master exited (%s) at %ds; see %s" % (s.name, s.proc.returncode,
+                      s.exited_at, s.log.name), file=sys.stderr, flush=True)
         if now >= next_kill:
-            for s in servers:
+            for s in live:
                 workers = children(s.proc.pid)
                 if workers:
                     victim = rng.choice(workers)
@@ -339,7 +351,7 @@ def main():
                         pass
             next_kill += args.kill_every
         if now >= next_hup:
-            for s in servers:
+            for s in live:
                 s.proc.send_signal(signal.SIGHUP)
                 s.hups += 1
                 s.events.append((time.time(), "hup"))
@@ -357,7 +369,8 @@ def main():
     time.sleep(2)
     end_figures = {s.name: s.figures() for s in servers}
     for s in servers:
-        s.proc.send_signal(signal.SIGTERM)
+        if s.proc.poll() is None:
+            s.proc.send_signal(signal.SIGTERM)
     for s in servers:
         try:
             s.proc.wait(20)
@@ -383,7 +396,10 @@ def main():
         bad = [m for m in s.misses if m[2] == "bad"]
         bound = s.kills * s.threads
         a, b = start_figures[s.name], end_figures[s.name]
+        if "exited" in b:
+            b = dict(b, rss_kib=float("inf"), fds=float("inf"))
         checks = {
+            "master ran to the end": s.exited_at is None,
             "failed <= kills x threads": len(failed) <= bound,
             "every miss follows a kill or HUP": not unexplained,
             "no timeouts or bad responses": not timeouts and not bad,
@@ -394,7 +410,7 @@ def main():
         summary["servers"][s.name] = {
             "threads": s.threads, "served": s.ok, "failed": len(failed),
             "lost_before_app": len(lost), "kills": s.kills, "hups": s.hups,
-            "failed_bound": bound, "misses_after": causes, "master_start": a, "master_end": b,
+            "failed_bound": bound, "misses_after": causes, "master_exited_at_s": s.exited_at, "master_start": a, "master_end": b,
             "checks": checks,
             "examples": [m[1:] for m in (unexplained + timeouts + bad + failed)[:8]],
         }
