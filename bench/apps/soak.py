@@ -4,10 +4,12 @@ the request's X-Soak-Id in SOAK_STARTED_DIR/<pid> so the soak can tell a
 request the app had started from one lost before it reached the app."""
 
 import os
+import threading
 import zlib
 
 _fd = None
 _pid = None
+_lock = threading.Lock()
 
 
 def _mark(rid):
@@ -15,10 +17,12 @@ def _mark(rid):
     d = os.environ.get("SOAK_STARTED_DIR")
     if not d or not rid:
         return
-    if _pid != os.getpid():
-        _pid = os.getpid()
-        _fd = os.open(os.path.join(d, str(_pid)), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.write(_fd, rid.encode("ascii", "replace") + b"\n")
+    with _lock:
+        if _pid != os.getpid():
+            _fd = os.open(os.path.join(d, str(os.getpid())), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            _pid = os.getpid()
+        fd = _fd
+    os.write(fd, rid.encode("ascii", "replace") + b"\n")
 
 
 def app(environ, start_response):
