@@ -1069,7 +1069,9 @@ impl HttpCycle {
         if let Some(slot) = self.hub.by_conn.borrow_mut().get_mut(self.idx) {
             *slot = None;
         }
-        let body_read = matches!(self.body, ReqBody::Whole(None));
+        // A buffered body arrived whole (read or not); a streamed one only
+        // once the app read it to its end.
+        let body_read = matches!(self.body, ReqBody::Whole(_));
         let leftover = (body_read && !self.eof && self.complete).then(|| std::mem::take(&mut self.extra));
         let keep_alive = self.keep_alive && leftover.is_some() && !self.gone;
         let out = if self.opos == 0 {
