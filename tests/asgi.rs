@@ -377,6 +377,22 @@ fn a_client_leaving_mid_response_is_an_http_disconnect_for_the_app() {
 }
 
 #[test]
+fn a_client_leaving_a_long_poll_is_an_http_disconnect_for_the_app() {
+    let s = asgi(&["-w", "1", APP]);
+    let mut c = Conn::connect(s.port);
+    c.send_request("GET", "/longpoll?id=lp1", &[], b"");
+    let j = wait_report(s.port, "lp1", Duration::from_secs(5), |j| {
+        j["state"].str() == Some("waiting")
+    });
+    assert_eq!(j["state"].str(), Some("waiting"), "{j:?}");
+    drop(c);
+    let j = wait_report(s.port, "lp1", Duration::from_secs(5), |j| {
+        j["state"].str() == Some("disconnect")
+    });
+    assert_eq!(j["state"].str(), Some("disconnect"), "{j:?}");
+}
+
+#[test]
 fn an_app_streaming_to_a_client_that_left_is_stopped() {
     let s = asgi(&["-w", "1", "--asgi-disconnect-grace-period", "1", APP]);
     let mut c = Conn::connect(s.port);

@@ -12,6 +12,8 @@ POST /sink?read=1            reads the whole body, answers its length.
 POST /sink?read=0&s=S        never calls receive(); answers after S seconds.
 GET  /hold?id=X              answers the head and one chunk, then waits in
                              receive() for http.disconnect (records when).
+GET  /longpoll?id=X          sends nothing, waits in receive() for
+                             http.disconnect (records when).
 GET  /pour?id=X              sends a chunk every 50 ms, never receives,
                              until send() raises or the task is cancelled
                              (records which and when).
@@ -142,6 +144,15 @@ async def http(scope, receive, send):
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/plain")]})
         await send({"type": "http.response.body", "body": b"first;", "more_body": True})
+        t0 = time.monotonic()
+        _records[q["id"]] = {"state": "waiting"}
+        while True:
+            m = await receive()
+            if m["type"] == "http.disconnect":
+                break
+        _records[q["id"]] = {"state": "disconnect", "after": time.monotonic() - t0}
+    elif path == "/longpoll":
+        # Nothing sent yet: wait in receive() for the client to go away.
         t0 = time.monotonic()
         _records[q["id"]] = {"state": "waiting"}
         while True:
