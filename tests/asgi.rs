@@ -1408,3 +1408,53 @@ fn hup_finishes_requests_and_closes_websockets_with_1001() {
     );
     assert_eq!(get(s.port, "/hello").text(), "hello asgi");
 }
+
+#[test]
+fn usr2_then_term_hands_over_finishing_requests_and_closing_websockets_with_1001() {
+    let mut s = asgi(&["-w", "1", "--graceful-timeout", "20", APP]);
+    let old_worker = worker_pid(s.port);
+    let mut ws = ws_open(s.port, "/ws-hold");
+    let mark = s.dir.join("in-app");
+    let path = format!("/slow?s=3&mark={}", mark.to_str().unwrap());
+    let port = s.port;
+    let h = thread::spawn(move || {
+        let mut c = Conn::connect(port);
+        c.r.src.set_timeouts(Some(Duration::from_secs(30))).unwrap();
+        c.send_request("GET", &path, &[], b"");
+        c.try_read_response()
+    });
+    assert!(wait_until(Duration::from_secs(10), || mark.exists()));
+    s.signal(libc::SIGUSR2);
+    let new_master = || -> Option<i32> {
+        let log = s.log();
+        let rest = log.split("Upgrade: started new master (pid ").nth(1)?;
+        rest.split(')').next()?.parse().ok()
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || s
+            .log()
+            .contains("the previous master may be retired now")),
+        "no new master serving after USR2; log:\n{}",
+        s.log()
+    );
+    let new_master = new_master().expect("the new master's pid in the log");
+    // The new master's worker answers while the old one is busy.
+    assert!(
+        wait_until(Duration::from_secs(20), || worker_pid(port) != old_worker),
+        "the new master's worker never answered"
+    );
+    // Retire the old master: its worker goes away gracefully.
+    s.signal(libc::SIGTERM);
+    let f = ws.read_message(Duration::from_secs(10));
+    assert_eq!(f.close().0, Some(1001), "{f:?}");
+    let _ = ws.send_close(1001, "");
+    let r = h.join().unwrap();
+    let st = s.wait_exit(Duration::from_secs(20));
+    kill(new_master, libc::SIGTERM);
+    match r {
+        Ok(r) => assert_eq!(r.text(), "slept 3"),
+        Err(e) => panic!("the in-flight request failed: {e}; log:\n{}", s.log()),
+    }
+    assert_eq!(st.and_then(|x| x.code()), Some(0), "log:\n{}", s.log());
+    assert!(wait_until(Duration::from_secs(20), || !alive(new_master)));
+}
