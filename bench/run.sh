@@ -3,6 +3,9 @@
 # bench/bench.py (Python standard library only) with all arguments passed on.
 #
 #   bench/run.sh [--quick] [--workloads hello,flask,io,download,upload] [--servers ...]
+#   bench/run.sh asgi [--quick] [--scenarios hello,sleep,ws] [--servers ...]
+#       ASGI benchmarks (bench/asgi.py): also installs bench/requirements-asgi.txt
+#       and builds the websocket load client bench/wsload.
 #
 # Environment:
 #   FERROCORN_BIN   use this ferrocorn binary instead of building one
@@ -16,9 +19,17 @@ VENV="$BENCH_DIR/.venv"
 
 log() { printf '[run.sh] %s\n' "$*" >&2; }
 
+MODE=wsgi
+DRIVER="$BENCH_DIR/bench.py"
+if [ "${1:-}" = "asgi" ]; then
+  MODE=asgi
+  DRIVER="$BENCH_DIR/asgi.py"
+  shift
+fi
+
 # Pass --help straight through without installing anything.
 for a in "$@"; do
-  case "$a" in -h|--help) exec "$SYS_PY" "$BENCH_DIR/bench.py" "$@";; esac
+  case "$a" in -h|--help) exec "$SYS_PY" "$DRIVER" "$@";; esac
 done
 
 SUDO=""
@@ -61,15 +72,22 @@ if [ "${BENCH_SKIP_INSTALL:-0}" != "1" ]; then
     fi
   fi
   VPIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
+  if [ "$MODE" = asgi ]; then
+    # uvicorn (httptools, uvloop, websockets), granian, gunicorn 27.
+    if ! "$VENV/bin/python" -c 'import uvicorn, httptools, uvloop, websockets, granian, gunicorn, sys; sys.exit(not gunicorn.__version__.startswith("27."))' 2>/dev/null; then
+      log "pip installing bench/requirements-asgi.txt"
+      "${VPIP[@]}" -r "$BENCH_DIR/requirements-asgi.txt" || log "pip install of the ASGI peers failed; missing servers will be skipped"
+    fi
+  fi
   missing=()
-  for mod in gunicorn granian flask; do
+  [ "$MODE" = asgi ] || for mod in gunicorn granian flask; do
     "$VENV/bin/python" -c "import $mod" 2>/dev/null || missing+=("$mod")
   done
   for pkg in "${missing[@]}"; do
     log "pip installing $pkg"
     "${VPIP[@]}" "$pkg" || log "pip install $pkg failed; what needs it will be skipped"
   done
-  if [ ! -x "$VENV/bin/uwsgi" ]; then
+  if [ "$MODE" = wsgi ] && [ ! -x "$VENV/bin/uwsgi" ]; then
     # uWSGI is built from source: needs a C compiler and the Python headers.
     py_inc="$("$SYS_PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
     if ! command -v cc >/dev/null 2>&1 || [ ! -e "$py_inc/Python.h" ]; then
@@ -105,4 +123,17 @@ if [ "$want_ferrocorn" = 1 ] && [ -z "${FERROCORN_BIN:-}" ]; then
   fi
 fi
 
-exec "$SYS_PY" "$BENCH_DIR/bench.py" --venv "$VENV" "$@"
+if [ "$MODE" = asgi ]; then
+  # --- websocket load client (Rust, its own Cargo package) ----------------
+  if [ -z "${WSLOAD_BIN:-}" ]; then
+    if command -v cargo >/dev/null 2>&1; then
+      log "building bench/wsload (cargo build --release)"
+      cargo build --release --manifest-path "$BENCH_DIR/wsload/Cargo.toml" \
+        || log "wsload build failed; the ws scenario will be skipped"
+    else
+      log "cargo not found; the ws scenario will be skipped"
+    fi
+  fi
+fi
+
+exec "$SYS_PY" "$DRIVER" --venv "$VENV" "$@"

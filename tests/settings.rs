@@ -193,7 +193,11 @@ fn refused_settings_name_themselves_and_say_why() {
             "--control-socket",
             "control socket",
         ),
-        (&["--asgi-loop", "uvloop"], "--asgi-loop", "ASGI"),
+        (
+            &["--asgi-loop", "tokio"],
+            "--asgi-loop",
+            "expected auto, asyncio or uvloop",
+        ),
         (
             &["--dirty-workers", "2"],
             "--dirty-workers",

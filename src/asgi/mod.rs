@@ -19,6 +19,7 @@
 //!   coroutine, lifespan, the end of the loop.
 
 mod cycle;
+mod io;
 mod ready;
 mod scope;
 mod websocket;
@@ -55,6 +56,12 @@ pub const WORKER_CLASSES: &[&str] = &[
 /// Whether `class` names the ASGI worker.
 pub fn is_asgi_class(class: &str) -> bool {
     WORKER_CLASSES.contains(&class)
+}
+
+/// Whether `class` runs on this interface: the ASGI worker, or `tornado`
+/// (a `tornado.web.Application` adapted to ASGI in runtime.py).
+pub fn runs_on_asyncio(class: &str) -> bool {
+    is_asgi_class(class) || class == "tornado"
 }
 
 const RUNTIME_SRC: &std::ffi::CStr = pyo3::ffi::c_str!(include_str!("runtime.py"));
@@ -100,6 +107,8 @@ pub struct Options {
     pub ws_max_message: usize,
     /// --no-sendfile turns pathsend and zerocopysend into plain writes.
     pub sendfile: bool,
+    /// `-k tornado`: the app is a tornado.web.Application.
+    pub tornado: bool,
 }
 
 impl Options {
@@ -112,6 +121,7 @@ impl Options {
             disconnect_grace: Duration::from_secs(s.asgi_disconnect_grace_period),
             ws_max_message: s.websocket_max_message_size as usize,
             sendfile: s.sendfile.0,
+            tornado: s.worker_class == "tornado",
         }
     }
 }
@@ -232,19 +242,31 @@ impl AsyncInterface for AsgiInterface {
         wake: Rc<Wake>,
     ) -> Result<Box<dyn AsyncSession>, i32> {
         let fail = |what: &str, e: PyErr| {
-            error!("{what}:\n{}", crate::wsgi::format_exception(py, &e).trim_end());
+            error!(
+                "{what}:\n{}",
+                crate::wsgi::format_exception(py, &e).trim_end()
+            );
             WORKER_BOOT_ERROR
         };
         let rt = runtime(py).map_err(|e| fail("Cannot start ASGI", e))?;
+        let mut me = self;
+        if me.opts.tornado {
+            let wrapped = rt
+                .call_method1("tornado_app", (me.app.bind(py),))
+                .map_err(|e| fail("Cannot serve the Tornado application", e))?;
+            me.app = wrapped.unbind();
+            me.opts.lifespan = "off".to_string();
+        }
+        let this = me;
         let version: u8 = rt
-            .call_method1("asgi_version", (self.app.bind(py),))
+            .call_method1("asgi_version", (this.app.bind(py),))
             .and_then(|v| v.extract())
             .map_err(|e| fail("Cannot inspect the ASGI app", e))?;
         let state = PyDict::new(py);
-        let lifespan = if self.opts.lifespan != "off" {
+        let lifespan = if this.opts.lifespan != "off" {
             let ls = rt
                 .getattr("Lifespan")
-                .and_then(|c| c.call1((self.app.bind(py), version, &self.opts.lifespan, &state)))
+                .and_then(|c| c.call1((this.app.bind(py), version, &this.opts.lifespan, &state)))
                 .map_err(|e| fail("Cannot start the lifespan", e))?;
             let ok = ls
                 .call_method0("startup")
@@ -261,8 +283,8 @@ impl AsyncInterface for AsgiInterface {
         let scope = scope::ScopeBase::new(
             py,
             version,
-            &self.opts.root_path,
-            &self.servers,
+            &this.opts.root_path,
+            &this.servers,
             state.unbind(),
         )
         .map_err(|e| fail("Cannot start ASGI", e))?;
@@ -276,7 +298,7 @@ impl AsyncInterface for AsgiInterface {
             forwarding,
             opts,
             ..
-        } = *self;
+        } = *this;
         let hub = Rc::new(Hub {
             app,
             version,

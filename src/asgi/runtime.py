@@ -204,3 +204,119 @@ def close_loop(loop):
     except Exception:
         pass
     loop.close()
+
+
+def tornado_app(app):
+    """-k tornado: serve a tornado.web.Application (Tornado 6 runs on
+    asyncio) through this worker's ASGI machinery. Each request is fed to
+    the application's own delegate (start_request, headers_received,
+    data_received, finish), and what its handlers write goes out through
+    ASGI `send`, in order."""
+    from tornado import httputil
+
+    class Context:
+        def __init__(self, scope):
+            client = scope.get("client") or ("", 0)
+            self.remote_ip = client[0]
+            self.protocol = scope.get("scheme", "http")
+            self.address = tuple(client)
+
+    class Connection(httputil.HTTPConnection):
+        def __init__(self, scope, send):
+            self.context = Context(scope)
+            self._send = send
+            self._last = None
+            self._close_callback = None
+            self.finished = asyncio.Event()
+            self.is_head = scope.get("method") == "HEAD"
+
+        def _queue(self, message):
+            prev = self._last
+
+            async def run():
+                if prev is not None:
+                    await prev
+                await self._send(message)
+
+            self._last = asyncio.ensure_future(run())
+            return self._last
+
+        def set_close_callback(self, callback):
+            self._close_callback = callback
+
+        def write_headers(self, start_line, headers, chunk=None):
+            raw = [
+                (k.lower().encode("latin-1"), v.encode("latin-1"))
+                for k, v in headers.get_all()
+            ]
+            fut = self._queue(
+                {"type": "http.response.start", "status": start_line.code, "headers": raw}
+            )
+            if chunk:
+                fut = self.write(chunk)
+            return fut
+
+        def write(self, chunk, callback=None):
+            return self._queue(
+                {"type": "http.response.body", "body": bytes(chunk), "more_body": True}
+            )
+
+        def finish(self):
+            self._queue({"type": "http.response.body", "body": b"", "more_body": False})
+            self.finished.set()
+
+        async def drained(self):
+            if self._last is not None:
+                await self._last
+
+        def disconnected(self):
+            cb, self._close_callback = self._close_callback, None
+            if cb is not None:
+                cb()
+
+    async def asgi(scope, receive, send):
+        if scope["type"] == "lifespan":
+            # A Tornado app has no lifespan: say so, as an ASGI app would.
+            raise RuntimeError("a Tornado application has no lifespan")
+        if scope["type"] != "http":
+            await receive()
+            await send({"type": "websocket.close", "code": 1000})
+            return
+        conn = Connection(scope, send)
+        delegate = app.start_request(None, conn)
+        uri = scope["raw_path"].decode("latin-1")
+        if scope["query_string"]:
+            uri += "?" + scope["query_string"].decode("latin-1")
+        line = httputil.RequestStartLine(
+            scope["method"], uri, "HTTP/" + scope["http_version"]
+        )
+        headers = httputil.HTTPHeaders()
+        for k, v in scope["headers"]:
+            headers.add(k.decode("latin-1"), v.decode("latin-1"))
+        r = delegate.headers_received(line, headers)
+        if r is not None:
+            await r
+        while True:
+            m = await receive()
+            if m["type"] == "http.disconnect":
+                conn.disconnected()
+                return
+            if m.get("body"):
+                r = delegate.data_received(m["body"])
+                if r is not None:
+                    await r
+            if not m.get("more_body"):
+                break
+        delegate.finish()
+        waiter = asyncio.ensure_future(receive())
+        done = asyncio.ensure_future(conn.finished.wait())
+        await asyncio.wait([waiter, done], return_when=asyncio.FIRST_COMPLETED)
+        if not done.done():
+            # The client went away before the handler finished.
+            done.cancel()
+            conn.disconnected()
+            return
+        waiter.cancel()
+        await conn.drained()
+
+    return asgi

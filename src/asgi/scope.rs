@@ -46,7 +46,13 @@ impl ScopeBase {
             .iter()
             .map(|s| -> PyResult<Py<PyAny>> {
                 let t = if s.unix {
-                    PyTuple::new(py, [s.name.clone().into_pyobject(py)?.into_any(), py.None().into_bound(py)])?
+                    PyTuple::new(
+                        py,
+                        [
+                            s.name.clone().into_pyobject(py)?.into_any(),
+                            py.None().into_bound(py),
+                        ],
+                    )?
                 } else {
                     let port: Option<u16> = s.port.parse().ok();
                     PyTuple::new(
@@ -144,10 +150,9 @@ impl ScopeBase {
         }
         scope.set_item(pyo3::intern!(py, "headers"), headers)?;
         match peer {
-            Peer::Tcp(a) => scope.set_item(
-                pyo3::intern!(py, "client"),
-                (a.ip().to_string(), a.port()),
-            )?,
+            Peer::Tcp(a) => {
+                scope.set_item(pyo3::intern!(py, "client"), (a.ip().to_string(), a.port()))?
+            }
             Peer::Unix => scope.set_item(pyo3::intern!(py, "client"), py.None())?,
         }
         match self.servers.get(listener) {

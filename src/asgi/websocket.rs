@@ -22,9 +22,10 @@ use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
-use super::cycle::{
-    check_field, header_bytes, latin1_string, read_into, remote_ip, resolve, runtime_error,
-    write_some, HIGH_WATER,
+use super::cycle::HIGH_WATER;
+use super::io::{
+    check_field, header_bytes, latin1_string, peer_closed, read_into, remote_ip, resolve,
+    runtime_error, spawn, write_some,
 };
 use super::ready::Ready;
 use super::{CycleRef, Hub};
@@ -106,7 +107,10 @@ pub fn start(py: Python<'_>, hub: &Rc<Hub>, job: Job) {
     let up = match ws::parse_upgrade(&head, true) {
         Ok(up) => up,
         Err(e) => {
-            debug!("Invalid WebSocket upgrade from ip={}: {e}", remote_ip(&peer));
+            debug!(
+                "Invalid WebSocket upgrade from ip={}: {e}",
+                remote_ip(&peer)
+            );
             let status = e.status();
             let extra = if status == 426 {
                 "Sec-WebSocket-Version: 13\r\n"
@@ -120,7 +124,11 @@ pub fn start(py: Python<'_>, hub: &Rc<Hub>, job: Job) {
                 reply.date,
                 body.len()
             );
-            let mut out = reply.pending.into_iter().chain(out.into_bytes()).collect::<Vec<u8>>();
+            let mut out = reply
+                .pending
+                .into_iter()
+                .chain(out.into_bytes())
+                .collect::<Vec<u8>>();
             let n = write_some(reply.fd, &out).unwrap_or(0);
             out.drain(..n);
             hand_back(
@@ -190,7 +198,7 @@ pub fn start(py: Python<'_>, hub: &Rc<Hub>, job: Job) {
     let result = scope.and_then(|scope| {
         let cy = Py::new(py, cycle)?;
         let b = cy.bind(py);
-        let task = super::cycle::spawn(py, hub, scope, b.as_any())?;
+        let task = spawn(py, hub, scope, b.as_any())?;
         b.borrow_mut().task = Some(task);
         let mut by_conn = hub.by_conn.borrow_mut();
         if by_conn.len() <= idx {
@@ -282,10 +290,7 @@ impl WsCycle {
 
     fn disconnect_msg(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let d = msg(py, pyo3::intern!(py, "websocket.disconnect"))?;
-        let (code, reason) = self
-            .disconnect
-            .clone()
-            .unwrap_or((1006, String::new()));
+        let (code, reason) = self.disconnect.clone().unwrap_or((1006, String::new()));
         d.set_item(pyo3::intern!(py, "code"), code)?;
         d.set_item(pyo3::intern!(py, "reason"), reason)?;
         Ok(d.into_any().unbind())
@@ -294,7 +299,11 @@ impl WsCycle {
     fn try_receive(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         if !self.connect_delivered {
             self.connect_delivered = true;
-            return Ok(Some(msg(py, pyo3::intern!(py, "websocket.connect"))?.into_any().unbind()));
+            return Ok(Some(
+                msg(py, pyo3::intern!(py, "websocket.connect"))?
+                    .into_any()
+                    .unbind(),
+            ));
         }
         if self.queue.is_empty() && matches!(self.phase, Phase::Open | Phase::Closing(_)) {
             self.read_frames();
@@ -380,7 +389,10 @@ impl WsCycle {
                         self.queue.push_back(ev);
                     }
                     Err(e) => {
-                        debug!("WebSocket protocol error from ip={}: {e}", remote_ip(&self.peer));
+                        debug!(
+                            "WebSocket protocol error from ip={}: {e}",
+                            remote_ip(&self.peer)
+                        );
                         self.failed(e.close_code(), "", true);
                         return;
                     }
@@ -467,7 +479,10 @@ impl WsCycle {
             }
             ("websocket.close", _) => Ok(()),
             ("websocket.send", Phase::Open) => {
-                let enc = self.enc.as_mut().ok_or_else(|| runtime_error("no encoder"))?;
+                let enc = self
+                    .enc
+                    .as_mut()
+                    .ok_or_else(|| runtime_error("no encoder"))?;
                 match get(pyo3::intern!(py, "bytes"))? {
                     Some(b) if !b.is_none() => {
                         let b = b.cast::<PyBytes>().map_err(|_| {
@@ -515,7 +530,8 @@ impl WsCycle {
                         }
                         has_server |= l == b"server";
                         has_date |= l == b"date";
-                        self.log_headers.push((latin1_string(&n), latin1_string(&v)));
+                        self.log_headers
+                            .push((latin1_string(&n), latin1_string(&v)));
                         h.extend_from_slice(&n);
                         h.extend_from_slice(b": ");
                         h.extend_from_slice(&v);
@@ -613,9 +629,7 @@ impl WsCycle {
         self.flush();
         if matches!(self.phase, Phase::Open | Phase::Closing(_)) {
             self.read_frames();
-        } else if matches!(self.phase, Phase::Connecting | Phase::Denying)
-            && super::cycle::peer_closed(self.fd)
-        {
+        } else if matches!(self.phase, Phase::Connecting | Phase::Denying) && peer_closed(self.fd) {
             self.failed(1006, "", false);
         }
         self.flush();
@@ -637,10 +651,8 @@ impl WsCycle {
         }
         if self.phase == Phase::Closed {
             if self.recv_waiter.is_some() {
-                if let Ok(m) = self.try_receive(py) {
-                    if let Some(m) = m {
-                        resolve(py, &mut self.recv_waiter, m);
-                    }
+                if let Ok(Some(m)) = self.try_receive(py) {
+                    resolve(py, &mut self.recv_waiter, m);
                 }
             }
             if self.pending() == 0 || self.gone {

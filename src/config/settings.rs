@@ -71,7 +71,7 @@ settings! {
         help "Number of worker processes.";
     worker_class: String = "sync".to_string();
         section "Worker Processes", flags ["worker-class"] short 'k', meta "STRING", default_doc "sync",
-        help "The worker type: sync (one request at a time per worker), gthread (a pool of --threads Python threads per worker) or asgi (an asyncio event loop running an ASGI app; uvicorn.workers.UvicornWorker, uvicorn.workers.UvicornH11Worker, uvicorn_worker.UvicornWorker, uvicorn_worker.UvicornH11Worker and gunicorn.workers.gasgi.ASGIWorker are names for it). sync with --threads above 1 means gthread.";
+        help "The worker type: sync (one request at a time per worker), gthread (a pool of --threads Python threads per worker) or asgi (an asyncio event loop running an ASGI app; uvicorn.workers.UvicornWorker, uvicorn.workers.UvicornH11Worker, uvicorn_worker.UvicornWorker, uvicorn_worker.UvicornH11Worker and gunicorn.workers.gasgi.ASGIWorker are names for it) or tornado (a tornado.web.Application, on the same event loop). sync with --threads above 1 means gthread.";
     threads: u32 = 1;
         section "Worker Processes", flags ["threads"], meta "INT", default_doc "1",
         help "Python threads per worker running requests (gthread worker); with -k sync, a value above 1 selects gthread.";

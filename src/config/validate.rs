@@ -52,12 +52,12 @@ pub(super) fn finish(
     }
     if s.worker_class != "sync"
         && s.worker_class != "gthread"
-        && !crate::asgi::is_asgi_class(&s.worker_class)
+        && !crate::asgi::runs_on_asyncio(&s.worker_class)
     {
         return Err(invalid(
             "--worker-class",
             s.worker_class.clone(),
-            "supported worker classes: sync, gthread, asgi (also named uvicorn.workers.UvicornWorker, uvicorn.workers.UvicornH11Worker, uvicorn_worker.UvicornWorker, uvicorn_worker.UvicornH11Worker, gunicorn.workers.gasgi.ASGIWorker)",
+            "supported worker classes: sync, gthread, asgi, tornado (asgi is also named uvicorn.workers.UvicornWorker, uvicorn.workers.UvicornH11Worker, uvicorn_worker.UvicornWorker, uvicorn_worker.UvicornH11Worker, gunicorn.workers.gasgi.ASGIWorker)",
         ));
     }
     if !matches!(s.asgi_loop.as_str(), "auto" | "asyncio" | "uvloop") {

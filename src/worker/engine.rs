@@ -149,7 +149,7 @@ impl Worker {
             None
         };
         let (exec, logs): (Box<dyn Executor>, Arc<dyn ReopenLogs>) =
-            if crate::asgi::is_asgi_class(&settings.worker_class) {
+            if crate::asgi::runs_on_asyncio(&settings.worker_class) {
                 let access = access.map(|a| Arc::new(std::sync::Mutex::new(a)));
                 let iface = crate::asgi::AsgiInterface {
                     app,
@@ -159,10 +159,7 @@ impl Worker {
                     opts: crate::asgi::Options::from_settings(settings),
                 };
                 (
-                    Box::new(Asyncio::new(
-                        Box::new(iface),
-                        settings.graceful_timeout as f64,
-                    )),
+                    Box::new(Asyncio::new(Box::new(iface), settings.graceful_timeout)),
                     Arc::new(crate::asgi::AccessLogs(access)),
                 )
             } else {

@@ -229,15 +229,13 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
     let code = match worker.exec.take_runner() {
         // The executor's threads run the loop (gthread, asyncio); the
         // runner says when the worker is ready (`Loop::ready`).
-        Some(runner) => {
-            match runner.run(Box::new(worker)) {
-                Ok(code) => code,
-                Err(e) => {
-                    error!("Worker failed to start: {e}");
-                    return wsgi::WORKER_BOOT_ERROR;
-                }
+        Some(runner) => match runner.run(Box::new(worker)) {
+            Ok(code) => code,
+            Err(e) => {
+                error!("Worker failed to start: {e}");
+                return wsgi::WORKER_BOOT_ERROR;
             }
-        }
+        },
         None => {
             worker.scoreboard.set_ready(worker.slot);
             if !worker.exec.concurrent() {

@@ -1,0 +1,161 @@
+//! Small pieces the ASGI cycles share: non-blocking socket reads and
+//! writes on a connection's descriptor, completing futures, response
+//! header checks, and starting a request's task.
+
+use std::os::fd::RawFd;
+
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyString};
+
+use super::Hub;
+use crate::error;
+use crate::wsgi::Peer;
+
+/// One read of a streamed body or of websocket frames.
+pub(super) const READ_CHUNK: usize = 64 * 1024;
+
+/// Run the app for `scope` as a task, with the cycle's `receive` and
+/// `send`; returns the task.
+pub(super) fn spawn(
+    py: Python<'_>,
+    hub: &Hub,
+    scope: Bound<'_, PyDict>,
+    cycle: &Bound<'_, PyAny>,
+) -> PyResult<Py<PyAny>> {
+    let receive = cycle.getattr(pyo3::intern!(py, "receive"))?;
+    let send = cycle.getattr(pyo3::intern!(py, "send"))?;
+    let coro =
+        hub.run_app
+            .bind(py)
+            .call1((hub.app.bind(py), scope, receive, send, cycle, hub.version))?;
+    let task = hub
+        .ev
+        .bind(py)
+        .call_method1(pyo3::intern!(py, "create_task"), (coro,))?;
+    Ok(task.unbind())
+}
+
+pub(super) fn remote_ip(peer: &Peer) -> String {
+    match peer {
+        Peer::Tcp(a) => a.ip().to_string(),
+        Peer::Unix => String::new(),
+    }
+}
+
+pub(super) fn runtime_error(msg: impl Into<String>) -> PyErr {
+    PyRuntimeError::new_err(msg.into())
+}
+
+/// Complete a waiting future (unless the app cancelled it).
+pub(super) fn resolve(py: Python<'_>, waiter: &mut Option<Py<PyAny>>, value: Py<PyAny>) {
+    let Some(fut) = waiter.take() else { return };
+    let fut = fut.bind(py);
+    if fut
+        .call_method0(pyo3::intern!(py, "done"))
+        .and_then(|d| d.is_truthy())
+        .unwrap_or(true)
+    {
+        return;
+    }
+    if let Err(e) = fut.call_method1(pyo3::intern!(py, "set_result"), (value,)) {
+        error!("ASGI: cannot complete a future: {e}");
+    }
+}
+
+pub(super) fn header_bytes(v: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    if let Ok(b) = v.cast::<PyBytes>() {
+        return Ok(b.as_bytes().to_vec());
+    }
+    if let Ok(s) = v.cast::<PyString>() {
+        // Some apps send str; latin-1 as in HTTP.
+        let s = s.to_str()?;
+        return s
+            .chars()
+            .map(|c| {
+                u8::try_from(c as u32).map_err(|_| PyValueError::new_err("header is not latin-1"))
+            })
+            .collect();
+    }
+    v.extract::<Vec<u8>>()
+}
+
+/// A response field must not break the framing.
+pub(super) fn check_field(n: &[u8], v: &[u8]) -> PyResult<()> {
+    let bad_name = n.is_empty()
+        || n.iter()
+            .any(|&b| b <= b' ' || b == b':' || b >= 0x7f || b"\"(),/;<=>?@[\\]{}".contains(&b));
+    if bad_name {
+        return Err(PyValueError::new_err(format!(
+            "invalid HTTP header name {:?}",
+            String::from_utf8_lossy(n)
+        )));
+    }
+    if v.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0) {
+        return Err(PyValueError::new_err(format!(
+            "invalid HTTP header value for {:?}",
+            String::from_utf8_lossy(n)
+        )));
+    }
+    Ok(())
+}
+
+pub(super) fn latin1_string(b: &[u8]) -> String {
+    b.iter().map(|&c| c as char).collect()
+}
+
+pub(super) fn write_some(fd: RawFd, buf: &[u8]) -> std::io::Result<usize> {
+    // SAFETY: `buf` is valid for `buf.len()` bytes; the descriptor is the
+    // connection's, open while this cycle holds it.
+    let n = unsafe {
+        libc::send(
+            fd,
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
+}
+
+/// Append what can be read now (one read of up to READ_CHUNK).
+pub(super) fn read_into(fd: RawFd, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    buf.reserve(READ_CHUNK);
+    let spare = buf.spare_capacity_mut();
+    // SAFETY: `spare` is writable for its length; recv writes at most that
+    // many bytes, which are then marked initialised.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            spare.as_mut_ptr().cast(),
+            spare.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let n = n as usize;
+    // SAFETY: recv initialised `n` bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
+/// The peer closed the connection (a zero-byte peek).
+pub(super) fn peer_closed(fd: RawFd) -> bool {
+    let mut b = [0u8; 1];
+    // SAFETY: one writable byte; MSG_PEEK consumes nothing.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            b.as_mut_ptr().cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n == 0
+}
