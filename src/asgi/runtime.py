@@ -52,12 +52,14 @@ def serve(loop, fd, pump, period):
 def asgi_version(app):
     """3 for an ASGI 3 app (one coroutine callable), 2 for a double
     callable (a class, or a function taking only the scope)."""
+    if inspect.isclass(app):
+        # A class is an ASGI 2 app (instantiated with the scope) unless
+        # its instances are awaitable (an ASGI 3 class).
+        return 3 if hasattr(app, "__await__") else 2
     call = getattr(app, "__call__", None)
     if inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(call):
         return 3
-    target = app if inspect.isclass(app) or inspect.isfunction(app) else call
-    if inspect.isclass(app):
-        return 2
+    target = app if inspect.isfunction(app) else call
     try:
         params = [
             p

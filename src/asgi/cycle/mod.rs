@@ -329,10 +329,16 @@ impl HttpCycle {
             self.flush();
         }
         if let ReqBody::Whole(b) = &mut self.body {
-            return match b.take() {
-                Some(b) => Ok(Some(Self::request_msg(py, &b, false)?)),
-                None if self.eof => Ok(Some(Self::disconnect_msg(py)?)),
-                None => Ok(None),
+            if let Some(b) = b.take() {
+                return Ok(Some(Self::request_msg(py, &b, false)?));
+            }
+            // The body is over: what is left to wait for is the client
+            // going away (or the response completing).
+            self.watch_input();
+            return if self.eof || self.gone {
+                Ok(Some(Self::disconnect_msg(py)?))
+            } else {
+                Ok(None)
             };
         }
         match self.pull() {
