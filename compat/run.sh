@@ -6,12 +6,17 @@
 #   compat/run.sh [--server ferrocorn|gunicorn] [CASE...]
 #   compat/run.sh --accesslog [-v]
 #   compat/run.sh --differential [-v]
+#   compat/run.sh --asgi [--server ferrocorn|uvicorn] [CASE...]
 #
 # --accesslog runs gunicorn and ferrocorn side by side instead and compares
 # their access-log lines for the same requests (compat/accesslog.py; -v
 # prints both lines of every case). --differential sends both the same raw
 # requests and compares status codes and environs (compat/differential.py;
 # the README's deliberate differences are reported, not counted).
+# --asgi runs the ASGI suite instead (compat/asgi_suite.py): FastAPI,
+# Starlette, Django with Channels, Quart, Litestar and BlackSheep under
+# ferrocorn -k asgi, or under uvicorn for reference, from their own venv
+# (compat/.venv-asgi, requirements-asgi.txt).
 # CASE selects cases whose name contains it (compat/run.sh --list lists them).
 # Environment:
 #   FERROCORN_BIN  the ferrocorn binary to test; by default
@@ -19,8 +24,8 @@
 #                  than the sources
 #
 # The venv (compat/.venv, made with /usr/bin/python3, the interpreter
-# ferrocorn embeds) is reused while requirements.txt and that Python stay the
-# same, and rebuilt otherwise. If the package index cannot be reached, the
+# ferrocorn embeds; compat/.venv-asgi for --asgi) is reused while its
+# requirements file and that Python stay the same, and rebuilt otherwise. If the package index cannot be reached, the
 # suite is skipped with one line and exit status 0.
 set -euo pipefail
 
@@ -28,17 +33,20 @@ COMPAT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$COMPAT_DIR/.." && pwd)"
 SYS_PY=/usr/bin/python3
 VENV="$COMPAT_DIR/.venv"
+REQUIREMENTS="$COMPAT_DIR/requirements.txt"
 
 log() { printf 'compat: %s\n' "$*" >&2; }
 die() { log "$*"; exit 1; }
 
 server=ferrocorn
+asgi=0  # 1: the ASGI suite
 accesslog=0  # 1: a side-by-side run of gunicorn and ferrocorn
 side_by_side=accesslog
 suite_args=()
 while (($#)); do
   case "$1" in
     --accesslog) accesslog=1; shift ;;
+    --asgi) asgi=1; shift ;;
     --differential) accesslog=1; side_by_side=differential; shift ;;
     --server) server="${2:-}"; shift $(($# > 1 ? 2 : 1)) ;;
     --server=*) server="${1#*=}"; shift ;;
@@ -46,10 +54,20 @@ while (($#)); do
     *) suite_args+=("$1"); shift ;;
   esac
 done
-case "$server" in
-  ferrocorn|gunicorn) ;;
-  *) log "--server must be ferrocorn or gunicorn"; exit 2 ;;
-esac
+if ((asgi)); then
+  ((accesslog == 0)) || { log "--asgi does not go with --accesslog or --differential"; exit 2; }
+  case "$server" in
+    ferrocorn|uvicorn) ;;
+    *) log "--asgi: --server must be ferrocorn or uvicorn"; exit 2 ;;
+  esac
+  VENV="$COMPAT_DIR/.venv-asgi"
+  REQUIREMENTS="$COMPAT_DIR/requirements-asgi.txt"
+else
+  case "$server" in
+    ferrocorn|gunicorn) ;;
+    *) log "--server must be ferrocorn or gunicorn"; exit 2 ;;
+  esac
+fi
 
 # Signs in pip's output that the index was not reached at all (as opposed to
 # a pin it does not have, which pip answers with the versions it does have).
@@ -76,7 +94,7 @@ pip_install() {  # pip_install REQUIREMENTS_FILE
     return 0
   fi
   if grep -qE "$NETWORK_ERRORS" "$out"; then
-    echo "compat: SKIPPED: PyPI unreachable ($(network_reason "$out"))"
+    echo "compat${asgi_tag}: SKIPPED: PyPI unreachable ($(network_reason "$out"))"
     rm -f "$out"
     exit 0
   fi
@@ -89,18 +107,20 @@ stamp_of() {  # stamp_of FILE: what the installed set depends on
   { "$SYS_PY" -VV; cat "$1"; } | sha256sum | cut -d' ' -f1
 }
 
+asgi_tag=""
+((asgi == 0)) || asgi_tag=" (asgi)"
 started=$SECONDS
-want="$(stamp_of "$COMPAT_DIR/requirements.txt")"
+want="$(stamp_of "$REQUIREMENTS")"
 if [[ -x "$VENV/bin/python" && "$(cat "$VENV/.compat-stamp" 2>/dev/null)" == "$want" ]]; then
   log "reusing $VENV"
 else
   log "creating $VENV with $SYS_PY"
   rm -rf "$VENV"
   "$SYS_PY" -m venv "$VENV" || die "$SYS_PY -m venv failed (is python3-venv installed?)"
-  pip_install "$COMPAT_DIR/requirements.txt"
+  pip_install "$REQUIREMENTS"
   echo "$want" >"$VENV/.compat-stamp"
 fi
-if [[ "$server" == gunicorn || $accesslog == 1 ]]; then
+if [[ "$server" == gunicorn || $accesslog == 1 ]]; then  # not with --asgi
   want="$(stamp_of "$COMPAT_DIR/requirements-gunicorn.txt")"
   if [[ "$(cat "$VENV/.compat-gunicorn-stamp" 2>/dev/null)" != "$want" ]]; then
     log "installing gunicorn into $VENV"
@@ -129,4 +149,7 @@ if ((accesslog)); then
     "${suite_args[@]}"
 fi
 
+if ((asgi)); then
+  exec "$VENV/bin/python" "$COMPAT_DIR/asgi_suite.py" --server "$server" "${suite_args[@]}"
+fi
 "$VENV/bin/python" "$COMPAT_DIR/suite.py" --server "$server" "${suite_args[@]}"
