@@ -36,6 +36,18 @@ pub(super) fn spawn(
     Ok(task.unbind())
 }
 
+/// `ClientDisconnected` (an OSError, from runtime.py) for a `send` after
+/// the client went away.
+pub(super) fn client_disconnected(py: Python<'_>) -> PyErr {
+    match super::runtime(py)
+        .and_then(|rt| rt.getattr("ClientDisconnected"))
+        .and_then(|c| c.call1(("the client disconnected",)))
+    {
+        Ok(e) => PyErr::from_value(e),
+        Err(e) => e,
+    }
+}
+
 pub(super) fn remote_ip(peer: &Peer) -> String {
     match peer {
         Peer::Tcp(a) => a.ip().to_string(),

@@ -211,6 +211,14 @@ impl CycleRef {
         }
     }
 
+    /// The task running the app for this cycle.
+    fn task(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        match self {
+            CycleRef::Http(c) => c.bind(py).try_borrow().ok()?.task(py),
+            CycleRef::Ws(c) => c.bind(py).try_borrow().ok()?.task(py),
+        }
+    }
+
     fn drain(&self, py: Python<'_>) {
         if let CycleRef::Ws(c) = self {
             if let Ok(mut c) = c.bind(py).try_borrow_mut() {
@@ -372,11 +380,14 @@ impl AsyncSession for Session {
     fn shutdown(&mut self, py: Python<'_>, ev: &Bound<'_, PyAny>, graceful: f64) {
         let started = std::time::Instant::now();
         if let Ok(rt) = runtime(py) {
-            let lifespan = match &self.lifespan {
-                Some(l) => l.bind(py).clone(),
-                None => py.None().into_bound(py),
-            };
-            if let Err(e) = rt.call_method1("finish", (ev, graceful.max(1.0), lifespan)) {
+            let tasks: Vec<Py<PyAny>> = self
+                .hub
+                .running
+                .borrow()
+                .iter()
+                .filter_map(|(_, c)| c.task(py))
+                .collect();
+            if let Err(e) = rt.call_method1("finish", (ev, graceful.max(1.0), tasks)) {
                 warning!("Waiting for the app's tasks: {e}");
             }
             if let Some(ls) = &self.lifespan {

@@ -12,6 +12,10 @@ import traceback
 _log = None  # set by the worker: _log(level, message)
 
 
+class ClientDisconnected(OSError):
+    """What `send` raises once the client has gone away (ASGI 2.4)."""
+
+
 def new_loop(kind):
     """The event loop --asgi-loop asks for: (loop, name)."""
     if kind in ("auto", "uvloop"):
@@ -80,7 +84,10 @@ async def run_app(app, scope, receive, send, cycle, version):
         else:
             await app(scope, receive, send)
     except BaseException as e:  # noqa: B902 - the cycle logs and answers
-        cycle.app_failed(e, "".join(traceback.format_exception(e)))
+        # Ending on a disconnect (our error, or the cancel after the grace
+        # period) is the expected way out for a streaming app.
+        quiet = isinstance(e, (ClientDisconnected, asyncio.CancelledError))
+        cycle.app_failed(e, "".join(traceback.format_exception(e)), quiet)
         if isinstance(e, (KeyboardInterrupt, SystemExit)):
             raise
     else:
@@ -184,12 +191,11 @@ class Lifespan:
             _log("info", "Application shutdown complete.")
 
 
-def finish(loop, timeout, lifespan):
-    """Give the tasks still running (background work after a response)
-    up to `timeout` seconds, then cancel the rest (the lifespan's task
-    waits for its shutdown)."""
-    keep = getattr(lifespan, "task", None)
-    tasks = [t for t in asyncio.all_tasks(loop) if not t.done() and t is not keep]
+def finish(loop, timeout, tasks):
+    """Give the requests' tasks still running (background work after a
+    response) up to `timeout` seconds, then cancel the rest. Tasks the app
+    started itself are left to its lifespan shutdown."""
+    tasks = [t for t in tasks if not t.done()]
     if not tasks:
         return
     _log("info", "Waiting for background tasks to complete.")

@@ -90,6 +90,8 @@ pub struct WsCycle {
     started: Instant,
     last_progress: Instant,
     disconnected_at: Option<Instant>,
+    /// The app ended on the disconnect (ClientDisconnected, or cancelled).
+    quiet_end: bool,
     waiting: Waiting,
 }
 
@@ -182,6 +184,7 @@ pub fn start(py: Python<'_>, hub: &Rc<Hub>, job: Job) {
         started: now,
         last_progress: now,
         disconnected_at: None,
+        quiet_end: false,
         waiting: Waiting::claim(reply.fd, is_head),
         head,
     };
@@ -278,7 +281,8 @@ impl WsCycle {
         self.ended(py, None);
     }
 
-    fn app_failed(&mut self, py: Python<'_>, _exc: &Bound<'_, PyAny>, tb: &str) {
+    fn app_failed(&mut self, py: Python<'_>, _exc: &Bound<'_, PyAny>, tb: &str, quiet: bool) {
+        self.quiet_end = quiet;
         self.ended(py, Some(tb));
     }
 }
@@ -661,6 +665,10 @@ impl WsCycle {
         }
     }
 
+    pub fn task(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.task.as_ref().map(|t| t.clone_ref(py))
+    }
+
     pub fn on_tick(&mut self, py: Python<'_>) {
         let now = Instant::now();
         if !self.finished {
@@ -709,8 +717,7 @@ impl WsCycle {
         self.task = None;
         let id = self.id;
         self.hub.running.borrow_mut().retain(|(i, _)| *i != id);
-        let cancelled =
-            tb.is_some_and(|t| t.contains("CancelledError")) && self.disconnected_at.is_some();
+        let cancelled = self.quiet_end && self.disconnected_at.is_some();
         if let Some(tb) = tb {
             if !cancelled {
                 error!("Exception in ASGI application\n{}", tb.trim_end());

@@ -114,6 +114,8 @@ pub struct HttpCycle {
     started: Instant,
     last_progress: Instant,
     disconnected_at: Option<Instant>,
+    /// The app ended on the disconnect (ClientDisconnected, or cancelled).
+    quiet_end: bool,
     waiting: Waiting,
 }
 
@@ -178,6 +180,7 @@ pub fn start(py: Python<'_>, hub: &Rc<Hub>, job: Job) {
         started: now,
         last_progress: now,
         disconnected_at: None,
+        quiet_end: false,
         waiting: Waiting::claim(reply.fd, head.method == "HEAD"),
         head,
     };
@@ -293,7 +296,8 @@ impl HttpCycle {
     }
 
     /// From runtime.run_app: the app raised.
-    fn app_failed(&mut self, py: Python<'_>, _exc: &Bound<'_, PyAny>, tb: &str) {
+    fn app_failed(&mut self, py: Python<'_>, _exc: &Bound<'_, PyAny>, tb: &str, quiet: bool) {
+        self.quiet_end = quiet;
         self.ended(py, Some(tb));
     }
 }
@@ -502,6 +506,10 @@ impl HttpCycle {
     }
 
     /// Once a second: the stall deadline and the disconnect grace period.
+    pub fn task(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        self.task.as_ref().map(|t| t.clone_ref(py))
+    }
+
     pub fn on_tick(&mut self, py: Python<'_>) {
         let now = Instant::now();
         if !self.finished {
@@ -530,8 +538,7 @@ impl HttpCycle {
         self.task = None;
         let id = self.id;
         self.hub.running.borrow_mut().retain(|(i, _)| *i != id);
-        let cancelled =
-            tb.is_some_and(|t| t.contains("CancelledError")) && self.disconnected_at.is_some();
+        let cancelled = self.quiet_end && self.disconnected_at.is_some();
         if let Some(tb) = tb {
             if !cancelled {
                 error!("Exception in ASGI application\n{}", tb.trim_end());

@@ -26,9 +26,9 @@ impl HttpCycle {
         kind: &str,
         message: &Bound<'_, PyDict>,
     ) -> PyResult<bool> {
-        if self.finished && kind != "http.response.start" && !self.complete {
-            // The client is gone: what the app sends is dropped.
-            return Ok(false);
+        if (self.gone || self.eof) && !self.complete {
+            // The client is gone (ASGI 2.4: send raises an OSError).
+            return Err(super::super::io::client_disconnected(py));
         }
         match kind {
             "http.response.start" => {
