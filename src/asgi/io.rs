@@ -48,6 +48,41 @@ pub(super) fn client_disconnected(py: Python<'_>) -> PyErr {
     }
 }
 
+/// A new future on the worker's loop: kept in `slot` (the cycle completes
+/// it later) and returned to the app to await.
+pub(super) fn wait_in(
+    py: Python<'_>,
+    hub: &Hub,
+    slot: &mut Option<Py<PyAny>>,
+) -> PyResult<Py<PyAny>> {
+    let fut = hub
+        .ev
+        .bind(py)
+        .call_method0(pyo3::intern!(py, "create_future"))?;
+    *slot = Some(fut.clone().unbind());
+    Ok(fut.unbind())
+}
+
+/// An awaitable already done with `value`.
+pub(super) fn ready(py: Python<'_>, value: Py<PyAny>) -> PyResult<Py<PyAny>> {
+    Ok(Py::new(py, super::ready::Ready::new(value))?.into_any())
+}
+
+/// An ASGI message and its `type`.
+pub(super) fn message_kind<'a, 'py>(
+    message: &'a Bound<'py, PyAny>,
+) -> PyResult<(&'a Bound<'py, PyDict>, String)> {
+    let py = message.py();
+    let message = message
+        .cast::<PyDict>()
+        .map_err(|_| PyValueError::new_err("an ASGI message is a dict"))?;
+    let kind = match message.get_item(pyo3::intern!(py, "type"))? {
+        Some(t) => t.extract::<String>()?,
+        None => return Err(PyValueError::new_err("the ASGI message has no 'type'")),
+    };
+    Ok((message, kind))
+}
+
 pub(super) fn remote_ip(peer: &Peer) -> String {
     match peer {
         Peer::Tcp(a) => a.ip().to_string(),

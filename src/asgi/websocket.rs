@@ -27,7 +27,7 @@ use super::io::{
     check_field, header_bytes, latin1_string, peer_closed, read_into, remote_ip, resolve,
     runtime_error, spawn, write_some,
 };
-use super::ready::Ready;
+use super::io::{message_kind, ready, wait_in};
 use super::{CycleRef, Hub};
 use crate::http::{reason_phrase, RequestHead};
 use crate::worker::executor::asyncio::hand_back;
@@ -240,41 +240,25 @@ impl WsCycle {
         let py = slf.py();
         let mut me = slf.borrow_mut();
         if let Some(m) = me.try_receive(py)? {
-            return Ok(Py::new(py, Ready::new(m))?.into_any());
+            return ready(py, m);
         }
-        let fut = me
-            .hub
-            .ev
-            .bind(py)
-            .call_method0(pyo3::intern!(py, "create_future"))?;
-        me.recv_waiter = Some(fut.clone().unbind());
-        Ok(fut.unbind())
+        let hub = me.hub.clone();
+        wait_in(py, &hub, &mut me.recv_waiter)
     }
 
     /// ASGI `send(message)`.
     fn send(slf: &Bound<'_, Self>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let mut me = slf.borrow_mut();
-        let message = message
-            .cast::<PyDict>()
-            .map_err(|_| PyValueError::new_err("an ASGI message is a dict"))?;
-        let kind = match message.get_item(pyo3::intern!(py, "type"))? {
-            Some(t) => t.extract::<String>()?,
-            None => return Err(PyValueError::new_err("the ASGI message has no 'type'")),
-        };
+        let (message, kind) = message_kind(message)?;
         me.handle_send(py, &kind, message)?;
         me.flush();
         me.settle(py);
         if me.pending() > HIGH_WATER && !me.gone && !me.finished {
-            let fut = me
-                .hub
-                .ev
-                .bind(py)
-                .call_method0(pyo3::intern!(py, "create_future"))?;
-            me.send_waiter = Some(fut.clone().unbind());
-            return Ok(fut.unbind());
+            let hub = me.hub.clone();
+            return wait_in(py, &hub, &mut me.send_waiter);
         }
-        Ok(Py::new(py, Ready::new(py.None()))?.into_any())
+        ready(py, py.None())
     }
 
     fn app_returned(&mut self, py: Python<'_>) {

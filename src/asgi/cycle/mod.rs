@@ -17,14 +17,12 @@ use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::time::Instant;
 
-use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 mod send;
 
-use super::io::{peer_closed, read_into, remote_ip, resolve, spawn};
-use super::ready::Ready;
+use super::io::{message_kind, peer_closed, read_into, ready, remote_ip, resolve, spawn, wait_in};
 use super::Hub;
 use crate::http::{reason_phrase, Body, BodyRest, RequestHead};
 use crate::worker::executor::asyncio::hand_back;
@@ -255,39 +253,23 @@ impl HttpCycle {
         let py = slf.py();
         let mut me = slf.borrow_mut();
         if let Some(msg) = me.try_receive(py)? {
-            return Ok(Py::new(py, Ready::new(msg))?.into_any());
+            return ready(py, msg);
         }
-        let fut = me
-            .hub
-            .ev
-            .bind(py)
-            .call_method0(pyo3::intern!(py, "create_future"))?;
-        me.recv_waiter = Some(fut.clone().unbind());
-        Ok(fut.unbind())
+        let hub = me.hub.clone();
+        wait_in(py, &hub, &mut me.recv_waiter)
     }
 
     /// ASGI `send(message)`.
     fn send(slf: &Bound<'_, Self>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
         let mut me = slf.borrow_mut();
-        let message = message
-            .cast::<PyDict>()
-            .map_err(|_| PyValueError::new_err("an ASGI message is a dict"))?;
-        let kind = match message.get_item(pyo3::intern!(py, "type"))? {
-            Some(t) => t.extract::<String>()?,
-            None => return Err(PyValueError::new_err("the ASGI message has no 'type'")),
-        };
+        let (message, kind) = message_kind(message)?;
         let wait = me.handle_send(py, &kind, message)?;
         if wait && !me.gone && !me.finished {
-            let fut = me
-                .hub
-                .ev
-                .bind(py)
-                .call_method0(pyo3::intern!(py, "create_future"))?;
-            me.send_waiter = Some(fut.clone().unbind());
-            return Ok(fut.unbind());
+            let hub = me.hub.clone();
+            return wait_in(py, &hub, &mut me.send_waiter);
         }
-        Ok(Py::new(py, Ready::new(py.None()))?.into_any())
+        ready(py, py.None())
     }
 
     /// From runtime.run_app: the app's coroutine returned.
