@@ -34,7 +34,7 @@ use pyo3::types::{PyDict, PyModule};
 
 use crate::log::access::AccessLog;
 use crate::worker::executor::asyncio::{AsyncInterface, AsyncSession, Shared, Wake};
-use crate::worker::executor::{lock, Job, ReopenLogs};
+use crate::worker::executor::{lock, Job, Outcome, ReopenLogs};
 use crate::wsgi::{Forwarding, ServerInfo, WORKER_BOOT_ERROR};
 use crate::{debug, error, info, warning};
 
@@ -228,7 +228,46 @@ impl CycleRef {
     }
 }
 
+/// What the access-log line of a finished cycle says.
+pub struct Logged<'a> {
+    pub head: &'a crate::http::RequestHead,
+    pub peer: &'a crate::wsgi::Peer,
+    /// 0: no response was made (logged as 500).
+    pub status: u16,
+    pub headers: &'a [(String, String)],
+    pub body_bytes: u64,
+    pub started: std::time::Instant,
+}
+
 impl Hub {
+    /// A cycle is done with connection `idx`: write its access-log line and
+    /// give the connection back to the engine (its next turn takes it).
+    pub fn give_back(&self, py: Python<'_>, idx: usize, outcome: Outcome, log: Logged<'_>) {
+        if let Some(slot) = self.by_conn.borrow_mut().get_mut(idx) {
+            *slot = None;
+        }
+        if let Some(access) = &self.access {
+            crate::wsgi::log_access_head(
+                py,
+                access,
+                log.head,
+                log.peer,
+                if log.status == 0 { 500 } else { log.status },
+                log.headers,
+                log.body_bytes,
+                log.started.elapsed(),
+            );
+        }
+        crate::worker::executor::asyncio::hand_back(
+            &self.inbox,
+            crate::worker::executor::Done {
+                idx,
+                outcome: Ok(outcome),
+            },
+        );
+        self.wake.soon(py);
+    }
+
     /// A new cycle's id.
     pub fn new_id(&self) -> u64 {
         let id = self.next_id.get();

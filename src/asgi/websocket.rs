@@ -743,39 +743,30 @@ impl WsCycle {
         }
         self.finished = true;
         self.waiting.release();
-        if let Some(slot) = self.hub.by_conn.borrow_mut().get_mut(self.idx) {
-            *slot = None;
-        }
         let out = self.out[self.opos..].to_vec();
         self.out = Vec::new();
         self.opos = 0;
-        if let Some(access) = &self.hub.access {
-            let status = if self.status == 0 { 500 } else { self.status };
-            crate::wsgi::log_access_head(
-                py,
-                access,
-                &self.head,
-                &self.peer,
-                status,
-                &self.log_headers,
-                self.body_bytes,
-                self.started.elapsed(),
-            );
-        }
-        hand_back(
-            &self.hub.inbox,
-            Done {
-                idx: self.idx,
-                outcome: Ok(Outcome {
-                    out,
-                    keep_alive: false,
-                    broken: self.gone,
-                    taken: false,
-                    leftover: None,
-                }),
+        let outcome = Outcome {
+            out,
+            keep_alive: false,
+            broken: self.gone,
+            taken: false,
+            leftover: None,
+        };
+        let hub = self.hub.clone();
+        hub.give_back(
+            py,
+            self.idx,
+            outcome,
+            super::Logged {
+                head: &self.head,
+                peer: &self.peer,
+                status: self.status,
+                headers: &self.log_headers,
+                body_bytes: self.body_bytes,
+                started: self.started,
             },
         );
-        self.hub.wake.soon(py);
         if self.disconnect.is_none() {
             self.disconnect = Some((1006, String::new()));
         }

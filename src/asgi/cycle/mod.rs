@@ -578,9 +578,6 @@ impl HttpCycle {
         }
         self.finished = true;
         self.waiting.release();
-        if let Some(slot) = self.hub.by_conn.borrow_mut().get_mut(self.idx) {
-            *slot = None;
-        }
         // A buffered body arrived whole (read or not); a streamed one only
         // once the app read it to its end.
         let body_read = matches!(self.body, ReqBody::Whole(_));
@@ -594,33 +591,27 @@ impl HttpCycle {
         };
         self.out = Vec::new();
         self.opos = 0;
-        if let Some(access) = &self.hub.access {
-            let status = if self.status == 0 { 500 } else { self.status };
-            crate::wsgi::log_access_head(
-                py,
-                access,
-                &self.head,
-                &self.peer,
-                status,
-                &self.log_headers,
-                self.body_bytes,
-                self.started.elapsed(),
-            );
-        }
-        hand_back(
-            &self.hub.inbox,
-            Done {
-                idx: self.idx,
-                outcome: Ok(Outcome {
-                    out,
-                    keep_alive,
-                    broken: self.gone,
-                    taken: false,
-                    leftover,
-                }),
+        let outcome = Outcome {
+            out,
+            keep_alive,
+            broken: self.gone,
+            taken: false,
+            leftover,
+        };
+        let hub = self.hub.clone();
+        hub.give_back(
+            py,
+            self.idx,
+            outcome,
+            super::Logged {
+                head: &self.head,
+                peer: &self.peer,
+                status: self.status,
+                headers: &self.log_headers,
+                body_bytes: self.body_bytes,
+                started: self.started,
             },
         );
-        self.hub.wake.soon(py);
         if let Ok(msg) = Self::disconnect_msg(py) {
             resolve(py, &mut self.recv_waiter, msg);
         }
