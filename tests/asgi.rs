@@ -1338,6 +1338,42 @@ fn websocket_scope_as_the_app_sees_it() {
 }
 
 #[test]
+fn a_websocket_client_that_does_not_read_holds_the_apps_send_back() {
+    let s = asgi(&["-w", "1", APP]);
+    let mut ws = ws_open(s.port, "/ws-flood?id=f1");
+    // The client reads nothing for a second: the app's sends must wait
+    // once the socket buffers are full, far short of the 100 MiB it would
+    // push.
+    std::thread::sleep(Duration::from_secs(1));
+    let sent = |j: &Json| num(&j["sent"]).unwrap_or(0.0);
+    let stalled = sent(&wait_report(s.port, "f1", Duration::from_secs(2), |j| {
+        sent(j) > 0.0
+    }));
+    std::thread::sleep(Duration::from_millis(500));
+    let later = sent(&get(s.port, "/report?id=f1").json());
+    assert!(stalled > 0.0, "the app sent nothing");
+    assert!(
+        later < 400.0,
+        "the app sent {later} x 64 KiB to a client that reads nothing"
+    );
+    assert!(
+        later <= stalled + 2.0,
+        "sends went on while the client read nothing: {stalled} then {later}"
+    );
+    // Once the client reads, the rest flows.
+    let mut got = 0usize;
+    let t = Instant::now();
+    while got < 1600 && t.elapsed() < Duration::from_secs(20) {
+        let f = ws.read_message(Duration::from_secs(5));
+        assert_eq!(f.payload.len(), 65536, "{:?}", f.opcode);
+        got += 1;
+    }
+    assert_eq!(got, 1600);
+    let done = wait_report(s.port, "f1", Duration::from_secs(5), |j| sent(j) >= 1600.0);
+    assert_eq!(sent(&done), 1600.0);
+}
+
+#[test]
 fn term_closes_an_open_websocket_with_1001_within_the_graceful_timeout() {
     let mut s = asgi(&["-w", "1", "--graceful-timeout", "20", APP]);
     let mut ws = ws_open(s.port, "/ws-hold?id=t1");

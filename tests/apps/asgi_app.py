@@ -252,6 +252,20 @@ async def websocket(scope, receive, send):
         await send({"type": "websocket.send", "text": json.dumps(_plain(scope))})
         await send({"type": "websocket.close", "code": 1000})
         return
+    if path == "/ws-flood":
+        # 64 KiB messages as fast as send() lets them go, 100 MiB at most;
+        # /report?id= says how many went.
+        await send({"type": "websocket.accept"})
+        rid = q["id"]
+        _records[rid] = {"sent": 0}
+        chunk = b"f" * 65536
+        try:
+            for i in range(1600):
+                await send({"type": "websocket.send", "bytes": chunk})
+                _records[rid] = {"sent": i + 1}
+        except OSError:
+            _records[rid]["stopped"] = True
+        return
     subs = scope.get("subprotocols") or []
     await send({"type": "websocket.accept", "subprotocol": subs[0] if subs else None})
     rid = q.get("id")
