@@ -453,7 +453,7 @@ def main():
     if not args.binary.is_file():
         print(f"compat: {args.server} binary not found: {args.binary}", file=sys.stderr)
         return 2
-    packages = ("fastapi", "starlette", "Django", "channels", "Quart", "litestar", "blacksheep", "uvicorn", "websockets")
+    packages = ("fastapi", "starlette", "Django", "channels", "Quart", "litestar", "blacksheep", "tornado", "uvicorn", "websockets")
     versions = ", ".join(f"{p} {importlib.metadata.version(p)}" for p in packages)
     print(f"compat-asgi: {args.server} ({args.binary}) with {versions}", flush=True)
 
