@@ -83,6 +83,16 @@ pub(super) fn message_kind<'a, 'py>(
     Ok((message, kind))
 }
 
+/// The head of a plain-text answer this server makes itself (a refused
+/// handshake, a 500 for an app that sent nothing), with `Connection:
+/// close`; `extra` is more header lines, each ending in CRLF.
+pub(super) fn plain_head(status: u16, date: &str, extra: &str, body_len: usize) -> String {
+    format!(
+        "HTTP/1.1 {status} {}\r\nServer: ferrocorn\r\nDate: {date}\r\n{extra}Content-Type: text/plain; charset=utf-8\r\nContent-Length: {body_len}\r\nConnection: close\r\n\r\n",
+        crate::http::reason_phrase(status),
+    )
+}
+
 pub(super) fn remote_ip(peer: &Peer) -> String {
     match peer {
         Peer::Tcp(a) => a.ip().to_string(),

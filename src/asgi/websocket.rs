@@ -27,7 +27,7 @@ use super::io::{
     check_field, header_bytes, latin1_string, peer_closed, read_into, remote_ip, resolve,
     runtime_error, spawn, write_some,
 };
-use super::io::{message_kind, ready, wait_in};
+use super::io::{message_kind, plain_head, ready, wait_in};
 use super::{CycleRef, Hub};
 use crate::http::{reason_phrase, RequestHead};
 use crate::worker::executor::asyncio::hand_back;
@@ -120,12 +120,7 @@ pub fn start(py: Python<'_>, hub: &Rc<Hub>, job: Job) {
                 ""
             };
             let body = format!("{e}\n");
-            let out = format!(
-                "HTTP/1.1 {status} {}\r\nServer: ferrocorn\r\nDate: {}\r\n{extra}Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                reason_phrase(status),
-                reply.date,
-                body.len()
-            );
+            let out = plain_head(status, &reply.date, extra, body.len()) + &body;
             let mut out = reply
                 .pending
                 .into_iter()
@@ -568,12 +563,7 @@ impl WsCycle {
 
     /// A plain HTTP answer instead of the handshake.
     fn http_error(&mut self, status: u16, body: &str) {
-        let head = format!(
-            "HTTP/1.1 {status} {}\r\nServer: ferrocorn\r\nDate: {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            reason_phrase(status),
-            self.date,
-            body.len()
-        );
+        let head = plain_head(status, &self.date, "", body.len()) + body;
         self.out.extend_from_slice(head.as_bytes());
         self.body_bytes = body.len() as u64;
         self.status = status;

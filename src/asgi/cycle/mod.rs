@@ -24,7 +24,7 @@ mod send;
 
 use super::io::{message_kind, peer_closed, read_into, ready, remote_ip, resolve, spawn, wait_in};
 use super::Hub;
-use crate::http::{reason_phrase, Body, BodyRest, RequestHead};
+use crate::http::{Body, BodyRest, RequestHead};
 use crate::worker::executor::asyncio::hand_back;
 use crate::worker::executor::{Done, Job, Outcome};
 use crate::worker::timeout_reply::Waiting;
@@ -555,12 +555,7 @@ impl HttpCycle {
         self.keep_alive = false;
         self.status = status;
         self.no_body = false;
-        let head = format!(
-            "HTTP/1.1 {status} {}\r\nServer: ferrocorn\r\nDate: {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            reason_phrase(status),
-            self.date,
-            body.len()
-        );
+        let head = super::io::plain_head(status, &self.date, "", body.len());
         self.out.extend_from_slice(head.as_bytes());
         if !self.is_head {
             self.out.extend_from_slice(body.as_bytes());
