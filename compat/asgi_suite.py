@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -83,12 +83,24 @@ APPS = {
     "litestar": ("litestar_app:app", "asgi"),
     "blacksheep": ("blacksheep_app:app", "asgi"),
     # a tornado.web.Application under -k tornado (no ASGI: uvicorn cannot
-    # serve it; no lifespan, and its WebSocketHandler is not supported)
+    # serve it; no lifespan), WebSocketHandlers included
     "tornado": ("tornado_app:app", "tornado"),
 }
 FERROCORN_ONLY = {"starlette-uvicorn-alias", "tornado"}
 # Apps checked on some cases only.
-ONLY_CASES = {"tornado": {"http-json", "http-post-body", "sse-incremental"}}
+ONLY_CASES = {
+    "tornado": {
+        "http-json",
+        "http-post-body",
+        "sse-incremental",
+        "ws-echo",
+        "ws-subprotocol",
+        "ws-server-close",
+        "ws-pings",
+        "ws-on-close",
+        "ws-origin-refused",
+    }
+}
 # Cases known to fail on ferrocorn for now; run, but reported as expected
 # failures (`xfail NAME: reason`) until they pass (then `XPASS`, a failure).
 EXPECTED_FAILURES = {}
@@ -117,14 +129,17 @@ class Check:
     name: str
     run: Callable[[Context], None]
     websocket: bool = False
+    # The apps this case is for (None: every app).
+    apps: frozenset | None = None
 
 
 CHECKS = []
 
 
-def check_case(websocket=False):
+def check_case(websocket=False, apps=None):
     def register(func):
-        CHECKS.append(Check(func.__name__.replace("_", "-"), func, websocket))
+        only = frozenset(apps) if apps is not None else None
+        CHECKS.append(Check(func.__name__.replace("_", "-"), func, websocket, only))
         return func
 
     return register
@@ -291,6 +306,59 @@ def ws_server_close(ctx):
     check(reason == CLOSE_REASON, f"close reason {reason!r}, expected {CLOSE_REASON!r}")
 
 
+@check_case(websocket=True, apps={"tornado"})
+def ws_pings(ctx):
+    # The handler pings every 0.2 s (its ping_interval); the client's
+    # automatic pongs reach on_pong. The client's own ping reaches on_ping.
+    with ws_connect(f"{ctx.ws_base}/ws/ping", open_timeout=WS_TIMEOUT, close_timeout=WS_TIMEOUT) as ws:
+        started = time.monotonic()
+        got = ws.recv(timeout=WS_TIMEOUT)
+        took = time.monotonic() - started
+        check(got == "pong seen", f"first message {got!r}, expected 'pong seen' (the handler's on_pong)")
+        check(0.1 <= took <= 3.0, f"'pong seen' after {took:.2f} s, expected about 0.2 s (the ping interval)")
+        ws.ping(b"from-client")
+        got = ws.recv(timeout=WS_TIMEOUT)
+        check(got == "ping seen: from-client", f"after a client ping, got {got!r}")
+
+
+@check_case(websocket=True, apps={"tornado"})
+def ws_on_close(ctx):
+    token = f"c{random.Random().randrange(10**9)}"
+    with ws_connect(f"{ctx.ws_base}/ws/onclose?id={token}", open_timeout=WS_TIMEOUT, close_timeout=WS_TIMEOUT) as ws:
+        got = ws.recv(timeout=WS_TIMEOUT)
+        check(got == "open", f"first message {got!r}, expected 'open'")
+        ws.close(code=4001, reason="client-bye")
+    deadline = time.monotonic() + DISCONNECT_NOTICE_LIMIT
+    seen = None
+    with client() as http:
+        while time.monotonic() < deadline:
+            seen = http.get(f"{ctx.base}/ws/closed?id={token}", timeout=HTTP_TIMEOUT).json()["closed"]
+            if seen is not None:
+                break
+            time.sleep(0.05)
+    check(seen == "4001 client-bye", f"on_close saw close_code/close_reason {seen!r}, expected '4001 client-bye'")
+
+
+@check_case(websocket=True, apps={"tornado"})
+def ws_origin_refused(ctx):
+    # Tornado's check_origin refuses a cross-origin handshake with 403; a plain
+    # GET (no Upgrade) gets the handler's 400.
+    try:
+        with ws_connect(
+            f"{ctx.ws_base}/ws/echo", origin="http://elsewhere.example", open_timeout=WS_TIMEOUT
+        ):
+            pass
+    except InvalidStatus as exc:
+        status = exc.response.status_code
+    else:
+        raise CaseFailed("a cross-origin handshake was accepted")
+    check(status == 403, f"cross-origin handshake answered {status}, expected 403")
+    with client() as http:
+        response = http.get(f"{ctx.base}/ws/echo", timeout=HTTP_TIMEOUT)
+    check(response.status_code == 400, f"GET without Upgrade answered {response.status_code}, expected 400")
+    check("Upgrade" in response.text, f"GET without Upgrade: body {response.text[:100]!r}")
+
+
 # Run last, by run_app: it stops the server.
 def lifespan_shutdown(ctx):
     proc = ctx.server.proc
@@ -366,7 +434,8 @@ def describe(exc):
 
 
 def case_names(app):
-    names = [f"{app}-{c.name}" for c in CHECKS] + [f"{app}-lifespan-shutdown"]
+    names = [f"{app}-{c.name}" for c in CHECKS if c.apps is None or app in c.apps]
+    names.append(f"{app}-lifespan-shutdown")
     only = ONLY_CASES.get(app)
     return [n for n in names if only is None or n[len(app) + 1 :] in only]
 

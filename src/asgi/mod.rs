@@ -17,6 +17,8 @@
 //! - `ready`: an awaitable that is already done (no future, no task).
 //! - `runtime.py`: the Python half: making the loop, the per-request
 //!   coroutine, lifespan, the end of the loop.
+//! - `tornado.py`: `-k tornado`, a `tornado.web.Application` (its
+//!   handlers and `WebSocketHandler`s) adapted to ASGI.
 
 mod cycle;
 mod io;
@@ -59,7 +61,7 @@ pub fn is_asgi_class(class: &str) -> bool {
 }
 
 /// Whether `class` runs on this interface: the ASGI worker, or `tornado`
-/// (a `tornado.web.Application` adapted to ASGI in runtime.py).
+/// (a `tornado.web.Application` adapted to ASGI in tornado.py).
 pub fn runs_on_asyncio(class: &str) -> bool {
     is_asgi_class(class) || class == "tornado"
 }
@@ -77,6 +79,24 @@ pub fn runtime(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
             c"ferrocorn_asgi_runtime",
         )?;
         m.setattr("_log", pyo3::wrap_pyfunction!(py_log, &m)?)?;
+        Ok(m.unbind())
+    })?;
+    Ok(m.bind(py).clone())
+}
+
+const TORNADO_SRC: &std::ffi::CStr = pyo3::ffi::c_str!(include_str!("tornado.py"));
+
+/// `tornado.py`, the `-k tornado` adapter (made on first use; it imports
+/// tornado).
+fn tornado_adapter(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
+    static MODULE: pyo3::sync::PyOnceLock<Py<PyModule>> = pyo3::sync::PyOnceLock::new();
+    let m = MODULE.get_or_try_init(py, || -> PyResult<Py<PyModule>> {
+        let m = PyModule::from_code(
+            py,
+            TORNADO_SRC,
+            c"ferrocorn_tornado.py",
+            c"ferrocorn_tornado",
+        )?;
         Ok(m.unbind())
     })?;
     Ok(m.bind(py).clone())
@@ -298,8 +318,8 @@ impl AsyncInterface for AsgiInterface {
         let rt = runtime(py).map_err(|e| fail("Cannot start ASGI", e))?;
         let mut me = self;
         if me.opts.tornado {
-            let wrapped = rt
-                .call_method1("tornado_app", (me.app.bind(py),))
+            let wrapped = tornado_adapter(py)
+                .and_then(|t| t.call_method1("tornado_app", (me.app.bind(py),)))
                 .map_err(|e| fail("Cannot serve the Tornado application", e))?;
             me.app = wrapped.unbind();
             me.opts.lifespan = "off".to_string();

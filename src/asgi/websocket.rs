@@ -8,6 +8,12 @@
 //! answered here, the close handshake with its codes, and
 //! `websocket.disconnect`.
 //!
+//! A private extension for the Tornado adapter (`tornado.py`): a
+//! `websocket.accept` with `"ferrocorn.control_frames": True` has the
+//! client's pings and pongs delivered too (`ferrocorn.websocket.ping` /
+//! `.pong` with their `bytes`; pings are still answered here), and a
+//! `ferrocorn.websocket.ping` message sends a ping.
+//!
 //! Backpressure both ways: frames are read only while fewer than
 //! QUEUE_CAP bytes of messages wait for the app's `receive`, and `send`
 //! waits while more than HIGH_WATER is unwritten. On a graceful stop the
@@ -67,6 +73,10 @@ pub struct WsCycle {
     up: Upgrade,
     phase: Phase,
     connect_delivered: bool,
+    /// Pings and pongs from the client are delivered to the app as
+    /// `ferrocorn.websocket.ping` / `.pong` (asked for in `websocket.accept`
+    /// with `"ferrocorn.control_frames": True`; the Tornado adapter does).
+    control: bool,
     dec: Option<Decoder>,
     enc: Option<Encoder>,
     /// Bytes that arrived with the upgrade request.
@@ -158,6 +168,7 @@ pub fn start(py: Python<'_>, hub: &Rc<Hub>, job: Job) {
         up,
         phase: Phase::Connecting,
         connect_delivered: false,
+        control: false,
         dec: None,
         enc: None,
         early,
@@ -293,6 +304,11 @@ impl WsCycle {
         }
         if let Some(ev) = self.queue.pop_front() {
             let d = msg(py, pyo3::intern!(py, "websocket.receive"))?;
+            let ev_kind = match &ev {
+                Event::Ping(_) => Some(true),
+                Event::Pong(_) => Some(false),
+                _ => None,
+            };
             match ev {
                 Event::Text(t) => {
                     self.queued_bytes -= t.len();
@@ -302,7 +318,17 @@ impl WsCycle {
                     self.queued_bytes -= b.len();
                     d.set_item(pyo3::intern!(py, "bytes"), PyBytes::new(py, &b))?;
                 }
-                _ => {}
+                Event::Ping(p) | Event::Pong(p) => {
+                    self.queued_bytes -= p.len();
+                    let kind = if matches!(ev_kind, Some(true)) {
+                        pyo3::intern!(py, "ferrocorn.websocket.ping")
+                    } else {
+                        pyo3::intern!(py, "ferrocorn.websocket.pong")
+                    };
+                    d.set_item(pyo3::intern!(py, "type"), kind)?;
+                    d.set_item(pyo3::intern!(py, "bytes"), PyBytes::new(py, &p))?;
+                }
+                Event::Close { .. } => {}
             }
             return Ok(Some(d.into_any().unbind()));
         }
@@ -344,8 +370,19 @@ impl WsCycle {
             loop {
                 match dec.next_event() {
                     Ok(None) => break,
-                    Ok(Some(Event::Ping(p))) => enc.pong(&p, &mut self.out),
-                    Ok(Some(Event::Pong(_))) => {}
+                    Ok(Some(Event::Ping(p))) => {
+                        enc.pong(&p, &mut self.out);
+                        if self.control {
+                            self.queued_bytes += p.len();
+                            self.queue.push_back(Event::Ping(p));
+                        }
+                    }
+                    Ok(Some(Event::Pong(p))) => {
+                        if self.control {
+                            self.queued_bytes += p.len();
+                            self.queue.push_back(Event::Pong(p));
+                        }
+                    }
                     Ok(Some(Event::Close { code, reason })) => {
                         match self.close_sent {
                             // The answer to our close.
@@ -425,6 +462,10 @@ impl WsCycle {
                         extra.push((header_bytes(&n)?, header_bytes(&v)?));
                     }
                 }
+                self.control = match get(pyo3::intern!(py, "ferrocorn.control_frames"))? {
+                    Some(c) => c.is_truthy()?,
+                    None => false,
+                };
                 let resp = ws::response_101(&self.up, sub.as_deref(), &extra)
                     .map_err(|e| PyValueError::new_err(e.to_string()))?;
                 for (n, v) in &extra {
@@ -489,6 +530,28 @@ impl WsCycle {
                 }
                 Ok(())
             }
+            ("ferrocorn.websocket.ping", Phase::Open) => {
+                let data = match get(pyo3::intern!(py, "bytes"))? {
+                    Some(b) if !b.is_none() => b
+                        .cast::<PyBytes>()
+                        .map_err(|_| {
+                            PyValueError::new_err("ferrocorn.websocket.ping 'bytes' must be bytes")
+                        })?
+                        .as_bytes()
+                        .to_vec(),
+                    _ => Vec::new(),
+                };
+                if data.len() > 125 {
+                    return Err(PyValueError::new_err(
+                        "a WebSocket ping carries at most 125 bytes",
+                    ));
+                }
+                if let Some(enc) = self.enc.as_mut() {
+                    enc.ping(&data, &mut self.out);
+                }
+                Ok(())
+            }
+            ("ferrocorn.websocket.ping", _) => Ok(()),
             ("websocket.send", Phase::Closed) if self.close_sent.is_none() || self.gone => {
                 Err(PyOSError::new_err("the WebSocket connection is closed"))
             }
