@@ -53,11 +53,12 @@ pub(super) fn finish(
     if s.worker_class != "sync"
         && s.worker_class != "gthread"
         && !crate::asgi::runs_on_asyncio(&s.worker_class)
+        && crate::worker::executor::green::Library::of(&s.worker_class).is_none()
     {
         return Err(invalid(
             "--worker-class",
             s.worker_class.clone(),
-            "supported worker classes: sync, gthread, asgi, tornado (asgi is also named uvicorn.workers.UvicornWorker, uvicorn.workers.UvicornH11Worker, uvicorn_worker.UvicornWorker, uvicorn_worker.UvicornH11Worker, gunicorn.workers.gasgi.ASGIWorker)",
+            "supported worker classes: sync, gthread, gevent, eventlet, asgi, tornado (gevent is also named gevent_wsgi, gevent_pywsgi, gunicorn.workers.ggevent.GeventWorker, gunicorn.workers.ggevent.GeventPyWSGIWorker, egg:gunicorn#gevent; eventlet gunicorn.workers.geventlet.EventletWorker, egg:gunicorn#eventlet; asgi uvicorn.workers.UvicornWorker, uvicorn.workers.UvicornH11Worker, uvicorn_worker.UvicornWorker, uvicorn_worker.UvicornH11Worker, gunicorn.workers.gasgi.ASGIWorker)",
         ));
     }
     if !matches!(s.asgi_loop.as_str(), "auto" | "asyncio" | "uvloop") {

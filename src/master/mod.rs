@@ -246,6 +246,20 @@ impl Arbiter {
                 app: settings.app(),
                 paste_global: &settings.raw_paste_global_conf,
             };
+            // A greenlet worker's app is imported patched here too.
+            if let Some(lib) = crate::worker::executor::green::Library::of(&settings.worker_class) {
+                let patched = wsgi::init_python(&setup)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| {
+                        Python::attach(|py| crate::worker::executor::green::prepare(py, lib))
+                    });
+                if let Err(reason) = patched {
+                    if let Some(p) = &pidfile {
+                        remove_pidfile(p, pid);
+                    }
+                    return Err(MasterError::Preload(reason));
+                }
+            }
             match wsgi::load_app(&setup) {
                 Ok(app) => Some(app),
                 Err(e) => {

@@ -17,7 +17,8 @@ use pyo3::prelude::*;
 
 use super::accept::FRESH_WAIT;
 use super::conn::{has_pending_input, Conn, ListenSock, Next, State, Stream, WorkerListener};
-use super::executor::{Asyncio, Done, Executor, Inline, Job, Loop, ReopenLogs, Threads};
+use super::executor::green::Library;
+use super::executor::{Asyncio, Done, Executor, Green, Inline, Job, Loop, ReopenLogs, Threads};
 use super::{current_rss, jitter, WorkerArgs};
 use crate::http::{self, Limits};
 use crate::log::access::AccessLog;
@@ -164,12 +165,14 @@ impl Worker {
                 )
             } else {
                 let threaded = settings.worker_class == "gthread";
+                let green = Library::of(&settings.worker_class).is_some();
                 let wsgi = Python::attach(|py| {
                     Wsgi::new(
                         py,
                         app,
                         settings.workers > 1,
-                        threaded,
+                        // As in gunicorn's gevent worker.
+                        threaded || green,
                         Forwarding::from_settings(settings),
                     )
                     .map(|mut w| {
@@ -184,7 +187,9 @@ impl Worker {
                     access: access.map(std::sync::Mutex::new),
                     hooks,
                 });
-                let exec: Box<dyn Executor> = if threaded {
+                let exec: Box<dyn Executor> = if green {
+                    Box::new(Green::new(app.clone()))
+                } else if threaded {
                     let waker = Waker::new(poll.registry(), WAKER_TOKEN)?;
                     Box::new(Threads::new(
                         settings.threads.max(1) as usize,

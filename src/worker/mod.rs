@@ -144,6 +144,19 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
         app: settings.app(),
         paste_global: &settings.raw_paste_global_conf,
     };
+    // A greenlet worker patches the standard library first, before the
+    // config file, the hooks or the app run (gunicorn patches after its
+    // config and post_fork; here nothing Python runs unpatched).
+    if let Some(lib) = executor::green::Library::of(&settings.worker_class) {
+        if let Err(e) = wsgi::init_python(&setup) {
+            error!("Exception in worker process:\n{}", e.to_string().trim_end());
+            return e.exit_code();
+        }
+        if let Err(reason) = Python::attach(|py| executor::green::prepare(py, lib)) {
+            error!("{reason}");
+            return wsgi::WORKER_BOOT_ERROR;
+        }
+    }
     // --log-config: gunicorn's master sets logging up before forking;
     // here each worker does, before the hooks and the app.
     let logconfig = wsgi::LogConfig::from_settings(

@@ -241,7 +241,7 @@ where
         match obj.try_borrow_mut() {
             Ok(r) => return Ok(r),
             Err(e) if Instant::now() >= deadline => return Err(e.into()),
-            Err(_) => py.detach(|| std::thread::sleep(Duration::from_millis(1))),
+            Err(_) => super::sockio::pause(py, Duration::from_millis(1)),
         }
     }
 }

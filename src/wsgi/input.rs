@@ -11,7 +11,6 @@ use pyo3::types::{PyBytes, PyList};
 use super::sockio::borrow_sock;
 use super::IO_TIMEOUT;
 use crate::http::{Body, BodyRest, HttpError};
-use crate::sys;
 
 /// `wsgi.input`: the request body, buffered by the event loop when it is
 /// small, streamed from the socket (GIL released while waiting) when not.
@@ -53,7 +52,7 @@ fn read_body(py: Python<'_>, fd: RawFd, timeout: Duration, dst: &mut [u8]) -> Py
                 return Ok(n);
             }
             Err(nix::errno::Errno::EAGAIN) => {
-                let ready = py.detach(|| sys::wait_fd(borrow_sock(fd), false, timeout));
+                let ready = super::sockio::wait_ready(py, fd, false, Some(timeout));
                 if !matches!(ready, Ok(true)) {
                     return Err(PyIOError::new_err("timed out reading the request body"));
                 }

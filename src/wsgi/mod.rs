@@ -35,7 +35,7 @@ pub use load::{
 pub use pylog::LogConfig;
 pub use response::{Responder, SPILL_MAX};
 pub use socket::ConnSocket;
-pub use sockio::{set_progress, Progress};
+pub use sockio::{set_green, set_progress, GreenWaits, Progress};
 pub use streams::{ErrorStream, FileWrapper};
 
 use std::time::Duration;

@@ -18,7 +18,6 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
 use super::sockio::{borrow_sock, send_all, send_now, DIRECT_WRITE_AT};
-use crate::sys;
 use crate::worker::executor::Reply;
 use crate::worker::timeout_reply::Waiting;
 
@@ -416,7 +415,7 @@ impl Responder {
                 Ok(n) => count -= n as u64,
                 Err(nix::errno::Errno::EAGAIN) => {
                     let (fd, timeout) = (self.fd, self.timeout);
-                    let ready = py.detach(|| sys::wait_fd(borrow_sock(fd), true, timeout));
+                    let ready = super::sockio::wait_ready(py, fd, true, Some(timeout));
                     if !matches!(ready, Ok(true)) {
                         self.broken = true;
                     }

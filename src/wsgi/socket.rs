@@ -213,11 +213,12 @@ impl ConnSocket {
 
 /// Wait until `fd` is ready (GIL released), when a timeout is set.
 fn wait(py: Python<'_>, fd: &OwnedFd, write: bool, timeout: Option<Duration>) -> PyResult<()> {
-    let Some(t) = timeout else {
+    // Without a timeout the socket blocks; in a greenlet worker the wait
+    // is on the hub instead, with no limit.
+    if timeout.is_none() && !super::sockio::green() {
         return Ok(());
-    };
-    let sock = fd.as_fd();
-    match py.detach(|| sys::wait_fd(sock, write, t)) {
+    }
+    match super::sockio::wait_ready(py, fd.as_raw_fd(), write, timeout) {
         Ok(true) => Ok(()),
         Ok(false) => Err(PyTimeoutError::new_err("timed out")),
         Err(e) => Err(PyOSError::new_err(e.to_string())),

@@ -1,6 +1,8 @@
 //! Socket I/O for the objects Python calls back into during a request
 //! (`wsgi.input`, `start_response`/`write`, `gunicorn.socket`): writes and
-//! reads on the connection's descriptor that wait with the GIL released.
+//! reads on the connection's descriptor that wait with the GIL released,
+//! or, in a greenlet worker (gevent, eventlet), that wait on the hub
+//! ([`set_green`], [`wait_ready`]), so the other greenlets run meanwhile.
 
 use std::io;
 use std::os::fd::{BorrowedFd, RawFd};
@@ -44,6 +46,60 @@ pub(crate) fn note_progress() {
     });
 }
 
+/// A greenlet worker's cooperative waits, installed once at its start:
+/// `wait(fd, write, timeout) -> bool` (False: timed out; `timeout` None:
+/// no limit) and `sleep(seconds)`, both switching to the hub.
+pub struct GreenWaits {
+    pub wait: Py<PyAny>,
+    pub sleep: Py<PyAny>,
+}
+
+static GREEN: std::sync::OnceLock<GreenWaits> = std::sync::OnceLock::new();
+
+/// Make every wait of a request cooperative (a greenlet worker, once).
+pub fn set_green(waits: GreenWaits) {
+    let _ = GREEN.set(waits);
+}
+
+/// Whether waits go to a greenlet hub.
+pub(crate) fn green() -> bool {
+    GREEN.get().is_some()
+}
+
+/// Wait until `fd` is readable (`write`: writable), at most `timeout`
+/// (None: no limit). False: timed out. With the GIL released, or on the
+/// hub in a greenlet worker.
+pub(crate) fn wait_ready(
+    py: Python<'_>,
+    fd: RawFd,
+    write: bool,
+    timeout: Option<Duration>,
+) -> io::Result<bool> {
+    if let Some(g) = GREEN.get() {
+        let t = timeout.map(|t| t.as_secs_f64());
+        return g
+            .wait
+            .bind(py)
+            .call1((fd, write, t))
+            .and_then(|r| r.is_truthy())
+            .map_err(|e| io::Error::other(e.to_string()));
+    }
+    let t = timeout.unwrap_or(Duration::from_millis(i32::MAX as u64));
+    py.detach(|| sys::wait_fd(borrow_sock(fd), write, t))
+}
+
+/// Let another thread (or greenlet) go on for about `d`.
+pub(crate) fn pause(py: Python<'_>, d: Duration) {
+    match GREEN.get() {
+        Some(g) => {
+            if let Err(e) = g.sleep.bind(py).call1((d.as_secs_f64(),)) {
+                e.restore(py);
+            }
+        }
+        None => py.detach(|| std::thread::sleep(d)),
+    }
+}
+
 /// Writes at least this large release the GIL for the copy too.
 pub(crate) const DIRECT_WRITE_AT: usize = 64 * 1024;
 
@@ -80,7 +136,7 @@ pub(crate) fn send_all(
     data: &[u8],
     timeout: Duration,
 ) -> io::Result<()> {
-    if data.len() >= DIRECT_WRITE_AT {
+    if data.len() >= DIRECT_WRITE_AT && !green() {
         return py.detach(|| send_all_detached(fd, data, timeout));
     }
     send_all_attached(py, fd, data, timeout)
@@ -127,7 +183,7 @@ pub(crate) fn send_all_attached(
         match send_some(fd, data) {
             Ok(n) => data = &data[n..],
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let ready = py.detach(|| sys::wait_fd(borrow_sock(fd), true, timeout))?;
+                let ready = wait_ready(py, fd, true, Some(timeout))?;
                 if !ready {
                     return Err(io::Error::new(io::ErrorKind::TimedOut, "send timed out"));
                 }

@@ -1,8 +1,9 @@
 //! The seams between the connection engine and the code that runs a
 //! request: an [`App`] interface turns a [`Job`] into a response (WSGI
 //! today, ASGI next), and an [`Executor`] decides where and when that runs
-//! (inline on the loop's thread for `sync`, a thread pool for `gthread`;
-//! greenlets next; an asyncio loop for ASGI). What crosses them:
+//! (inline on the loop's thread for `sync`, a thread pool for `gthread`,
+//! greenlets for `gevent` and `eventlet`, an asyncio loop for ASGI). What
+//! crosses them:
 //!
 //! - engine → executor → app: a [`Job`]: the owned request head, its body
 //!   ([`Body`]: complete, or the rest still on the socket), the peer, and a
@@ -20,10 +21,12 @@
 //! through the [`Loop`] trait.
 
 pub mod asyncio;
+pub mod green;
 mod inline;
 mod threads;
 
 pub use asyncio::Asyncio;
+pub use green::Green;
 pub use inline::Inline;
 pub use threads::Threads;
 
