@@ -7,6 +7,7 @@
 #   compat/run.sh --accesslog [-v]
 #   compat/run.sh --differential [-v]
 #   compat/run.sh --asgi [--server ferrocorn|uvicorn] [CASE...]
+#   compat/run.sh --green [--server ferrocorn|gunicorn] [CASE...]
 #
 # --accesslog runs gunicorn and ferrocorn side by side instead and compares
 # their access-log lines for the same requests (compat/accesslog.py; -v
@@ -17,6 +18,10 @@
 # Starlette, Django with Channels, Quart, Litestar and BlackSheep under
 # ferrocorn -k asgi, or under uvicorn for reference, from their own venv
 # (compat/.venv-asgi, requirements-asgi.txt).
+# --green runs the greenlet workers' suite (compat/green_suite.py): a
+# blocking WSGI app under ferrocorn -k gevent and -k eventlet, or gunicorn 27
+# -k gevent for reference, from their own venv (compat/.venv-green,
+# requirements-green.txt).
 # CASE selects cases whose name contains it (compat/run.sh --list lists them).
 # Environment:
 #   FERROCORN_BIN  the ferrocorn binary to test; by default
@@ -40,6 +45,7 @@ die() { log "$*"; exit 1; }
 
 server=ferrocorn
 asgi=0  # 1: the ASGI suite
+green=0  # 1: the greenlet workers' suite
 accesslog=0  # 1: a side-by-side run of gunicorn and ferrocorn
 side_by_side=accesslog
 suite_args=()
@@ -47,6 +53,7 @@ while (($#)); do
   case "$1" in
     --accesslog) accesslog=1; shift ;;
     --asgi) asgi=1; shift ;;
+    --green) green=1; shift ;;
     --differential) accesslog=1; side_by_side=differential; shift ;;
     --server) server="${2:-}"; shift $(($# > 1 ? 2 : 1)) ;;
     --server=*) server="${1#*=}"; shift ;;
@@ -62,6 +69,14 @@ if ((asgi)); then
   esac
   VENV="$COMPAT_DIR/.venv-asgi"
   REQUIREMENTS="$COMPAT_DIR/requirements-asgi.txt"
+elif ((green)); then
+  ((accesslog == 0)) || { log "--green does not go with --accesslog or --differential"; exit 2; }
+  case "$server" in
+    ferrocorn|gunicorn) ;;
+    *) log "--green: --server must be ferrocorn or gunicorn"; exit 2 ;;
+  esac
+  VENV="$COMPAT_DIR/.venv-green"
+  REQUIREMENTS="$COMPAT_DIR/requirements-green.txt"
 else
   case "$server" in
     ferrocorn|gunicorn) ;;
@@ -109,6 +124,7 @@ stamp_of() {  # stamp_of FILE: what the installed set depends on
 
 asgi_tag=""
 ((asgi == 0)) || asgi_tag=" (asgi)"
+((green == 0)) || asgi_tag=" (green)"
 started=$SECONDS
 want="$(stamp_of "$REQUIREMENTS")"
 if [[ -x "$VENV/bin/python" && "$(cat "$VENV/.compat-stamp" 2>/dev/null)" == "$want" ]]; then
@@ -120,7 +136,7 @@ else
   pip_install "$REQUIREMENTS"
   echo "$want" >"$VENV/.compat-stamp"
 fi
-if [[ "$server" == gunicorn || $accesslog == 1 ]]; then  # not with --asgi
+if [[ ($server == gunicorn || $accesslog == 1) && $green == 0 ]]; then  # not with --asgi
   want="$(stamp_of "$COMPAT_DIR/requirements-gunicorn.txt")"
   if [[ "$(cat "$VENV/.compat-gunicorn-stamp" 2>/dev/null)" != "$want" ]]; then
     log "installing gunicorn into $VENV"
@@ -149,6 +165,9 @@ if ((accesslog)); then
     "${suite_args[@]}"
 fi
 
+if ((green)); then
+  exec "$VENV/bin/python" "$COMPAT_DIR/green_suite.py" --server "$server" "${suite_args[@]}"
+fi
 if ((asgi)); then
   exec "$VENV/bin/python" "$COMPAT_DIR/asgi_suite.py" --server "$server" "${suite_args[@]}"
 fi

@@ -252,6 +252,11 @@ fn main() -> ExitCode {
             }
             let arbiter = match Arbiter::new(*s, args, start_dir, exe, base) {
                 Ok(a) => a,
+                Err(e @ ferrocorn::master::MasterError::Boot(_)) => {
+                    // As a worker that cannot boot: one line, exit 3.
+                    error!("{e}");
+                    return ExitCode::from(wsgi::WORKER_BOOT_ERROR as u8);
+                }
                 Err(e) => {
                     error!("{e}");
                     return fail(e, 1);

@@ -75,6 +75,10 @@ pub enum MasterError {
     Daemon(std::io::Error),
     #[error("{0}")]
     Preload(String),
+    /// What a worker could not boot without (`--preload` found it first):
+    /// the greenlet library is missing or too old.
+    #[error("{0}")]
+    Boot(String),
     #[error(transparent)]
     Notify(#[from] NotifyError),
     #[error("FERROCORN_UPGRADE_FD={0}: not an open socket from the previous master: {1}")]
@@ -257,7 +261,7 @@ impl Arbiter {
                     if let Some(p) = &pidfile {
                         remove_pidfile(p, pid);
                     }
-                    return Err(MasterError::Preload(reason));
+                    return Err(MasterError::Boot(reason));
                 }
             }
             match wsgi::load_app(&setup) {

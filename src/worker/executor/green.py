@@ -28,7 +28,26 @@ class BootError(Exception):
 
 
 def _where():
-    return sys.prefix
+    """The app's Python environment, as the user named it."""
+    if sys.prefix != sys.base_prefix:
+        return f"the virtualenv {sys.prefix}"
+    return f"the Python environment {sys.prefix} (no virtualenv)"
+
+
+def _missing(package, minimum):
+    want = ".".join(map(str, minimum))
+    return (
+        f"the {package} worker needs {package} {want} or newer, which is not installed in "
+        f"{_where()}: pip install '{package}>={want}'"
+    )
+
+
+def _too_old(package, minimum, found):
+    want = ".".join(map(str, minimum))
+    return (
+        f"the {package} worker needs {package} {want} or newer; {_where()} has {found}: "
+        f"pip install '{package}>={want}'"
+    )
 
 
 def _version_tuple(text):
@@ -57,15 +76,9 @@ class Gevent:
         try:
             import gevent
         except ImportError:
-            raise BootError(
-                f"the gevent worker needs gevent {'.'.join(map(str, self.minimum))} or newer, "
-                f"not installed in {_where()} (pip install gevent)"
-            ) from None
+            raise BootError(_missing("gevent", self.minimum)) from None
         if _version_tuple(gevent.__version__) < self.minimum:
-            raise BootError(
-                f"the gevent worker needs gevent {'.'.join(map(str, self.minimum))} or newer; "
-                f"{_where()} has {gevent.__version__}"
-            )
+            raise BootError(_too_old("gevent", self.minimum, gevent.__version__))
         self.gevent = gevent
 
     def patch(self):
@@ -127,15 +140,9 @@ class Eventlet:
         try:
             import eventlet
         except ImportError:
-            raise BootError(
-                f"the eventlet worker needs eventlet {'.'.join(map(str, self.minimum))} or newer, "
-                f"not installed in {_where()} (pip install eventlet)"
-            ) from None
+            raise BootError(_missing("eventlet", self.minimum)) from None
         if _version_tuple(eventlet.__version__) < self.minimum:
-            raise BootError(
-                f"the eventlet worker needs eventlet {'.'.join(map(str, self.minimum))} or newer; "
-                f"{_where()} has {eventlet.__version__}"
-            )
+            raise BootError(_too_old("eventlet", self.minimum, eventlet.__version__))
         self.eventlet = eventlet
 
     def patch(self):

@@ -88,7 +88,7 @@ fn reason(py: Python<'_>, e: &PyErr) -> String {
     let boot = e
         .get_type(py)
         .name()
-        .map(|n| n.to_string() == "BootError")
+        .map(|n| n == "BootError")
         .unwrap_or(false);
     if boot {
         e.value(py).to_string()
