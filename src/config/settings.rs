@@ -71,13 +71,13 @@ settings! {
         help "Number of worker processes.";
     worker_class: String = "sync".to_string();
         section "Worker Processes", flags ["worker-class"] short 'k', meta "STRING", default_doc "sync",
-        help "The worker type: sync (one request at a time per worker), gthread (a pool of --threads Python threads per worker) or asgi (an asyncio event loop running an ASGI app; uvicorn.workers.UvicornWorker, uvicorn.workers.UvicornH11Worker, uvicorn_worker.UvicornWorker, uvicorn_worker.UvicornH11Worker and gunicorn.workers.gasgi.ASGIWorker are names for it) or tornado (a tornado.web.Application, on the same event loop). sync with --threads above 1 means gthread.";
+        help "The worker type: sync (one request at a time per worker), gthread (a pool of --threads Python threads per worker), gevent or eventlet (a greenlet per request, up to --worker-connections, with the standard library monkey-patched; gevent_wsgi, gevent_pywsgi, gunicorn.workers.ggevent.GeventWorker, gunicorn.workers.ggevent.GeventPyWSGIWorker and egg:gunicorn#gevent name gevent, gunicorn.workers.geventlet.EventletWorker and egg:gunicorn#eventlet name eventlet), asgi (an asyncio event loop running an ASGI app; uvicorn.workers.UvicornWorker, uvicorn.workers.UvicornH11Worker, uvicorn_worker.UvicornWorker, uvicorn_worker.UvicornH11Worker and gunicorn.workers.gasgi.ASGIWorker are names for it) or tornado (a tornado.web.Application, on the same event loop). sync with --threads above 1 means gthread.";
     threads: u32 = 1;
         section "Worker Processes", flags ["threads"], meta "INT", default_doc "1",
         help "Python threads per worker running requests (gthread worker); with -k sync, a value above 1 selects gthread.";
     worker_connections: u32 = 1000;
         section "Worker Processes", flags ["worker-connections"], meta "INT", default_doc "1000",
-        help "Maximum number of open client connections per worker; at the limit, idle keep-alive connections and stalled partial request heads are closed to make room, otherwise accepting pauses.";
+        help "Maximum number of open client connections per worker (for gevent and eventlet also the most requests running at once); at the limit, idle keep-alive connections and stalled partial request heads are closed to make room, otherwise accepting pauses.";
     max_requests: u64 = 0;
         section "Worker Processes", flags ["max-requests"], meta "INT", default_doc "0",
         help "Restart a worker after it has served this many requests (0 disables).";
