@@ -9,7 +9,8 @@ worker is started on 127.0.0.1 on a free port, and each case checks what a
 user would see: the app runs monkey-patched; 500 concurrent requests that each
 sleep 1 s finish in about 1 s; an SSE stream and a long-poll stay open while
 other requests are answered at once; slow clients holding connections do not
-delay anyone; a greenlet that blocks the hub is timed out, its stack logged,
+delay anyone; the access log has its lines; a HUP under load fails no
+request; a greenlet that blocks the hub is timed out, its stack logged,
 and the worker replaced; --max-requests recycles the worker without a failed
 request; TERM lets the requests in flight finish. One line per case, then the
 totals; the exit status is 1 if any case failed.
@@ -150,6 +151,50 @@ def case_sse_and_longpoll(ctx):
     return f"slowest /hello {slowest * 1000:.0f} ms"
 
 
+def case_access_log(ctx):
+    token = f"/hello?token={time.monotonic_ns()}"
+    status, _, _ = http_get(ctx.port, token)
+    check(status == 200, f"{token} answered {status}")
+    deadline = time.monotonic() + 5
+    want = f'"GET {token} HTTP/1.1" 200 5'
+    while time.monotonic() < deadline:
+        if want in ctx.log_text():
+            return None
+        time.sleep(0.1)
+    raise CaseFailed(f"no access-log line with {want!r}")
+
+
+def case_hup_under_load(ctx):
+    pids_before = ctx.worker_pids()
+    results = []
+    stop = time.monotonic() + 3.0
+
+    def hammer():
+        while time.monotonic() < stop:
+            try:
+                results.append(http_get(ctx.port, "/sleep?s=0.05")[0])
+            except OSError as exc:
+                results.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=hammer, daemon=True) for _ in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    os.kill(ctx.server.proc.pid, signal.SIGHUP)
+    for t in threads:
+        t.join(HTTP_TIMEOUT)
+    bad = [r for r in results if r != 200]
+    check(len(results) > 50, f"only {len(results)} requests in 3 s")
+    check(not bad, f"{len(bad)} of {len(results)} requests failed across HUP: {sorted(set(map(str, bad)))}")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        now = ctx.worker_pids()
+        if now and not set(now) & set(pids_before):
+            return f"{len(results)} requests, none failed"
+        time.sleep(0.2)
+    raise CaseFailed(f"the workers were not replaced after HUP: {pids_before} -> {ctx.worker_pids()}")
+
+
 def case_slow_clients(ctx):
     held = []
     try:
@@ -227,6 +272,8 @@ CASES = [
     ("concurrent-sleeps", case_concurrent_sleeps),
     ("sse-and-longpoll", case_sse_and_longpoll),
     ("slow-clients", case_slow_clients),
+    ("access-log", case_access_log),
+    ("hup-under-load", case_hup_under_load),
     ("hub-blocked", case_hub_blocked),
 ]
 
