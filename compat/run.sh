@@ -8,6 +8,7 @@
 #   compat/run.sh --differential [-v]
 #   compat/run.sh --asgi [--server ferrocorn|uvicorn] [CASE...]
 #   compat/run.sh --green [--server ferrocorn|gunicorn] [CASE...]
+#   compat/run.sh --asgi-differential [-v]
 #
 # --accesslog runs gunicorn and ferrocorn side by side instead and compares
 # their access-log lines for the same requests (compat/accesslog.py; -v
@@ -18,6 +19,10 @@
 # Starlette, Django with Channels, Quart, Litestar and BlackSheep under
 # ferrocorn -k asgi, or under uvicorn for reference, from their own venv
 # (compat/.venv-asgi, requirements-asgi.txt).
+# --asgi-differential sends the same raw requests to ferrocorn -k asgi and
+# gunicorn 27 -k asgi (both from compat/.venv-asgi) and compares the scopes,
+# status codes, access-log lines and lifespan-failure exits
+# (compat/asgi_differential.py).
 # --green runs the greenlet workers' suite (compat/green_suite.py): a
 # blocking WSGI app under ferrocorn -k gevent and -k eventlet, or gunicorn 27
 # -k gevent for reference, from their own venv (compat/.venv-green,
@@ -53,6 +58,7 @@ while (($#)); do
   case "$1" in
     --accesslog) accesslog=1; shift ;;
     --asgi) asgi=1; shift ;;
+    --asgi-differential) asgi=2; shift ;;
     --green) green=1; shift ;;
     --differential) accesslog=1; side_by_side=differential; shift ;;
     --server) server="${2:-}"; shift $(($# > 1 ? 2 : 1)) ;;
@@ -167,6 +173,9 @@ fi
 
 if ((green)); then
   exec "$VENV/bin/python" "$COMPAT_DIR/green_suite.py" --server "$server" "${suite_args[@]}"
+fi
+if ((asgi == 2)); then
+  exec "$VENV/bin/python" "$COMPAT_DIR/asgi_differential.py" "${suite_args[@]}"
 fi
 if ((asgi)); then
   exec "$VENV/bin/python" "$COMPAT_DIR/asgi_suite.py" --server "$server" "${suite_args[@]}"

@@ -358,8 +358,8 @@ pub(crate) mod tests {
         assert!(e.contains("1.2.3.4:x"), "{e}");
         let e = run(&["--threads", "0", "m"]).unwrap_err().to_string();
         assert!(e.contains("--threads"), "{e}");
-        let e = run(&["-k", "eventlet", "m"]).unwrap_err().to_string();
-        assert!(e.contains("eventlet"), "{e}");
+        let e = run(&["-k", "gevent2", "m"]).unwrap_err().to_string();
+        assert!(e.contains("gevent2"), "{e}");
         let e = run(&["--header-timeout", "0", "m"])
             .unwrap_err()
             .to_string();

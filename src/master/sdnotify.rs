@@ -139,10 +139,14 @@ mod tests {
     use std::os::unix::net::UnixDatagram;
 
     fn receiver() -> (UnixDatagram, String, std::path::PathBuf) {
+        // Tests run in parallel threads of one process: a counter keeps
+        // their directories apart even within one millisecond.
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
-            "ferrocorn-notify-{}-{}",
+            "ferrocorn-notify-{}-{}-{}",
             std::process::id(),
-            sys::monotonic_ms()
+            sys::monotonic_ms(),
+            N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("notify.sock");
