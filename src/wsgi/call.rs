@@ -442,10 +442,12 @@ fn head_value(key: &EnvKey, head: &RequestHead, peer: &Peer) -> Option<Value<'st
         EnvKey::Exact("RAW_URI") => s(&head.target),
         EnvKey::Exact("PATH_INFO") => s(&head.path),
         EnvKey::Exact("QUERY_STRING") => s(&head.query),
-        EnvKey::Exact("SERVER_PROTOCOL") => s(if head.minor_version == 0 {
-            "HTTP/1.0"
-        } else {
-            "HTTP/1.1"
+        EnvKey::Exact("SERVER_PROTOCOL") => s(match &head.protocol {
+            // As the environ shows it: the version as sent (an
+            // unconventional one, or the one a uwsgi proxy names).
+            Some(p) => p,
+            None if head.minor_version == 0 => "HTTP/1.0",
+            None => "HTTP/1.1",
         }),
         EnvKey::Exact("HTTP_AUTHORIZATION") => header("authorization"),
         EnvKey::Exact("HTTP_REFERER") => header("referer"),
