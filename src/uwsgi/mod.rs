@@ -162,9 +162,16 @@ impl Vars {
         let path_info = self.get("PATH_INFO").unwrap_or("/");
         let query = self.get("QUERY_STRING").unwrap_or("").to_string();
         // The head carries paths percent-encoded, as on the wire; the var
-        // is decoded already, so only '%' itself is escaped, and decoding
-        // gives the var back byte for byte.
-        let path = path_info.replace('%', "%25");
+        // is decoded already, so '%' and what is not printable ASCII are
+        // escaped, and decoding gives the var back byte for byte.
+        let mut path = String::with_capacity(path_info.len());
+        for c in path_info.chars() {
+            if c == '%' || !(' '..='~').contains(&c) {
+                path.push_str(&format!("%{:02X}", c as u32 as u8));
+            } else {
+                path.push(c);
+            }
+        }
         let target = match self.get("REQUEST_URI") {
             Some(u) if !u.is_empty() => u.to_string(),
             _ if query.is_empty() => path.clone(),
@@ -174,7 +181,9 @@ impl Vars {
         let mut length = 0u64;
         for (k, v) in &self.0 {
             let name = if let Some(h) = k.strip_prefix("HTTP_") {
-                if h.is_empty() {
+                // nginx passes the client's Content-Type and -Length as
+                // HTTP_* too; the CGI vars are the ones that count.
+                if h.is_empty() || h == "CONTENT_TYPE" || h == "CONTENT_LENGTH" {
                     continue;
                 }
                 h.to_ascii_lowercase().replace('_', "-")
@@ -300,6 +309,20 @@ mod tests {
         assert_eq!(head.header("content-length"), Some("5"));
         assert_eq!(head.header("content-type"), Some("text/plain"));
         assert_eq!(head.header("document-root"), None);
+        // Decoded paths with any byte come back exactly.
+        let (v, _) = parse(&encode(&[
+            ("PATH_INFO", "/a b%c\u{e9}\n"),
+            ("HTTP_CONTENT_LENGTH", "5"),
+        ]))
+        .unwrap()
+        .unwrap();
+        let head = v.to_head().unwrap();
+        assert_eq!(head.path, "/a b%25c%C3%A9%0A");
+        assert_eq!(
+            crate::wsgi::percent_decode(&head.path),
+            "/a b%c\u{e9}\n".as_bytes()
+        );
+        assert_eq!(head.headers, vec![]);
     }
 
     #[test]

@@ -472,6 +472,10 @@ fn edge_environ(env: &Bound<'_, PyDict>, edge: &Edge, script_name: &str) -> PyRe
             if key.starts_with("wsgi.")
                 || key.starts_with("gunicorn.")
                 || key.is_empty()
+                // nginx sends the client's Content-Type/-Length as HTTP_*
+                // too; CONTENT_TYPE/CONTENT_LENGTH carry them, as in gunicorn.
+                || key == "HTTP_CONTENT_TYPE"
+                || key == "HTTP_CONTENT_LENGTH"
                 || (!own_script && (key == "PATH_INFO" || key == "SCRIPT_NAME"))
             {
                 continue;
