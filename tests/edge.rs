@@ -383,7 +383,7 @@ fn uwsgi_packet(vars: &[(&str, &str)]) -> Vec<u8> {
 }
 
 /// What nginx's uwsgi_params send for `POST /p%41th?a=1` with a body.
-fn nginx_vars<'a>(len: &'a str) -> Vec<(&'a str, &'a str)> {
+fn nginx_vars(len: &str) -> Vec<(&str, &str)> {
     vec![
         ("QUERY_STRING", "a=1"),
         ("REQUEST_METHOD", "POST"),

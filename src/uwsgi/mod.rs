@@ -178,33 +178,16 @@ impl Vars {
             _ => format!("{path}?{query}"),
         };
         let mut headers = Vec::new();
-        let mut length = 0u64;
         for (k, v) in &self.0 {
-            let name = if let Some(h) = k.strip_prefix("HTTP_") {
-                // nginx passes the client's Content-Type and -Length as
-                // HTTP_* too; the CGI vars are the ones that count.
-                if h.is_empty() || h == "CONTENT_TYPE" || h == "CONTENT_LENGTH" {
-                    continue;
-                }
-                h.to_ascii_lowercase().replace('_', "-")
-            } else if k == "CONTENT_TYPE" {
-                if v.is_empty() {
-                    continue;
-                }
-                "content-type".to_string()
-            } else if k == "CONTENT_LENGTH" {
-                if v.is_empty() {
-                    continue;
-                }
-                length = v
-                    .parse()
-                    .ok()
-                    .filter(|_| v.bytes().all(|b| b.is_ascii_digit()))
-                    .ok_or_else(|| UwsgiError::Var("CONTENT_LENGTH".into(), "not a number"))?;
-                "content-length".to_string()
-            } else {
+            let Some(h) = k.strip_prefix("HTTP_") else {
                 continue;
             };
+            // nginx passes the client's Content-Type and -Length as
+            // HTTP_* too; the CGI vars are the ones that count.
+            if h.is_empty() || h == "CONTENT_TYPE" || h == "CONTENT_LENGTH" {
+                continue;
+            }
+            let name = h.to_ascii_lowercase().replace('_', "-");
             if !name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
@@ -215,6 +198,21 @@ impl Vars {
                 ));
             }
             headers.push((name, v.trim_matches([' ', '\t']).to_string()));
+        }
+        if let Some(t) = self.get("CONTENT_TYPE").filter(|t| !t.is_empty()) {
+            headers.push((
+                "content-type".to_string(),
+                t.trim_matches([' ', '\t']).to_string(),
+            ));
+        }
+        let mut length = 0u64;
+        if let Some(v) = self.get("CONTENT_LENGTH").filter(|v| !v.is_empty()) {
+            length = v
+                .parse()
+                .ok()
+                .filter(|_| v.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or_else(|| UwsgiError::Var("CONTENT_LENGTH".into(), "not a number"))?;
+            headers.push(("content-length".to_string(), v.to_string()));
         }
         Ok(RequestHead {
             method,
