@@ -4,16 +4,18 @@ side: the same hand-encoded bytes to both, the status and the environ
 (tests/apps/edge.py) compared key by key. Differences the README documents
 as deliberate are printed as such; anything else fails.
 
-    compat/edge_compare.py --gunicorn /path/to/venv/bin/gunicorn \
-        [--ferrocorn target/debug/ferrocorn] [-v]
+    compat/run.sh --edge [-v]          # gunicorn from compat's venv
+    compat/edge_compare.py --gunicorn "/path/to/venv/bin/python -m gunicorn" \
+        [--ferrocorn-bin target/debug/ferrocorn] [-v]
 
-Standard library only; gunicorn comes from a venv of your own (for example
-`python3 -m venv /tmp/g && /tmp/g/bin/pip install gunicorn==27.0.1`).
+Standard library only; gunicorn comes from a venv (compat/run.sh --edge
+makes compat/.venv with requirements-gunicorn.txt).
 """
 
 import argparse
 import json
 import os
+import shlex
 import socket
 import struct
 import subprocess
@@ -172,14 +174,14 @@ CASES = {
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--gunicorn", required=True)
-    ap.add_argument("--ferrocorn", default=os.path.join(HERE, "..", "target", "debug", "ferrocorn"))
+    ap.add_argument("--ferrocorn-bin", dest="ferrocorn", default=os.path.join(HERE, "..", "target", "debug", "ferrocorn"))
     ap.add_argument("-v", action="store_true")
     a = ap.parse_args()
     failed = 0
     for kind, cases in CASES.items():
         flags = ["--proxy-protocol", "auto"] if kind == "proxy" else ["--protocol", "uwsgi"]
         gp, fp = free_port(), free_port()
-        g = start([a.gunicorn, "-b", "127.0.0.1:%d" % gp, *flags, "edge:app"], gp)
+        g = start([*shlex.split(a.gunicorn), "-b", "127.0.0.1:%d" % gp, *flags, "edge:app"], gp)
         f = start([a.ferrocorn, "-b", "127.0.0.1:%d" % fp, *flags, "edge:app"], fp)
         try:
             for name, data in cases:
