@@ -276,6 +276,34 @@ fn headers_from_peers_not_allowed_get_403_and_a_close() {
 }
 
 #[test]
+fn gunicorns_spellings_of_the_mode() {
+    // gunicorn's older boolean switch: `proxy_protocol = True` in a config
+    // file (here TOML's true) is auto, as is the flag alone; v1/v2 narrow it.
+    let dir = TempDir::new("ppm");
+    let conf = dir.join("c.toml");
+    fs::write(&conf, "proxy_protocol = true\n").unwrap();
+    let s = Server::start(&["edge:app", "-c", conf.to_str().unwrap()]);
+    let j = via(
+        &s,
+        &v2_tcp4([203, 0, 113, 5], 61000, [10, 0, 0, 1], 80),
+        "/t",
+    )
+    .json();
+    assert_eq!(j["REMOTE_ADDR"].str(), Some("203.0.113.5"));
+    drop(s);
+    let s = Server::start(&["edge:app", "--proxy-protocol", "v2"]);
+    let j = via(
+        &s,
+        &v2_tcp4([203, 0, 113, 6], 61000, [10, 0, 0, 1], 80),
+        "/t",
+    )
+    .json();
+    assert_eq!(j["REMOTE_ADDR"].str(), Some("203.0.113.6"));
+    let r = via(&s, b"PROXY TCP4 192.0.2.7 198.51.100.1 1 2\r\n", "/t");
+    assert_eq!(r.status, 400, "v2 only: a v1 line is not HTTP");
+}
+
+#[test]
 fn unix_socket_peers_may_always_send_headers() {
     let dir = TempDir::new("ppu");
     let sock = dir.join("s.sock");
@@ -496,6 +524,16 @@ fn uwsgi_for(worker: &[&str]) {
         assert_eq!((r.status, r.chunked, closed), (200, false, true));
         assert_eq!(r.body.len(), 100 * 1024);
     }
+    // A body too large to buffer (256 KiB) is streamed to the app.
+    let big: Vec<u8> = (0..300 * 1024).map(|i| b'a' + (i % 26) as u8).collect();
+    let len = big.len().to_string();
+    let (r, closed) = uwsgi_send(
+        &s,
+        &uwsgi_packet(&[("REQUEST_METHOD", "PUT"), ("CONTENT_LENGTH", &len)]),
+        &big,
+    );
+    assert_eq!((r.status, closed), (200, true), "{worker:?}");
+    assert_eq!(r.json()["body"].str().map(str::len), Some(big.len()));
     let (r, _) = uwsgi_send(
         &s,
         &uwsgi_packet(&[("REQUEST_METHOD", "GET"), ("PATH_INFO", "/g")]),
