@@ -518,4 +518,58 @@ mod tests {
             Ok(Parsed::Incomplete { started: false })
         );
     }
+
+    /// A small fuzz in the unit tests (the cargo-fuzz target checks more):
+    /// mutated headers decide the same on every prefix as on the whole.
+    #[test]
+    fn mutations_decide_alike_on_every_prefix() {
+        let seeds = [
+            b"PROXY TCP4 192.0.2.7 198.51.100.1 56324 443\r\nGET".to_vec(),
+            b"PROXY UNKNOWN x\r\n".to_vec(),
+            v2(
+                0x21,
+                0x11,
+                &[1, 2, 3, 4, 5, 6, 7, 8, 0, 80, 0, 81, 4, 0, 1, 0],
+            ),
+            v2(0x21, 0x21, &[7; 36]),
+            v2(0x20, 0x00, &[]),
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut rnd = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..3000 {
+            let mut input = seeds[round % seeds.len()].clone();
+            for _ in 0..(rnd() % 3) {
+                let at = (rnd() as usize) % input.len();
+                match rnd() % 3 {
+                    0 => input[at] = rnd() as u8,
+                    1 => input.truncate(at),
+                    _ => input.insert(at, rnd() as u8),
+                }
+                if input.is_empty() {
+                    break;
+                }
+            }
+            for mode in [Mode::V1, Mode::V2, Mode::Auto] {
+                let whole = parse(&input, mode);
+                let mut decided = None;
+                for n in 0..=input.len() {
+                    let r = parse(&input[..n], mode);
+                    match (&decided, &r) {
+                        (None, Ok(Parsed::Incomplete { .. })) => {}
+                        (None, _) => decided = Some(r),
+                        (Some(d), _) => assert_eq!(d, &r, "{input:?} at {n}"),
+                    }
+                }
+                match decided {
+                    Some(d) => assert_eq!(d, whole),
+                    None => assert!(matches!(whole, Ok(Parsed::Incomplete { .. }))),
+                }
+            }
+        }
+    }
 }

@@ -381,4 +381,37 @@ mod tests {
             Err(UwsgiError::Header("too many variables"))
         );
     }
+
+    /// A small fuzz in the unit tests (the cargo-fuzz target checks more):
+    /// mutated packets are incomplete on every prefix shorter than the
+    /// packet, and an accepted head keeps control characters out.
+    #[test]
+    fn mutations_never_decide_early() {
+        let seed = nginx_like();
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut rnd = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..2000 {
+            let mut input = seed.clone();
+            for _ in 0..(1 + rnd() % 3) {
+                let at = (rnd() as usize) % input.len();
+                input[at] = rnd() as u8;
+            }
+            let Ok(Some((vars, len))) = parse(&input) else {
+                continue;
+            };
+            for n in 0..len {
+                assert_eq!(parse(&input[..n]), Ok(None));
+            }
+            if let Ok(head) = vars.to_head() {
+                assert!(!head.target.chars().any(|c| c < ' '));
+                assert!(head.path.bytes().all(|b| (b' '..=b'~').contains(&b)));
+                assert!(head.headers.iter().all(|(_, v)| !v.contains(['\r', '\n'])));
+            }
+        }
+    }
 }
