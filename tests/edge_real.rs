@@ -393,3 +393,42 @@ fn haproxy_send_proxy_gthread() {
 fn haproxy_send_proxy_asgi() {
     behind_haproxy(&["-k", "asgi"]);
 }
+
+#[test]
+fn haproxy_health_checks_send_local_headers() {
+    let Some(bin) = find("haproxy") else {
+        return skip("haproxy");
+    };
+    let dir = TempDir::new("haproxyc");
+    let log = dir.join("access.log");
+    let s = Server::start(&[
+        "edge:app",
+        "--proxy-protocol",
+        "v2",
+        "--access-logfile",
+        log.to_str().unwrap(),
+        "--access-logformat",
+        "%(h)s %({PROXY_PROTOCOL}e)s %(r)s %(s)s",
+    ]);
+    let port = free_port();
+    // check-send-proxy: HAProxy's health checks carry a v2 LOCAL header.
+    let backend = format!(
+        "127.0.0.1:{} send-proxy-v2 check inter 100ms check-send-proxy\n  option httpchk GET /health",
+        s.port
+    );
+    let hap = haproxy(&bin, &dir, port, &backend, "", "http");
+    let mut lines = String::new();
+    let seen = wait_until(Duration::from_secs(10), || {
+        lines = fs::read_to_string(&log).unwrap_or_default();
+        lines.lines().filter(|l| l.contains("/health")).count() >= 3
+    });
+    assert!(seen, "no health checks logged: {lines}\n{}", hap.log());
+    for l in lines.lines().filter(|l| l.contains("/health")) {
+        assert!(l.starts_with("127.0.0.1 LOCAL GET /health HTTP/1."), "{l}");
+        assert!(l.ends_with(" 200"), "{l}");
+    }
+    // And the server is up for real traffic.
+    let r = request(port, "GET", "/after", &[("Host", "edge.test")], b"");
+    assert_eq!(r.status, 200, "{}", hap.log());
+    assert!(!hap.log().contains("is DOWN"), "{}", hap.log());
+}
