@@ -121,8 +121,14 @@ const UWSGI_PARAMS: &str = "
     uwsgi_param HTTP_HOST $host;
 ";
 
+/// One line on the real stderr (the test harness captures `println!`, so
+/// it would not be seen for a passing test).
 fn skip(what: &str) {
-    println!("SKIPPED: {what} is not installed (apt-get install nginx-light haproxy)");
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: {what} is not installed (apt-get install nginx-light haproxy)"
+    );
 }
 
 fn uwsgi_behind_nginx(worker: &[&str]) {

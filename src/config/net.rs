@@ -97,11 +97,15 @@ impl AllowList {
     /// Whether a TCP peer at `ip` is allowed (None: a unix socket, always).
     pub fn allows(&self, ip: Option<IpAddr>) -> bool {
         let Some(ip) = ip else { return true };
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
+        let mapped = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4),
+            IpAddr::V4(_) => None,
         };
-        self.any || self.nets.iter().any(|n| n.contains(ip))
+        self.any
+            || self
+                .nets
+                .iter()
+                .any(|n| n.contains(ip) || mapped.is_some_and(|m| n.contains(m)))
     }
 }
 
@@ -155,5 +159,7 @@ mod tests {
         assert!(l.allows(None));
         assert!(AllowList::new(&["*".into()]).allows(Some(ip("192.0.2.1"))));
         assert!(!AllowList::new(&[]).allows(Some(ip("127.0.0.1"))));
+        let mapped = AllowList::new(&["::ffff:10.0.0.1".into()]);
+        assert!(mapped.allows(Some(ip("::ffff:10.0.0.1"))));
     }
 }
