@@ -6,6 +6,7 @@
 #   compat/run.sh [--server ferrocorn|gunicorn] [CASE...]
 #   compat/run.sh --accesslog [-v]
 #   compat/run.sh --differential [-v]
+#   compat/run.sh --edge [-v]
 #   compat/run.sh --asgi [--server ferrocorn|uvicorn] [CASE...]
 #   compat/run.sh --green [--server ferrocorn|gunicorn] [CASE...]
 #   compat/run.sh --asgi-differential [-v]
@@ -15,6 +16,8 @@
 # prints both lines of every case). --differential sends both the same raw
 # requests and compares status codes and environs (compat/differential.py;
 # the README's deliberate differences are reported, not counted).
+# --edge does the same for PROXY protocol headers and uwsgi requests
+# (compat/edge_compare.py).
 # --asgi runs the ASGI suite instead (compat/asgi_suite.py): FastAPI,
 # Starlette, Django with Channels, Quart, Litestar and BlackSheep under
 # ferrocorn -k asgi, or under uvicorn for reference, from their own venv
@@ -61,6 +64,7 @@ while (($#)); do
     --asgi-differential) asgi=2; shift ;;
     --green) green=1; shift ;;
     --differential) accesslog=1; side_by_side=differential; shift ;;
+    --edge) accesslog=1; side_by_side=edge_compare; shift ;;
     --server) server="${2:-}"; shift $(($# > 1 ? 2 : 1)) ;;
     --server=*) server="${1#*=}"; shift ;;
     -h|--help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;

@@ -18,7 +18,7 @@ cd "$FUZZ_DIR/.."
 SECONDS_EACH="${1:-12}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(head chunked differential ws_frames)
+[ ${#targets[@]} -gt 0 ] || targets=(head chunked differential ws_frames proxy_header uwsgi_packet)
 log() { printf '[fuzz/smoke.sh] %s\n' "$*" >&2; }
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

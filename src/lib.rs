@@ -18,6 +18,8 @@
 //!   that run requests (inline for sync, threads for gthread).
 //! - [`http`]: the protocol's types: strict request-head parsing, chunked
 //!   bodies, body framing.
+//! - [`proxy`], [`uwsgi`]: the PROXY protocol header and the uwsgi request
+//!   packet, socket-free, for the worker's connection edge.
 //! - [`wsgi`]: the embedded-CPython bridge (PEP 3333): loading the app, the
 //!   environ, the response writer, `wsgi.input`, `gunicorn.socket`.
 //! - [`ws`]: the WebSocket protocol (RFC 6455, permessage-deflate):
@@ -33,7 +35,9 @@ pub mod hooks;
 pub mod http;
 pub mod log;
 pub mod master;
+pub mod proxy;
 pub mod sys;
+pub mod uwsgi;
 pub mod worker;
 pub mod ws;
 pub mod wsgi;

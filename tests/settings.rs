@@ -178,11 +178,25 @@ fn refused_settings_name_themselves_and_say_why() {
             "not available yet: HTTP/2",
         ),
         (
-            &["--proxy-protocol"],
+            &["--proxy-protocol", "v3"],
             "--proxy-protocol",
-            "not available yet: the PROXY protocol",
+            "expected off, v1, v2 or auto",
         ),
-        (&["--protocol", "uwsgi"], "--protocol", "uwsgi"),
+        (
+            &["--protocol", "fastcgi"],
+            "--protocol",
+            "expected http or uwsgi",
+        ),
+        (
+            &["--proxy-allow-from", "10.0.0.1/8"],
+            "--proxy-allow-from",
+            "host bits",
+        ),
+        (
+            &["--uwsgi-allow-from", "nginx"],
+            "--uwsgi-allow-from",
+            "expected an IP address",
+        ),
         (
             &["--statsd-host", "localhost:8125"],
             "--statsd-host",

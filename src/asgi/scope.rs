@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use crate::http::RequestHead;
+use crate::worker::executor::Edge;
 use crate::wsgi::{percent_decode, Forwarding, Peer, ServerInfo};
 
 /// What every scope of a worker shares, made once.
@@ -80,20 +81,26 @@ impl ScopeBase {
         })
     }
 
-    /// The scope of a request: `websocket` when `ws`, else `http`.
+    /// The scope of a request: `websocket` when `ws`, else `http`. `from`
+    /// is the connection's peer (trusted or not), the client the request
+    /// is from, and what the edge protocols said (a uwsgi request's
+    /// `SERVER_PROTOCOL`, `REQUEST_URI`, `SERVER_NAME`/`SERVER_PORT` and
+    /// scheme vars are taken as the proxy gave them).
     #[allow(clippy::too_many_arguments)]
     pub fn build<'py>(
         &self,
         py: Python<'py>,
         head: &RequestHead,
-        peer: &Peer,
+        from: (&Peer, &Peer, &Edge),
         listener: usize,
         forwarding: &Forwarding,
         ws: bool,
         subprotocols: &[String],
     ) -> PyResult<Bound<'py, PyDict>> {
+        let (peer, client, edge) = from;
+        let uwsgi = edge.uwsgi.as_deref();
         let scope = PyDict::new(py);
-        let https = forwarding.says_https(head, peer);
+        let https = forwarding.says_https(head, peer) || edge.https();
         scope.set_item(
             pyo3::intern!(py, "type"),
             if ws {
@@ -103,14 +110,27 @@ impl ScopeBase {
             },
         )?;
         scope.set_item(pyo3::intern!(py, "asgi"), self.asgi3.bind(py))?;
-        scope.set_item(
-            pyo3::intern!(py, "http_version"),
-            if head.minor_version == 0 {
-                self.http10.bind(py)
-            } else {
-                self.http11.bind(py)
-            },
-        )?;
+        let http10 = match uwsgi.and_then(|v| v.get("SERVER_PROTOCOL")) {
+            // uwsgi is served with HTTP/1.0 framing; the version is the
+            // client's, as the proxy says.
+            Some(p) if p.starts_with("HTTP/2") => {
+                scope.set_item(pyo3::intern!(py, "http_version"), "2")?;
+                None
+            }
+            Some(p) => Some(p == "HTTP/1.0"),
+            None if uwsgi.is_some() => Some(false),
+            None => Some(head.minor_version == 0),
+        };
+        if let Some(http10) = http10 {
+            scope.set_item(
+                pyo3::intern!(py, "http_version"),
+                if http10 {
+                    self.http10.bind(py)
+                } else {
+                    self.http11.bind(py)
+                },
+            )?;
+        }
         let scheme = match (ws, https) {
             (false, false) => pyo3::intern!(py, "http"),
             (false, true) => pyo3::intern!(py, "https"),
@@ -124,17 +144,20 @@ impl ScopeBase {
         // path: percent-decoded, as UTF-8; both carry the root path.
         let decoded = percent_decode(&head.path);
         let decoded = String::from_utf8_lossy(&decoded);
+        // raw_path: the path as sent; for uwsgi, REQUEST_URI's (the head
+        // holds PATH_INFO, which the proxy decoded).
+        let raw_path = match uwsgi.and_then(|v| v.get("REQUEST_URI")) {
+            Some(uri) => latin1(uri.split('?').next().unwrap_or(uri)),
+            None => latin1(&head.path),
+        };
         if self.root_path.is_empty() {
             scope.set_item(pyo3::intern!(py, "path"), PyString::new(py, &decoded))?;
-            scope.set_item(
-                pyo3::intern!(py, "raw_path"),
-                PyBytes::new(py, &latin1(&head.path)),
-            )?;
+            scope.set_item(pyo3::intern!(py, "raw_path"), PyBytes::new(py, &raw_path))?;
         } else {
             let full = format!("{}{}", self.root_path, decoded);
             scope.set_item(pyo3::intern!(py, "path"), PyString::new(py, &full))?;
             let mut raw = self.root_path.as_bytes().to_vec();
-            raw.extend_from_slice(&latin1(&head.path));
+            raw.extend_from_slice(&raw_path);
             scope.set_item(pyo3::intern!(py, "raw_path"), PyBytes::new(py, &raw))?;
         }
         scope.set_item(
@@ -149,15 +172,20 @@ impl ScopeBase {
             headers.append(PyTuple::new(py, [n, v])?)?;
         }
         scope.set_item(pyo3::intern!(py, "headers"), headers)?;
-        match peer {
+        match client {
             Peer::Tcp(a) => {
                 scope.set_item(pyo3::intern!(py, "client"), (a.ip().to_string(), a.port()))?
             }
             Peer::Unix => scope.set_item(pyo3::intern!(py, "client"), py.None())?,
         }
-        match self.servers.get(listener) {
-            Some(s) => scope.set_item(pyo3::intern!(py, "server"), s.bind(py))?,
-            None => scope.set_item(pyo3::intern!(py, "server"), py.None())?,
+        let uwsgi_server = uwsgi.and_then(|v| {
+            let port: u16 = v.get("SERVER_PORT")?.parse().ok()?;
+            Some((v.get("SERVER_NAME")?.to_string(), port))
+        });
+        match (uwsgi_server, self.servers.get(listener)) {
+            (Some(s), _) => scope.set_item(pyo3::intern!(py, "server"), s)?,
+            (None, Some(s)) => scope.set_item(pyo3::intern!(py, "server"), s.bind(py))?,
+            (None, None) => scope.set_item(pyo3::intern!(py, "server"), py.None())?,
         }
         if ws {
             let subs = PyList::empty(py);

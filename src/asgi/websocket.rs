@@ -69,6 +69,8 @@ pub struct WsCycle {
     fd: RawFd,
     head: RequestHead,
     peer: Peer,
+    /// Who the request is from (a PROXY header's client, else `peer`).
+    client: Peer,
     date: String,
     up: Upgrade,
     phase: Phase,
@@ -114,14 +116,16 @@ pub fn start(py: Python<'_>, hub: &Rc<Hub>, job: Job) {
         listener,
         reply,
         early,
+        edge,
         ..
     } = job;
+    let client = edge.client(&peer);
     let up = match ws::parse_upgrade(&head, true) {
         Ok(up) => up,
         Err(e) => {
             debug!(
                 "Invalid WebSocket upgrade from ip={}: {e}",
-                remote_ip(&peer)
+                remote_ip(&client)
             );
             let status = e.status();
             let extra = if status == 426 {
@@ -164,6 +168,7 @@ pub fn start(py: Python<'_>, hub: &Rc<Hub>, job: Job) {
         idx,
         fd: reply.fd,
         peer,
+        client,
         date: reply.date,
         up,
         phase: Phase::Connecting,
@@ -198,7 +203,7 @@ pub fn start(py: Python<'_>, hub: &Rc<Hub>, job: Job) {
     let scope = hub.scope.build(
         py,
         &cycle.head,
-        &cycle.peer,
+        (&cycle.peer, &cycle.client, &edge),
         listener,
         &hub.forwarding,
         true,
@@ -411,7 +416,7 @@ impl WsCycle {
                     Err(e) => {
                         debug!(
                             "WebSocket protocol error from ip={}: {e}",
-                            remote_ip(&self.peer)
+                            remote_ip(&self.client)
                         );
                         self.failed(e.close_code(), "", true);
                         return;
@@ -813,7 +818,7 @@ impl WsCycle {
             outcome,
             super::Logged {
                 head: &self.head,
-                peer: &self.peer,
+                peer: &self.client,
                 status: self.status,
                 headers: &self.log_headers,
                 body_bytes: self.body_bytes,

@@ -70,7 +70,12 @@ fn build_command() -> clap::Command {
                     .value_name(def.value_name)
                     .allow_hyphen_values(true);
                 match def.missing {
-                    Some(v) => arg.num_args(0..=1).default_missing_value(v),
+                    // The next word is its value only if it is not a
+                    // flag (`--proxy-protocol --bind ...`), as in argparse.
+                    Some(v) => arg
+                        .allow_hyphen_values(false)
+                        .num_args(0..=1)
+                        .default_missing_value(v),
                     None => arg,
                 }
             }

@@ -40,7 +40,7 @@ mod value;
 
 pub use bind::{parse_bind, BindAddr};
 pub use cli::help_text;
-pub use net::{split_list, IpNet};
+pub use net::{split_list, AllowList, IpNet};
 pub use settings::{SettingDef, Settings, SETTINGS};
 pub use validate::parse_umask;
 pub use value::{Arity, Enabled, JsonDict, SettingValue, StrMap};

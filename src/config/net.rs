@@ -72,6 +72,43 @@ pub fn split_list(values: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// Who may use a protocol feature (`proxy_allow_ips`, `uwsgi_allow_ips`):
+/// `*`, or addresses and networks. A unix-socket peer always may (as in
+/// gunicorn); an IPv4-mapped IPv6 peer (`::ffff:127.0.0.1`, on a `[::]`
+/// listener) is matched as its IPv4 address.
+#[derive(Debug, Clone, Default)]
+pub struct AllowList {
+    any: bool,
+    nets: Vec<IpNet>,
+}
+
+impl AllowList {
+    /// From a validated setting (entries that do not parse are skipped).
+    pub fn new(entries: &[String]) -> AllowList {
+        AllowList {
+            any: entries.iter().any(|e| e == "*"),
+            nets: entries
+                .iter()
+                .filter_map(|e| IpNet::parse(e).ok())
+                .collect(),
+        }
+    }
+
+    /// Whether a TCP peer at `ip` is allowed (None: a unix socket, always).
+    pub fn allows(&self, ip: Option<IpAddr>) -> bool {
+        let Some(ip) = ip else { return true };
+        let mapped = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4),
+            IpAddr::V4(_) => None,
+        };
+        self.any
+            || self
+                .nets
+                .iter()
+                .any(|n| n.contains(ip) || mapped.is_some_and(|m| n.contains(m)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,5 +147,19 @@ mod tests {
     fn lists_split_on_commas() {
         let v = vec!["10.0.0.1, 10.0.0.2".to_string(), "::1".to_string()];
         assert_eq!(split_list(&v), ["10.0.0.1", "10.0.0.2", "::1"]);
+    }
+
+    #[test]
+    fn allow_lists() {
+        let l = AllowList::new(&["127.0.0.1".into(), "10.0.0.0/8".into()]);
+        assert!(l.allows(Some(ip("127.0.0.1"))));
+        assert!(l.allows(Some(ip("::ffff:10.1.2.3"))));
+        assert!(!l.allows(Some(ip("::1"))));
+        assert!(!l.allows(Some(ip("192.0.2.1"))));
+        assert!(l.allows(None));
+        assert!(AllowList::new(&["*".into()]).allows(Some(ip("192.0.2.1"))));
+        assert!(!AllowList::new(&[]).allows(Some(ip("127.0.0.1"))));
+        let mapped = AllowList::new(&["::ffff:10.0.0.1".into()]);
+        assert!(mapped.allows(Some(ip("::ffff:10.0.0.1"))));
     }
 }

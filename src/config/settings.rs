@@ -164,23 +164,19 @@ settings! {
     root_path: String = String::new();
         section "Server Mechanics", flags ["root-path"], meta "STRING", default_doc "empty",
         help "The ASGI root_path: the path prefix the app is mounted at behind a proxy; it is put in each scope's root_path and in front of its path.";
-    proxy_protocol: String = "off".to_string();
+    proxy_protocol: crate::proxy::Mode = crate::proxy::Mode::Off;
         section "Server Mechanics", flags ["proxy-protocol"], meta "MODE", default_doc "off",
-        unsupported "not available yet: the PROXY protocol is not implemented in this version",
         missing "auto",
-        help "Read a PROXY protocol header (off, v1, v2 or auto) before each connection's first request; the flag alone means auto.";
+        help "Read a PROXY protocol header (HAProxy's send-proxy / send-proxy-v2, stunnel, cloud load balancers) at the start of each connection: off, v1, v2 or auto (either); the flag alone means auto, and true/false are accepted as auto/off. REMOTE_ADDR and REMOTE_PORT (the ASGI client) then come from the header. A connection without a header is served as usual; a header from a peer not in proxy_allow_ips gets 403; a malformed one 400; both close the connection.";
     proxy_allow_ips: Vec<String> = vec!["127.0.0.1".to_string(), "::1".to_string()];
         section "Server Mechanics", flags ["proxy-allow-from"], meta "STRING", default_doc "127.0.0.1,::1",
-        unsupported "not available yet: the PROXY protocol is not implemented in this version",
-        help "Comma-separated addresses or networks allowed to send PROXY protocol headers ('*' for any).";
+        help "Comma-separated addresses or networks (10.0.0.0/8, fd00::/8) allowed to send PROXY protocol headers ('*' for any; a unix-socket peer always may).";
     protocol: String = "http".to_string();
         section "Server Mechanics", flags ["protocol"], meta "STRING", default_doc "http",
-        unsupported "not available yet: the uwsgi protocol is not implemented in this version",
-        help "The protocol spoken on the listening sockets: http, or uwsgi behind a uwsgi-speaking proxy.";
+        help "The protocol spoken on the listening sockets: http, or uwsgi (the uwsgi binary protocol of nginx's uwsgi_pass: the environ is built from the proxy's uwsgi vars, one request per connection).";
     uwsgi_allow_ips: Vec<String> = vec!["127.0.0.1".to_string(), "::1".to_string()];
         section "Server Mechanics", flags ["uwsgi-allow-from"], meta "STRING", default_doc "127.0.0.1,::1",
-        unsupported "not available yet: the uwsgi protocol is not implemented in this version",
-        help "Comma-separated addresses or networks allowed to send uwsgi requests ('*' for any).";
+        help "Comma-separated addresses or networks allowed to send uwsgi requests ('*' for any; a unix-socket peer always may); others get 403.";
     chdir: Option<String> = None;
         section "Server Mechanics", flags ["chdir"], meta "DIR", default_doc "the current directory",
         help "Change to this directory before loading the app.";

@@ -160,10 +160,26 @@ pub(super) fn finish(
     // gunicorn's comma-separated lists, however they were given.
     s.forwarded_allow_ips = split_list(&s.forwarded_allow_ips);
     s.forwarder_headers = split_list(&s.forwarder_headers);
-    for ip in &s.forwarded_allow_ips {
-        if ip != "*" {
-            IpNet::parse(ip).map_err(|r| invalid("--forwarded-allow-ips", ip.clone(), &r))?;
+    s.proxy_allow_ips = split_list(&s.proxy_allow_ips);
+    s.uwsgi_allow_ips = split_list(&s.uwsgi_allow_ips);
+    for (flag, list) in [
+        ("--forwarded-allow-ips", &s.forwarded_allow_ips),
+        ("--proxy-allow-from", &s.proxy_allow_ips),
+        ("--uwsgi-allow-from", &s.uwsgi_allow_ips),
+    ] {
+        for ip in list {
+            if ip != "*" {
+                IpNet::parse(ip).map_err(|r| invalid(flag, ip.clone(), &r))?;
+            }
         }
+    }
+    s.protocol = s.protocol.trim().to_ascii_lowercase();
+    if !matches!(s.protocol.as_str(), "http" | "uwsgi") {
+        return Err(invalid(
+            "--protocol",
+            s.protocol.clone(),
+            "expected http or uwsgi",
+        ));
     }
     s.header_map = s.header_map.trim().to_ascii_lowercase();
     if !matches!(s.header_map.as_str(), "drop" | "refuse" | "dangerous") {

@@ -324,3 +324,22 @@ impl SettingValue for JsonDict {
         )))
     }
 }
+
+/// `proxy_protocol`: a mode name, or a boolean (gunicorn's older switch:
+/// true is auto, false is off).
+impl SettingValue for crate::proxy::Mode {
+    fn parse_str(s: &str) -> Result<Self, String> {
+        crate::proxy::Mode::parse(s).ok_or_else(|| "expected off, v1, v2 or auto".into())
+    }
+    fn from_toml(v: &toml::Value) -> Result<Self, String> {
+        match v {
+            toml::Value::Boolean(true) => Ok(crate::proxy::Mode::Auto),
+            toml::Value::Boolean(false) => Ok(crate::proxy::Mode::Off),
+            toml::Value::String(s) => Self::parse_str(s),
+            _ => Err("expected off, v1, v2 or auto".into()),
+        }
+    }
+    fn to_toml(&self) -> Option<String> {
+        Some(toml_str(self.name()))
+    }
+}

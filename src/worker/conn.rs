@@ -1,7 +1,8 @@
 //! One client connection as the worker's loop holds it: the socket (TCP
 //! or unix; TLS will be another variant), its buffers, where it is in its
 //! request/response cycle, and its deadlines. Reading and writing here
-//! never blocks; the protocol driver (`h1`) decides what the bytes mean.
+//! never blocks; the protocol drivers (`h1`, and `edge` for PROXY headers
+//! and uwsgi) decide what the bytes mean.
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
@@ -82,6 +83,12 @@ pub(super) struct WorkerListener {
 
 /// Where a connection is in its request/response cycle.
 pub(super) enum State {
+    /// `--proxy-protocol`: waiting to see whether the connection starts
+    /// with a PROXY header, and for the rest of it (`edge.rs`).
+    Proxy,
+    /// `--protocol uwsgi`: waiting for (the rest of) a uwsgi request
+    /// packet (`edge.rs`).
+    Uwsgi,
     /// Waiting for (the rest of) a request head.
     Head,
     /// Reading a body that will be handed to the app in one piece.
@@ -127,6 +134,10 @@ pub(super) struct Conn {
     pub(super) missed: bool,
     /// The request being dispatched still owes `100 Continue`.
     pub(super) continue_pending: bool,
+    /// The PROXY header the connection began with (`--proxy-protocol`).
+    pub(super) proxied: Option<std::sync::Arc<crate::proxy::Header>>,
+    /// The vars of the uwsgi request being read, until it is dispatched.
+    pub(super) uwsgi: Option<Box<crate::uwsgi::Vars>>,
 }
 
 impl Conn {
@@ -141,7 +152,7 @@ impl Conn {
     pub(super) fn evictable(&self, now: Instant) -> bool {
         match self.state {
             State::Lingering => true,
-            State::Head => {
+            State::Head | State::Proxy | State::Uwsgi => {
                 self.pending_write() == 0
                     && now.saturating_duration_since(self.since) >= EVICT_AFTER
             }

@@ -3,7 +3,7 @@
 //! linger deadlines), eviction at the connection limit, backpressure, the
 //! worker's signals and its heartbeat. Requests go to the executor
 //! (`executor`); the HTTP/1.1 protocol (`h1`) drives each connection;
-//! the accept policy lives in `accept`.
+//! the accept policy lives in `accept`; PROXY headers and uwsgi in `edge`.
 
 use std::collections::VecDeque;
 use std::io;
@@ -17,6 +17,7 @@ use pyo3::prelude::*;
 
 use super::accept::FRESH_WAIT;
 use super::conn::{has_pending_input, Conn, ListenSock, Next, State, Stream, WorkerListener};
+use super::edge::EdgeConfig;
 use super::executor::green::Library;
 use super::executor::{Asyncio, Done, Executor, Green, Inline, Job, Loop, ReopenLogs, Threads};
 use super::{current_rss, jitter, WorkerArgs};
@@ -87,6 +88,8 @@ pub struct Worker {
     pub(super) events: Events,
     /// When the next sweep for timed-out connections is due.
     pub(super) next_sweep: Instant,
+    /// PROXY protocol and uwsgi (`edge.rs`).
+    pub(super) edge: EdgeConfig,
 }
 
 impl Worker {
@@ -248,6 +251,7 @@ impl Worker {
             next_rss_check: Instant::now(),
             events: Events::with_capacity(256),
             next_sweep: Instant::now() + Duration::from_secs(1),
+            edge: EdgeConfig::from_settings(settings),
         })
     }
 
@@ -455,11 +459,13 @@ impl Worker {
             rbuf: Vec::new(),
             wbuf: Vec::new(),
             wpos: 0,
-            state: State::Head,
+            state: self.edge.first_state(),
             deadline: Instant::now() + self.head_timeout,
             close_after_write: false,
             eof: false,
             parser: http::HeadParser::new(),
+            proxied: None,
+            uwsgi: None,
             since: Instant::now(),
             reused: false,
             dead: false,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::conn::{Conn, Next, State, KEEP_BUFFER, READ_CAP};
 use super::engine::Worker;
-use super::executor::{Done, Job, Reply};
+use super::executor::{Done, Edge, Job, Reply};
 use crate::http::{Body, BodyKind, BodyRest, ChunkedDecoder, HttpError, RequestHead};
 use crate::{debug, error};
 
@@ -91,6 +91,16 @@ impl Worker {
                 State::Busy => {
                     conn.state = State::Busy;
                     return Next::Keep;
+                }
+                State::Proxy => {
+                    if let Some(next) = self.proxy_preface(conn) {
+                        return next;
+                    }
+                }
+                State::Uwsgi => {
+                    if let Some(next) = self.uwsgi_request(idx, conn) {
+                        return next;
+                    }
                 }
                 State::Head => {
                     if conn.pending_write() >= WRITE_HIGH {
@@ -269,6 +279,10 @@ impl Worker {
             reply,
             early: std::mem::take(&mut conn.rbuf),
             continue_pending: std::mem::take(&mut conn.continue_pending),
+            edge: Edge {
+                proxy: conn.proxied.clone(),
+                uwsgi: conn.uwsgi.take(),
+            },
         };
         match self.exec.submit(job) {
             Some(done) => {

@@ -6,7 +6,8 @@
 //! The pieces (see ARCHITECTURE.md): [`engine`] (the loop: listeners,
 //! connection table, timers, signals, heartbeat), [`accept`] (how new
 //! connections are taken), [`conn`] (one connection's socket and buffers),
-//! [`h1`] (HTTP/1.1 on a connection), and [`executor`] (where requests run:
+//! [`h1`] (HTTP/1.1 on a connection), [`edge`] (PROXY headers and uwsgi
+//! before or instead of it), and [`executor`] (where requests run:
 //! inline for `sync`, a thread pool for `gthread`, behind the `Executor`
 //! and `App` seams).
 //!
@@ -23,6 +24,7 @@
 
 mod accept;
 mod conn;
+mod edge;
 mod engine;
 pub mod executor;
 mod h1;

@@ -62,7 +62,11 @@ fn run_job(py: Python<'_>, shared: &WsgiApp, job: Job) -> Done {
         early,
         // A WSGI worker answers Expect: 100-continue itself (h1).
         continue_pending: _,
+        edge,
     } = job;
+    // Who the request is from, as the app and the logs see it (a PROXY
+    // header's or uwsgi's client); `peer`, the proxy, is who is trusted.
+    let client = edge.client(&peer);
     let streamed = matches!(body, Body::Streaming { .. });
     let input = Input::new(body);
     let responder = Responder::new(reply);
@@ -109,7 +113,7 @@ fn run_job(py: Python<'_>, shared: &WsgiApp, job: Job) -> Done {
                     &head,
                     script_name,
                     path_info,
-                    &peer,
+                    (&peer, &client, &edge),
                     server,
                     input.clone(),
                     &responder,
@@ -118,7 +122,7 @@ fn run_job(py: Python<'_>, shared: &WsgiApp, job: Job) -> Done {
                 // pre_request runs first; if it raises, the request fails
                 // with a 500, as in gunicorn.
                 let req = match (&environ, &shared.hooks) {
-                    (Ok(_), Some(h)) => Some(h.pre(py, &request_info(&head, &peer))),
+                    (Ok(_), Some(h)) => Some(h.pre(py, &request_info(&head, &client))),
                     _ => None,
                 };
                 let result = match (&environ, &req) {
@@ -146,7 +150,7 @@ fn run_job(py: Python<'_>, shared: &WsgiApp, job: Job) -> Done {
                     } else if let Some(bad) = settled(py, &input)?.bad_body().cloned() {
                         // The body was malformed, not the app: gunicorn
                         // answers the parser's status (400).
-                        warning!("Invalid request from ip={}: {bad}", remote_ip(&peer));
+                        warning!("Invalid request from ip={}: {bad}", remote_ip(&client));
                         settled(py, &responder)?.error_response(
                             &format!("{} {}", bad.status, bad.reason),
                             &format!("{}\n", bad.detail),
@@ -164,14 +168,14 @@ fn run_job(py: Python<'_>, shared: &WsgiApp, job: Job) -> Done {
                 }
             }
             Err((400, problem)) => {
-                warning!("Invalid request from ip={}: {problem}", remote_ip(&peer));
+                warning!("Invalid request from ip={}: {problem}", remote_ip(&client));
                 let body = format!("{problem}\n");
                 settled(py, &responder)?.error_response("400 Bad Request", &body);
             }
             Err((_, problem)) => {
                 warning!(
                     "Invalid request from ip={}: Configuration problem: {problem}",
-                    remote_ip(&peer)
+                    remote_ip(&client)
                 );
                 let body = format!("{problem}\n");
                 settled(py, &responder)?.error_response("500 Internal Server Error", &body);
@@ -195,7 +199,7 @@ fn run_job(py: Python<'_>, shared: &WsgiApp, job: Job) -> Done {
                 access,
                 env_dict.as_ref(),
                 &head,
-                &peer,
+                &client,
                 &r,
                 started.elapsed(),
             );
@@ -438,10 +442,12 @@ fn head_value(key: &EnvKey, head: &RequestHead, peer: &Peer) -> Option<Value<'st
         EnvKey::Exact("RAW_URI") => s(&head.target),
         EnvKey::Exact("PATH_INFO") => s(&head.path),
         EnvKey::Exact("QUERY_STRING") => s(&head.query),
-        EnvKey::Exact("SERVER_PROTOCOL") => s(if head.minor_version == 0 {
-            "HTTP/1.0"
-        } else {
-            "HTTP/1.1"
+        EnvKey::Exact("SERVER_PROTOCOL") => s(match &head.protocol {
+            // As the environ shows it: the version as sent (an
+            // unconventional one, or the one a uwsgi proxy names).
+            Some(p) => p,
+            None if head.minor_version == 0 => "HTTP/1.0",
+            None => "HTTP/1.1",
         }),
         EnvKey::Exact("HTTP_AUTHORIZATION") => header("authorization"),
         EnvKey::Exact("HTTP_REFERER") => header("referer"),

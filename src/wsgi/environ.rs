@@ -14,6 +14,7 @@ use pyo3::types::{PyDict, PyString, PyTuple};
 use super::{ConnSocket, ErrorStream, FileWrapper, Input, Responder};
 use crate::config::{IpNet, Settings};
 use crate::http::RequestHead;
+use crate::worker::executor::Edge;
 
 /// `header_map`: what becomes of a header whose name has an underscore
 /// and that `forwarder_headers` does not let through.
@@ -318,7 +319,9 @@ impl Wsgi {
     }
 
     /// Build the environ for one request; `path_info` is what
-    /// [`Wsgi::path_info`] returned for it.
+    /// [`Wsgi::path_info`] returned for it; `from` is the connection's
+    /// peer (trusted or not), the client the request is from (REMOTE_ADDR)
+    /// and what the edge protocols said.
     #[allow(clippy::too_many_arguments)]
     pub fn environ<'py>(
         &self,
@@ -326,7 +329,7 @@ impl Wsgi {
         head: &RequestHead,
         script_name: &str,
         path_info: &str,
-        peer: &Peer,
+        from: (&Peer, &Peer, &Edge),
         server: &ServerInfo,
         input: Bound<'py, Input>,
         responder: &Bound<'py, Responder>,
@@ -364,6 +367,7 @@ impl Wsgi {
         }
         env.set_item(k.server_software.bind(py), self.software.bind(py))?;
 
+        let (peer, client, edge) = from;
         let fwd = &self.forwarding;
         let trusted = fwd.trusts(peer);
         // The first scheme header decides (the request was answered 400
@@ -391,7 +395,7 @@ impl Wsgi {
                 None => env.set_item(key, PyString::new(py, value))?,
             }
         }
-        let secure = secure.unwrap_or(false);
+        let secure = secure.unwrap_or(false) || edge.https();
         let k = &self.keys;
         let default_port = if secure { "443" } else { "80" };
         // As gunicorn: the address the request arrived on for TCP; on a
@@ -402,7 +406,7 @@ impl Wsgi {
         };
         env.set_item(k.server_name.bind(py), PyString::new(py, &sname))?;
         env.set_item(k.server_port.bind(py), PyString::new(py, &sport))?;
-        match peer {
+        match client {
             Peer::Tcp(a) => {
                 env.set_item(
                     k.remote_addr.bind(py),
@@ -438,8 +442,51 @@ impl Wsgi {
             responder.getattr(pyo3::intern!(py, "early_hints"))?,
         )?;
         env.set_item(k.gunicorn_socket.bind(py), socket)?;
+        if edge.proxy.is_some() || edge.uwsgi.is_some() {
+            edge_environ(&env, edge, script_name)?;
+        }
         Ok(env)
     }
+}
+
+/// What the edge protocols add to an environ. A PROXY header: gunicorn's
+/// `PROXY_PROTOCOL` (`TCP4`, `TCP6`, `LOCAL`, `UNSPEC`, `UNKNOWN`, `UNIX`)
+/// and, when it names them, `PROXY_ADDR`/`PROXY_PORT` (where the client
+/// connected at the proxy). uwsgi: the proxy's vars verbatim (as uWSGI
+/// gives them to an app: `REMOTE_ADDR`, `SERVER_NAME`, `REQUEST_URI`,
+/// `HTTPS`, `DOCUMENT_ROOT`, custom `uwsgi_param`s...), except the
+/// `wsgi.*`/`gunicorn.*` keys a proxy cannot set, and `PATH_INFO`, which
+/// keeps the server's SCRIPT_NAME split unless the proxy sent its own
+/// `SCRIPT_NAME`.
+fn edge_environ(env: &Bound<'_, PyDict>, edge: &Edge, script_name: &str) -> PyResult<()> {
+    if let Some(h) = &edge.proxy {
+        env.set_item("PROXY_PROTOCOL", h.kind.name())?;
+        if let Some(d) = h.destination {
+            env.set_item("PROXY_ADDR", d.ip().to_string())?;
+            env.set_item("PROXY_PORT", d.port().to_string())?;
+        }
+    }
+    if let Some(vars) = &edge.uwsgi {
+        let own_script = vars.get("SCRIPT_NAME").is_some();
+        for (key, value) in &vars.0 {
+            if key.starts_with("wsgi.")
+                || key.starts_with("gunicorn.")
+                || key.is_empty()
+                // nginx sends the client's Content-Type/-Length as HTTP_*
+                // too; CONTENT_TYPE/CONTENT_LENGTH carry them, as in gunicorn.
+                || key == "HTTP_CONTENT_TYPE"
+                || key == "HTTP_CONTENT_LENGTH"
+                || (!own_script && (key == "PATH_INFO" || key == "SCRIPT_NAME"))
+            {
+                continue;
+            }
+            env.set_item(PyString::new(env.py(), key), PyString::new(env.py(), value))?;
+        }
+        if !own_script && script_name.is_empty() {
+            env.set_item("SCRIPT_NAME", "")?;
+        }
+    }
+    Ok(())
 }
 
 fn split_host(h: &str, default_port: &str) -> (String, String) {

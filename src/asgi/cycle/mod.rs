@@ -77,6 +77,9 @@ pub struct HttpCycle {
     fd: RawFd,
     head: RequestHead,
     peer: Peer,
+    /// Who the request is from (a PROXY header's or uwsgi's client, else
+    /// `peer`): the scope's `client`, the logs.
+    client: Peer,
     is_head: bool,
     keep_alive: bool,
     date: String,
@@ -119,10 +122,14 @@ pub struct HttpCycle {
 
 /// Start the cycle of a request from the engine.
 pub fn start(py: Python<'_>, hub: &Rc<Hub>, job: Job) {
-    if job.head.header("upgrade").is_some_and(|u| {
-        u.split(',')
-            .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
-    }) {
+    // A uwsgi request is never a WebSocket: the proxy speaks uwsgi, not
+    // the client's protocol, on this connection.
+    if job.edge.uwsgi.is_none()
+        && job.head.header("upgrade").is_some_and(|u| {
+            u.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
+        })
+    {
         return super::websocket::start(py, hub, job);
     }
     let Job {
@@ -134,7 +141,9 @@ pub fn start(py: Python<'_>, hub: &Rc<Hub>, job: Job) {
         reply,
         early,
         continue_pending,
+        edge,
     } = job;
+    let client = edge.client(&peer);
     let (body, extra) = match body {
         Body::Buffered(b) => (ReqBody::Whole(Some(b)), early),
         Body::Streaming {
@@ -152,6 +161,7 @@ pub fn start(py: Python<'_>, hub: &Rc<Hub>, job: Job) {
         keep_alive: reply.keep_alive,
         date: reply.date,
         peer,
+        client,
         body,
         continue_pending,
         extra,
@@ -196,7 +206,7 @@ pub fn start(py: Python<'_>, hub: &Rc<Hub>, job: Job) {
     if let Some(problem) = refused {
         warning!(
             "Invalid request from ip={}: {problem}",
-            remote_ip(&cycle.peer)
+            remote_ip(&cycle.client)
         );
         cycle.returned = true;
         cycle.error_response(400, &format!("{problem}\n"));
@@ -207,7 +217,7 @@ pub fn start(py: Python<'_>, hub: &Rc<Hub>, job: Job) {
     let scope = hub.scope.build(
         py,
         &cycle.head,
-        &cycle.peer,
+        (&cycle.peer, &cycle.client, &edge),
         listener,
         &hub.forwarding,
         false,
@@ -600,7 +610,7 @@ impl HttpCycle {
             outcome,
             super::Logged {
                 head: &self.head,
-                peer: &self.peer,
+                peer: &self.client,
                 status: self.status,
                 headers: &self.log_headers,
                 body_bytes: self.body_bytes,

@@ -72,6 +72,40 @@ pub struct Job {
     /// `Expect: 100-continue` is still to be answered, when the app first
     /// asks for the body (`Executor::defers_continue`).
     pub continue_pending: bool,
+    /// What the connection's edge protocols said (PROXY header, uwsgi).
+    pub edge: Edge,
+}
+
+/// What a request's connection said beyond HTTP/1.1 (`worker/edge.rs`):
+/// the PROXY header it began with, and a uwsgi request's vars. Both None
+/// unless `--proxy-protocol` / `--protocol uwsgi` are on.
+#[derive(Debug, Clone, Default)]
+pub struct Edge {
+    pub proxy: Option<std::sync::Arc<crate::proxy::Header>>,
+    pub uwsgi: Option<Box<crate::uwsgi::Vars>>,
+}
+
+impl Edge {
+    /// The client as the app is to see it (REMOTE_ADDR and REMOTE_PORT,
+    /// the ASGI `client`, the access log's `h`): the uwsgi vars'
+    /// `REMOTE_ADDR`/`REMOTE_PORT`, else a PROXY header's source, else
+    /// the connection's peer. Trust in forwarded headers stays with the
+    /// peer itself (the proxy).
+    pub fn client(&self, peer: &Peer) -> Peer {
+        if let Some(a) = self.uwsgi.as_ref().and_then(|v| v.remote()) {
+            return Peer::Tcp(a);
+        }
+        match self.proxy.as_ref().and_then(|h| h.source) {
+            Some(a) => Peer::Tcp(a),
+            None => peer.clone(),
+        }
+    }
+
+    /// The proxy said the client spoke HTTPS (uwsgi's `HTTPS`,
+    /// `UWSGI_SCHEME`).
+    pub fn https(&self) -> bool {
+        self.uwsgi.as_ref().is_some_and(|v| v.https())
+    }
 }
 
 /// What became of a finished request's response and connection.

@@ -1,0 +1,221 @@
+#!/usr/bin/env python3
+"""PROXY protocol and uwsgi requests through gunicorn and ferrocorn side by
+side: the same hand-encoded bytes to both, the status and the environ
+(tests/apps/edge.py) compared key by key. Differences the README documents
+as deliberate are printed as such; anything else fails.
+
+    compat/run.sh --edge [-v]          # gunicorn from compat's venv
+    compat/edge_compare.py --gunicorn "/path/to/venv/bin/python -m gunicorn" \
+        [--ferrocorn-bin target/debug/ferrocorn] [-v]
+
+Standard library only; gunicorn comes from a venv (compat/run.sh --edge
+makes compat/.venv with requirements-gunicorn.txt).
+"""
+
+import argparse
+import json
+import os
+import shlex
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+APPS = os.path.join(HERE, "..", "tests", "apps")
+
+# Keys where the two servers differ on purpose (README, "Behind nginx" and
+# "Behind HAProxy"): key -> why.
+DELIBERATE = {
+    "uwsgi": {
+        "REMOTE_ADDR": "ferrocorn takes the proxy's REMOTE_ADDR var (the client); gunicorn the socket peer",
+        "REMOTE_PORT": "the proxy's REMOTE_PORT var, as REMOTE_ADDR",
+        "SERVER_NAME": "the proxy's SERVER_NAME var; gunicorn the listening address",
+        "SERVER_PORT": "the proxy's SERVER_PORT var; gunicorn the listening port",
+        "SERVER_PROTOCOL": "the proxy's SERVER_PROTOCOL var; gunicorn says HTTP/1.1",
+        "PATH_INFO": "nginx decoded it already; gunicorn decodes it a second time",
+        "RAW_URI": "REQUEST_URI, as the client sent it; gunicorn rebuilds it from PATH_INFO",
+        "*other vars": "ferrocorn passes every var (DOCUMENT_ROOT, REQUEST_URI, HTTPS...) as uWSGI does; gunicorn drops them",
+    },
+    "proxy": {
+        "REMOTE_ADDR": "LOCAL/UNSPEC: ferrocorn keeps the real peer; gunicorn sets None",
+        "REMOTE_PORT": "LOCAL/UNSPEC: the real peer's; gunicorn 'None'",
+        "PROXY_ADDR": "LOCAL/UNSPEC: absent; gunicorn None",
+        "PROXY_PORT": "LOCAL/UNSPEC: absent; gunicorn 'None'",
+        "PROXY_PROTOCOL": "v1 UNKNOWN is accepted (as the specification says)",
+    },
+}
+# Whole cases that differ on purpose: case -> why.
+DELIBERATE_CASES = {
+    "v2 UNSPEC": "accepted with the real endpoints, as the specification allows; gunicorn answers 500",
+    "v1 UNKNOWN": "accepted with the real endpoints, as the specification says; gunicorn answers 400",
+    "v2 bad version": "400, as for a malformed v1 line; gunicorn answers 500 (its handler does not know the error)",
+    "modifier1 5": "501, the status gunicorn's own error carries; gunicorn's handler answers 500",
+    "truncated vars": "400, the status gunicorn's own error carries; gunicorn's handler answers 500",
+    "decoded %": "PATH_INFO as nginx decoded it; gunicorn decodes it a second time",
+}
+IGNORED = {"SERVER_SOFTWARE"}
+# Ports a case itself names; any other port (the servers' own, the test's
+# ephemeral ones) differs between the two runs by nature.
+NAMED_PORTS = {"56324", "443", "4000", "8443", "61000", "80", "5555", "40001"}
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def start(cmd, port):
+    log = tempfile.TemporaryFile()
+    p = subprocess.Popen(cmd, cwd=APPS, stdout=log, stderr=log, start_new_session=True)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            time.sleep(0.3)
+            return p
+        except OSError:
+            time.sleep(0.1)
+    p.kill()
+    log.seek(0)
+    sys.exit("server did not start: %s\n%s" % (cmd, log.read().decode(errors="replace")))
+
+
+def send(port, data):
+    s = socket.create_connection(("127.0.0.1", port), 5)
+    s.sendall(data)
+    out = b""
+    try:
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            out += b
+            head, _, body = out.partition(b"\r\n\r\n")
+            if b"content-length:" in head.lower():
+                n = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                if len(body) >= n:
+                    break
+    except socket.timeout:
+        pass
+    s.close()
+    head, _, body = out.partition(b"\r\n\r\n")
+    status = int(head.split(b" ")[1]) if head.startswith(b"HTTP/") else 0
+    try:
+        env = json.loads(body) if status == 200 else {}
+    except ValueError:
+        env = {}
+    return status, env
+
+
+def uwsgi(pairs, body=b""):
+    data = b""
+    for k, v in pairs:
+        for s in (k.encode("latin-1"), v.encode("latin-1")):
+            data += struct.pack("<H", len(s)) + s
+    return b"\0" + struct.pack("<H", len(data)) + b"\0" + data + body
+
+
+SIG = b"\r\n\r\n\0\r\nQUIT\n"
+
+
+def v2(cmd, fam, body):
+    return SIG + bytes([cmd, fam]) + struct.pack(">H", len(body)) + body
+
+
+GET = b"GET /x?q=1 HTTP/1.1\r\nHost: t\r\n\r\n"
+NGINX = [
+    ("QUERY_STRING", "a=1"),
+    ("REQUEST_METHOD", "POST"),
+    ("CONTENT_TYPE", "text/plain"),
+    ("CONTENT_LENGTH", "5"),
+    ("REQUEST_URI", "/p%41th?a=1"),
+    ("PATH_INFO", "/pAth"),
+    ("DOCUMENT_ROOT", "/srv/www"),
+    ("SERVER_PROTOCOL", "HTTP/1.1"),
+    ("REQUEST_SCHEME", "http"),
+    ("REMOTE_ADDR", "192.0.2.33"),
+    ("REMOTE_PORT", "40001"),
+    ("SERVER_PORT", "80"),
+    ("SERVER_NAME", "example.org"),
+    ("HTTP_HOST", "example.org"),
+    ("HTTP_X_THING", "yes"),
+]
+CASES = {
+    "proxy": [
+        ("v1 TCP4", b"PROXY TCP4 192.0.2.7 198.51.100.1 56324 443\r\n" + GET),
+        ("v1 TCP6", b"PROXY TCP6 2001:db8::9 ::1 4000 8443\r\n" + GET),
+        ("v2 TCP4 + TLV", v2(0x21, 0x11, bytes([203, 0, 113, 5, 10, 0, 0, 1]) + struct.pack(">HH", 61000, 80) + b"\x04\x00\x01\x00") + GET),
+        ("v2 TCP6", v2(0x21, 0x21, socket.inet_pton(socket.AF_INET6, "2001:db8::77") + socket.inet_pton(socket.AF_INET6, "fd00::1") + struct.pack(">HH", 5555, 443)) + GET),
+        ("v2 LOCAL", v2(0x20, 0x00, b"") + GET),
+        ("v2 UNSPEC", v2(0x21, 0x00, b"") + GET),
+        ("v1 UNKNOWN", b"PROXY UNKNOWN\r\n" + GET),
+        ("no header", GET),
+        ("v1 malformed", b"PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n" + GET),
+        ("v2 bad version", v2(0x11, 0x11, bytes(12)) + GET),
+    ],
+    "uwsgi": [
+        ("nginx POST", uwsgi(NGINX, b"hello")),
+        ("bare GET", uwsgi([("PATH_INFO", "/g"), ("REQUEST_METHOD", "GET")])),
+        ("HTTPS on", uwsgi([("PATH_INFO", "/s"), ("HTTPS", "on")])),
+        ("modifier1 5", b"\x05" + uwsgi([("PATH_INFO", "/")])[1:]),
+        ("truncated vars", b"\x00\x03\x00\x00\x09\x00a"),
+        # The client asked for /a%2541: nginx's PATH_INFO is /a%41.
+        ("decoded %", uwsgi([("PATH_INFO", "/a%41"), ("REQUEST_URI", "/a%2541")])),
+    ],
+}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--gunicorn", required=True)
+    ap.add_argument("--ferrocorn-bin", dest="ferrocorn", default=os.path.join(HERE, "..", "target", "debug", "ferrocorn"))
+    ap.add_argument("-v", action="store_true")
+    a = ap.parse_args()
+    failed = 0
+    for kind, cases in CASES.items():
+        flags = ["--proxy-protocol", "auto"] if kind == "proxy" else ["--protocol", "uwsgi"]
+        gp, fp = free_port(), free_port()
+        g = start([*shlex.split(a.gunicorn), "-b", "127.0.0.1:%d" % gp, *flags, "edge:app"], gp)
+        f = start([a.ferrocorn, "-b", "127.0.0.1:%d" % fp, *flags, "edge:app"], fp)
+        try:
+            for name, data in cases:
+                (gs, ge), (fs, fe) = send(gp, data), send(fp, data)
+                diffs = []
+                if gs != fs:
+                    diffs.append(("status", gs, fs))
+                for k in sorted(set(ge) | set(fe)):
+                    gv, fv = ge.get(k), fe.get(k)
+                    if k in IGNORED or gv == fv:
+                        continue
+                    if k.endswith("_PORT") and gv and fv and gv not in NAMED_PORTS and fv not in NAMED_PORTS:
+                        continue
+                    diffs.append((k, gv, fv))
+                print("%-6s %-16s %s" % (kind, name, "same" if not diffs else "differs:"))
+                if not a.v and diffs and all(
+                    DELIBERATE_CASES.get(name) or DELIBERATE[kind].get(k) or (kind == "uwsgi" and gv is None)
+                    for k, gv, _ in diffs
+                ):
+                    print("    (deliberate: %s)" % (DELIBERATE_CASES.get(name) or ", ".join(k for k, _, _ in diffs)))
+                    continue
+                for k, gv, fv in diffs:
+                    why = DELIBERATE_CASES.get(name) or DELIBERATE[kind].get(k)
+                    if why is None and kind == "uwsgi" and gv is None:
+                        why = DELIBERATE[kind]["*other vars"]
+                    print("    %-16s gunicorn=%r ferrocorn=%r  %s" % (k, gv, fv, "(deliberate: %s)" % why if why else "UNEXPECTED"))
+                    failed += why is None
+        finally:
+            for p in (g, f):
+                os.killpg(p.pid, 15)
+                p.wait(10)
+    print("edge_compare: %s" % ("ok" if not failed else "%d unexpected differences" % failed))
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
