@@ -184,9 +184,9 @@ fn refused_settings_name_themselves_and_say_why() {
         ),
         (&["--protocol", "uwsgi"], "--protocol", "uwsgi"),
         (
-            &["--statsd-host", "localhost:8125"],
+            &["--statsd-host", "localhost:port"],
             "--statsd-host",
-            "statsd",
+            "not a valid port number",
         ),
         (
             &["--control-socket", "/tmp/c.ctl"],

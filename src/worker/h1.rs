@@ -269,7 +269,9 @@ impl Worker {
             reply,
             early: std::mem::take(&mut conn.rbuf),
             continue_pending: std::mem::take(&mut conn.continue_pending),
+            received: conn.since,
         };
+        crate::metrics::request_started();
         match self.exec.submit(job) {
             Some(done) => {
                 self.after_request();

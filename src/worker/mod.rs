@@ -67,6 +67,7 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
     // After fork, in the worker: nothing here may touch the master's state.
     let settings = args.settings;
     args.scoreboard.beat(args.slot);
+    crate::metrics::worker_init(args.slot);
     let signals = match SignalQueue::install(&[
         Signal::SIGQUIT,
         Signal::SIGINT,
@@ -154,7 +155,7 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
     );
     if let Some(conf) = &logconfig {
         if let Err(e) = wsgi::init_python(&setup).and_then(|()| wsgi::configure_logging(conf)) {
-            error!("Exception in worker process:\n{}", e.to_string().trim_end());
+            crate::exception!("Exception in worker process:\n{}", e.to_string().trim_end());
             return e.exit_code();
         }
     }
@@ -173,7 +174,7 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
                 args.age,
             ),
             Err(e) => {
-                error!("Exception in worker process:\n{}", e.to_string().trim_end());
+                crate::exception!("Exception in worker process:\n{}", e.to_string().trim_end());
                 return e.exit_code();
             }
         },
@@ -193,7 +194,7 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
     if settings.spew {
         // Traced from the app's import on (the interpreter starts first).
         if let Err(e) = wsgi::init_python(&setup) {
-            error!("Exception in worker process:\n{}", e.to_string().trim_end());
+            crate::exception!("Exception in worker process:\n{}", e.to_string().trim_end());
             return e.exit_code();
         }
         wsgi::SPEW.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -206,7 +207,7 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
     let app = match app {
         Ok(app) => app,
         Err(e) => {
-            error!("Exception in worker process:\n{}", e.to_string().trim_end());
+            crate::exception!("Exception in worker process:\n{}", e.to_string().trim_end());
             return e.exit_code();
         }
     };

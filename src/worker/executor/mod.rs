@@ -69,6 +69,11 @@ pub struct Job {
     /// `Expect: 100-continue` is still to be answered, when the app first
     /// asks for the body (`Executor::defers_continue`).
     pub continue_pending: bool,
+    /// Since when the request has waited: the connection's accept, or on a
+    /// reused connection the request's first byte (or the end of the
+    /// previous response, when it was pipelined). The queue time is from
+    /// here to the app being called.
+    pub received: std::time::Instant,
 }
 
 /// What became of a finished request's response and connection.
