@@ -28,6 +28,8 @@
 //!   the `unsafe` lives.
 //! - [`log`]: the error log, the access log ([`log::access`]) and the date
 //!   formats ([`log::timefmt`]).
+//! - [`metrics`]: statsd as gunicorn sends it, and the master's Prometheus
+//!   endpoint over per-worker counters in shared memory.
 
 pub mod asgi;
 pub mod config;
@@ -35,6 +37,7 @@ pub mod hooks;
 pub mod http;
 pub mod log;
 pub mod master;
+pub mod metrics;
 pub mod proxy;
 pub mod sys;
 pub mod uwsgi;

@@ -107,10 +107,12 @@ fn prepare(s: &mut Settings) -> Result<wsgi::PyBase, String> {
             return Err(format!("log config '{path}' not found"));
         }
     }
-    if s.accesslog.is_some()
-        || (s.syslog && !s.disable_redirect_access_to_syslog)
-        || s.logconfig.is_some()
-        || s.logconfig_json.is_some()
+    // A JSON line takes only headers and environ keys from the format.
+    if !s.access_log_json
+        && (s.accesslog.is_some()
+            || (s.syslog && !s.disable_redirect_access_to_syslog)
+            || s.logconfig.is_some()
+            || s.logconfig_json.is_some())
     {
         warn_unknown_atoms(&s.access_log_format);
     }

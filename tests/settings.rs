@@ -198,9 +198,9 @@ fn refused_settings_name_themselves_and_say_why() {
             "expected an IP address",
         ),
         (
-            &["--statsd-host", "localhost:8125"],
+            &["--statsd-host", "localhost:port"],
             "--statsd-host",
-            "statsd",
+            "not a valid port number",
         ),
         (
             &["--control-socket", "/tmp/c.ctl"],

@@ -257,6 +257,8 @@ pub struct Logged<'a> {
     pub headers: &'a [(String, String)],
     pub body_bytes: u64,
     pub started: std::time::Instant,
+    /// How long the request waited before the app was called.
+    pub queue: Duration,
 }
 
 impl Hub {
@@ -266,16 +268,22 @@ impl Hub {
         if let Some(slot) = self.by_conn.borrow_mut().get_mut(idx) {
             *slot = None;
         }
+        let status = if log.status == 0 { 500 } else { log.status };
+        let timing = crate::wsgi::Timing {
+            duration: log.started.elapsed(),
+            queue: log.queue,
+        };
+        crate::metrics::request_done(status, timing.duration, timing.queue);
         if let Some(access) = &self.access {
             crate::wsgi::log_access_head(
                 py,
                 access,
                 log.head,
                 log.peer,
-                if log.status == 0 { 500 } else { log.status },
+                status,
                 log.headers,
                 log.body_bytes,
-                log.started.elapsed(),
+                timing,
             );
         }
         crate::worker::executor::asyncio::hand_back(

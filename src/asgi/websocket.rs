@@ -100,6 +100,8 @@ pub struct WsCycle {
     log_headers: Vec<(String, String)>,
     body_bytes: u64,
     started: Instant,
+    /// How long the request waited before the app was called.
+    queued: std::time::Duration,
     last_progress: Instant,
     disconnected_at: Option<Instant>,
     /// The app ended on the disconnect (ClientDisconnected, or cancelled).
@@ -117,6 +119,7 @@ pub fn start(py: Python<'_>, hub: &Rc<Hub>, job: Job) {
         reply,
         early,
         edge,
+        received,
         ..
     } = job;
     let client = edge.client(&peer);
@@ -163,6 +166,7 @@ pub fn start(py: Python<'_>, hub: &Rc<Hub>, job: Job) {
     let id = hub.new_id();
     let is_head = head.method == "HEAD";
     let cycle = WsCycle {
+        queued: now.saturating_duration_since(received),
         hub: hub.clone(),
         id,
         idx,
@@ -762,7 +766,7 @@ impl WsCycle {
         let cancelled = self.quiet_end && self.disconnected_at.is_some();
         if let Some(tb) = tb {
             if !cancelled {
-                error!("Exception in ASGI application\n{}", tb.trim_end());
+                crate::exception!("Exception in ASGI application\n{}", tb.trim_end());
             }
         }
         if self.finished {
@@ -823,6 +827,7 @@ impl WsCycle {
                 headers: &self.log_headers,
                 body_bytes: self.body_bytes,
                 started: self.started,
+                queue: self.queued,
             },
         );
         if self.disconnect.is_none() {

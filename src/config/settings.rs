@@ -237,7 +237,10 @@ settings! {
         help "Access log file; '-' is stdout. A relative path is relative to chdir.";
     access_log_format: String = crate::log::access::DEFAULT_FORMAT.to_string();
         section "Logging", flags ["access-logformat"], meta "STRING", default_doc "gunicorn's common log format",
-        help "Access log line format, with gunicorn's %(atom)s placeholders.";
+        help "Access log line format, with gunicorn's %(atom)s placeholders, plus %(Q)s: the time the request waited before the app was called, in microseconds.";
+    access_log_json: bool = false;
+        section "Logging", flags ["access-log-json"], meta "", default_doc "false",
+        help "Write the access log as one JSON object per line, with a named field for each access-log atom; request and response headers and environ keys are included when --access-logformat names them (%({x-request-id}i)s ...).";
     capture_output: bool = false;
         section "Logging", flags ["capture-output"], meta "", default_doc "false",
         help "Send the app's stdout and stderr to the error log file.";
@@ -273,20 +276,19 @@ settings! {
         help "With --daemon, keep stdout and stderr as they were (e.g. a shell redirection) instead of sending them to /dev/null; stdin goes to /dev/null either way.";
     statsd_host: Option<String> = None;
         section "Logging", flags ["statsd-host"], meta "STATSD_ADDR", default_doc "none",
-        unsupported "not available yet: statsd metrics are not implemented in this version",
-        help "Where to send statsd metrics: HOST:PORT or unix:PATH.";
+        help "Send statsd metrics, as gunicorn does, to HOST:PORT (UDP; the port defaults to 8125) or unix://PATH (a datagram socket): gunicorn.requests, gunicorn.request.duration, gunicorn.request.status.NNN, gunicorn.workers, gunicorn.log.* and, with --enable-backlog-metric, gunicorn.backlog. Sending never waits: a datagram the kernel cannot take is dropped, and an unreachable server is ignored.";
     dogstatsd_tags: String = String::new();
         section "Logging", flags ["dogstatsd-tags"], meta "DOGSTATSD_TAGS", default_doc "empty",
-        unsupported "not available yet: statsd metrics are not implemented in this version",
-        help "Comma-separated name:value tags added to every DogStatsD metric.";
+        help "Comma-separated DogStatsD tags (tag1:value1,tag2:value2) appended to every statsd metric as |#TAGS.";
     statsd_prefix: String = String::new();
         section "Logging", flags ["statsd-prefix"], meta "STATSD_PREFIX", default_doc "empty",
-        unsupported "not available yet: statsd metrics are not implemented in this version",
-        help "Prefix for the names of statsd metrics.";
+        help "Prefix of the statsd metric names (a trailing '.' is added if missing, as in gunicorn).";
     enable_backlog_metric: bool = false;
         section "Logging", flags ["enable-backlog-metric"], meta "", default_doc "false",
-        unsupported "not available yet: statsd metrics are not implemented in this version",
-        help "Report the listen-queue length as a statsd metric.";
+        help "Also send gunicorn.backlog, a statsd histogram of the connections waiting in the listen queues, once a second from the master.";
+    metrics_bind: Option<String> = None;
+        section "Logging", flags ["metrics-bind"], meta "ADDRESS", default_doc "none (off)",
+        help "Serve Prometheus metrics at http://ADDRESS/metrics, from the master (one scrape target for all workers, counts of past workers included). ADDRESS as for --bind: HOST:PORT, [IPV6]:PORT, unix:PATH or fd://FD.";
     keyfile: Option<String> = None;
         section "SSL", flags ["keyfile"], meta "FILE", default_doc "none",
         unsupported "not available yet: TLS is not implemented in this version",

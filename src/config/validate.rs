@@ -148,6 +148,16 @@ pub(super) fn finish(
         ));
     }
     parse_umask(&s.umask).map_err(|r| invalid("--umask", s.umask.clone(), &r))?;
+    if let Some(h) = &s.statsd_host {
+        crate::metrics::statsd::parse_addr(h)
+            .map_err(|r| invalid("--statsd-host", h.clone(), &r))?;
+    }
+    if let Some(a) = &s.metrics_bind {
+        parse_bind(a).map_err(|e| match e {
+            ConfigError::Bind { reason, .. } => invalid("--metrics-bind", a.clone(), &reason),
+            e => e,
+        })?;
+    }
     crate::log::access::Format::parse(&s.access_log_format)
         .map_err(|r| invalid("--access-logformat", s.access_log_format.clone(), &r))?;
     if s.daemon && env("NOTIFY_SOCKET").is_some() {
@@ -262,9 +272,10 @@ pub(super) fn finish(
 /// Why a `--logger-class` is refused (None: the default, accepted).
 pub(super) fn logger_class_refusal(class: &str) -> Option<&'static str> {
     match class {
-        "gunicorn.glogging.Logger" | "glogging.Logger" => None,
-        "gunicorn.instrument.statsd.Statsd" => {
-            Some("not available yet: statsd metrics are not implemented in this version")
+        // The statsd logger is gunicorn's default logger plus statsd,
+        // which --statsd-host turns on.
+        "gunicorn.glogging.Logger" | "glogging.Logger" | "gunicorn.instrument.statsd.Statsd" => {
+            None
         }
         _ => Some(
             "a logger class is Python code around gunicorn's Logger, which ferrocorn does not run; \

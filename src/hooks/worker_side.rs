@@ -183,7 +183,7 @@ impl RequestHooks {
             Ok(())
         };
         if let Err(e) = run() {
-            error!(
+            crate::exception!(
                 "Exception in post_request hook: {}",
                 crate::wsgi::format_exception(py, &e)
             );

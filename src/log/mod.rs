@@ -259,6 +259,20 @@ pub fn set_python_sink(sink: fn(Level, &str) -> bool) {
 }
 
 pub fn log(level: Level, msg: std::fmt::Arguments<'_>) {
+    log_as(level, false, msg)
+}
+
+/// An error-level message with a traceback, which gunicorn logs with
+/// `log.exception` (its statsd counter is `gunicorn.log.exception`).
+pub fn log_exception(msg: std::fmt::Arguments<'_>) {
+    log_as(Level::Error, true, msg)
+}
+
+fn log_as(level: Level, exception: bool, msg: std::fmt::Arguments<'_>) {
+    // gunicorn's statsd logger counts every warning and worse, shown or not.
+    if level >= Level::Warning {
+        crate::metrics::log_event(level, exception);
+    }
     if !enabled(level) {
         return;
     }
@@ -297,5 +311,8 @@ macro_rules! info { ($($t:tt)*) => { $crate::log::log($crate::log::Level::Info, 
 macro_rules! warning { ($($t:tt)*) => { $crate::log::log($crate::log::Level::Warning, format_args!($($t)*)) } }
 #[macro_export]
 macro_rules! error { ($($t:tt)*) => { $crate::log::log($crate::log::Level::Error, format_args!($($t)*)) } }
+/// An error with a traceback (gunicorn's `log.exception`).
+#[macro_export]
+macro_rules! exception { ($($t:tt)*) => { $crate::log::log_exception(format_args!($($t)*)) } }
 #[macro_export]
 macro_rules! critical { ($($t:tt)*) => { $crate::log::log($crate::log::Level::Critical, format_args!($($t)*)) } }

@@ -101,6 +101,23 @@ pub fn clf_timestamp(secs: i64) -> String {
     )
 }
 
+/// ISO 8601 local time with milliseconds and the UTC offset, for JSON
+/// access-log lines: `2026-11-22T11:12:45.123+01:00`.
+pub fn iso_timestamp(t: SystemTime) -> String {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs() as i64;
+    let off = local_offset(secs);
+    let (y, mo, d, h, mi, s, _) = broken_down(secs + off);
+    let sign = if off < 0 { '-' } else { '+' };
+    let a = off.abs();
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{:03}{sign}{:02}:{:02}",
+        since.subsec_millis(),
+        a / 3600,
+        a % 3600 / 60
+    )
+}
+
 /// Caches the `Date` header value for the current second.
 #[derive(Default)]
 pub struct DateCache {
@@ -128,6 +145,10 @@ mod tests {
         assert_eq!(http_date(784_111_777), "Sun, 06 Nov 1994 08:49:37 GMT");
         assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
         assert_eq!(http_date(1_709_210_096), "Thu, 29 Feb 2024 12:34:56 GMT");
+        let iso = iso_timestamp(UNIX_EPOCH + std::time::Duration::from_millis(1_709_210_096_007));
+        if local_offset(1_709_210_096) == 0 {
+            assert_eq!(iso, "2024-02-29T12:34:56.007+00:00");
+        }
         let clf = clf_timestamp(1_709_210_096);
         if local_offset(1_709_210_096) == 0 {
             assert_eq!(clf, "[29/Feb/2024:12:34:56 +0000]");

@@ -83,6 +83,8 @@ pub enum MasterError {
     Notify(#[from] NotifyError),
     #[error("FERROCORN_UPGRADE_FD={0}: not an open socket from the previous master: {1}")]
     UpgradeLink(String, std::io::Error),
+    #[error("{0}")]
+    Metrics(String),
 }
 
 /// The master's lifecycle. Each change is logged at debug level as
@@ -170,6 +172,8 @@ pub struct Arbiter {
     status_sent: (String, Instant),
     /// Requests finished by workers that have exited.
     retired_requests: u64,
+    /// The shared counters, the metrics listener and the master's statsd.
+    metrics: crate::metrics::MasterMetrics,
     /// The master started by our USR2.
     successor: Option<Successor>,
     /// While this master is an unpromoted successor: the link to the master
@@ -242,6 +246,17 @@ impl Arbiter {
             write_pidfile(p, pid)?;
         }
         let scoreboard = Scoreboard::new(MAX_SLOTS).map_err(MasterError::Scoreboard)?;
+        let metrics = crate::metrics::MasterMetrics::new(
+            MAX_SLOTS,
+            &settings,
+            inherited.predecessor.is_some(),
+        )
+        .map_err(|e| {
+            if let (Some(p), None) = (&pidfile, &inherited.predecessor) {
+                remove_pidfile(p, pid);
+            }
+            MasterError::Metrics(e)
+        })?;
         let preloaded = if settings.preload_app {
             let setup = wsgi::PySetup {
                 base: &python,
@@ -304,6 +319,7 @@ impl Arbiter {
             watchdog,
             status_sent: (String::new(), Instant::now()),
             retired_requests: 0,
+            metrics,
             successor: None,
             predecessor: inherited.predecessor,
             announced: false,
@@ -344,6 +360,7 @@ impl Arbiter {
         for l in &self.listeners {
             info!("Listening at: {} ({})", l.describe(), self.pid);
         }
+        self.metrics.announce();
         info!("Using worker: {}", self.settings.worker_class);
         if self.settings.http_parser != "auto" {
             info!(
@@ -427,6 +444,7 @@ impl Arbiter {
             if let Phase::Exiting { code } = self.phase {
                 return self.exit(code);
             }
+            self.metrics_tick();
             self.status(false);
             self.watchdog();
         }
@@ -447,17 +465,21 @@ impl Arbiter {
         if let (Some((_, due)), None) = (self.watchdog, &self.predecessor) {
             timeout = timeout.min(due.saturating_duration_since(Instant::now()));
         }
+        if let Some(t) = self.metrics.timeout() {
+            timeout = timeout.min(t);
+        }
         let Some(sigq) = &self.signals else {
             return;
         };
-        let mut fds = vec![sigq.fd()];
+        let mut fds = vec![(sigq.fd(), false)];
         if let Some(s) = &self.successor {
-            fds.push(s.link.as_fd());
+            fds.push((s.link.as_fd(), false));
         }
         if let Some(p) = &self.predecessor {
-            fds.push(p.as_fd());
+            fds.push((p.as_fd(), false));
         }
-        let _ = sys::wait_any(&fds, timeout);
+        fds.extend(self.metrics.poll_fds());
+        let _ = sys::wait_io(&fds, timeout);
     }
 
     /// One handler per signal.

@@ -102,6 +102,7 @@ impl Arbiter {
         } else {
             None
         };
+        self.metrics.reconfigure(&fresh);
         let old_settings = std::mem::replace(&mut self.settings, fresh);
         let old_listeners = match new_listeners {
             Some(l) => std::mem::replace(&mut self.listeners, l),
@@ -192,6 +193,7 @@ impl Arbiter {
             }
         }
         if let Some((settings, listeners)) = self.previous.take() {
+            self.metrics.reconfigure(&settings);
             self.settings = settings;
             if !listeners.is_empty() {
                 self.listeners = listeners;

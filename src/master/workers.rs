@@ -129,6 +129,7 @@ impl Arbiter {
         if let Err(nix::errno::Errno::ESRCH) = kill(Pid::from_raw(pid), sig) {
             if let Some(w) = self.workers.remove(&pid) {
                 self.retired_requests += self.scoreboard.requests(w.slot);
+                self.metrics.reaped(w.slot, None);
                 self.free_slots.push(w.slot);
             }
         }
@@ -183,6 +184,8 @@ impl Arbiter {
                     };
                     self.child_exit(pid.as_raw(), &w);
                     self.retired_requests += self.scoreboard.requests(w.slot);
+                    let boot_failure = matches!(code, WORKER_BOOT_ERROR | APP_LOAD_ERROR);
+                    self.worker_metrics_end(&w, boot_failure);
                     self.free_slots.push(w.slot);
                     if code != 0 {
                         warning!("Worker (pid:{pid}) exited with code {code}");
@@ -214,6 +217,7 @@ impl Arbiter {
                     };
                     self.child_exit(pid.as_raw(), &w);
                     self.retired_requests += self.scoreboard.requests(w.slot);
+                    self.worker_metrics_end(&w, false);
                     self.free_slots.push(w.slot);
                     if sig == Signal::SIGKILL {
                         if w.aborted.is_none() {
@@ -272,6 +276,7 @@ impl Arbiter {
             return;
         };
         self.scoreboard.reset(slot);
+        self.metrics.spawned(slot);
         self.next_age += 1;
         let booting = crate::hooks::WorkerState {
             pid: None,
@@ -324,6 +329,43 @@ impl Arbiter {
         }
     }
 
+    /// A reaped worker's counters join the retired ones, and its exit is
+    /// counted as a restart, by reason, unless nothing replaces it.
+    fn worker_metrics_end(&mut self, w: &WorkerInfo, boot_failure: bool) {
+        let end = crate::metrics::WorkerEnd {
+            stopping: matches!(
+                self.phase,
+                super::Phase::Draining { .. }
+                    | super::Phase::Quitting { .. }
+                    | super::Phase::Exiting { .. }
+            ),
+            timed_out: w.aborted.is_some(),
+            retiring: w.retiring,
+            old_generation: w.generation != self.generation,
+            boot_failure,
+        };
+        let reason = crate::metrics::restart_reason(end, self.metrics.exit_reason(w.slot));
+        self.metrics.reaped(w.slot, reason);
+    }
+
+    /// Once per pass of the loop: scrapes, the master's statsd metrics.
+    pub(super) fn metrics_tick(&mut self) {
+        let view: Vec<crate::metrics::WorkerView> = self
+            .workers
+            .iter()
+            .map(|(pid, w)| crate::metrics::WorkerView {
+                pid: *pid,
+                slot: w.slot,
+                ready: self.scoreboard.is_ready(w.slot),
+                retiring: w.retiring,
+                timed_out: w.aborted.is_some(),
+            })
+            .collect();
+        let active = self.workers.values().filter(|w| !w.retiring).count() as u64;
+        self.metrics
+            .tick(&view, active, &self.listeners, &self.settings);
+    }
+
     /// A worker is gone: `child_exit(server, worker)`.
     fn child_exit(&self, pid: i32, w: &WorkerInfo) {
         let gone = crate::hooks::WorkerState {
@@ -348,6 +390,7 @@ impl Arbiter {
         drop(self.successor.take());
         drop(self.predecessor.take());
         drop(self.notifier.take());
+        self.metrics.after_fork();
         crate::log::after_fork();
         sys::set_proc_title(&format!(
             "ferrocorn: worker [{}]",

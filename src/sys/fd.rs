@@ -95,3 +95,37 @@ pub fn wait_any(fds: &[BorrowedFd<'_>], timeout: Duration) -> io::Result<Vec<boo
         .map(|p| p.revents().is_some_and(|r| !r.is_empty()))
         .collect())
 }
+
+/// Wait until any of `fds` is ready, each for reading or (`true`) for
+/// writing, at most `timeout`. Returns which ones are (hang-ups and errors
+/// count as ready).
+pub fn wait_io(fds: &[(BorrowedFd<'_>, bool)], timeout: Duration) -> io::Result<Vec<bool>> {
+    let mut polls: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|(fd, w)| {
+            PollFd::new(
+                *fd,
+                if *w {
+                    PollFlags::POLLOUT
+                } else {
+                    PollFlags::POLLIN
+                },
+            )
+        })
+        .collect();
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    loop {
+        match nix::poll::poll(
+            &mut polls,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        ) {
+            Ok(_) => break,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(polls
+        .iter()
+        .map(|p| p.revents().is_some_and(|r| !r.is_empty()))
+        .collect())
+}

@@ -9,20 +9,25 @@
 //!   listeners placed at fds 3..;
 //! - `signals`: the signal queue and the handlers' dispositions;
 //! - `fd`: adopting inherited descriptors, fd flags, waiting on fds;
-//! - `scoreboard`: the shared-memory heartbeat slots of the workers.
+//! - `scoreboard`: the shared-memory heartbeat slots of the workers, and
+//!   the shared words the metrics count in;
+//! - `backlog`: how many connections wait in a listen queue (TCP_INFO,
+//!   sock_diag).
 //!
 //! Every `unsafe` block carries a `// SAFETY:` comment.
 
+mod backlog;
 mod fd;
 mod handoff;
 mod process;
 mod scoreboard;
 mod signals;
 
-pub use fd::{adopt_fd, set_blocking, set_cloexec, wait_any, wait_fd};
+pub use backlog::listen_queue;
+pub use fd::{adopt_fd, set_blocking, set_cloexec, wait_any, wait_fd, wait_io};
 pub use handoff::{socketpair, spawn_successor, Handoff, UPGRADE_FD_ENV};
 pub use process::{daemonize, drop_privileges, fork, process_running, set_proc_title, Forked};
-pub use scoreboard::{Scoreboard, SLOT_BOOTING, SLOT_READY};
+pub use scoreboard::{shared_words, Scoreboard, SLOT_BOOTING, SLOT_READY};
 pub use signals::{
     default_signal, exit_now_when_busy, ignore_signal, unblock_all_signals, Signal, SignalQueue,
 };

@@ -1,5 +1,7 @@
 //! The scoreboard: shared memory, mapped by the master before it forks,
-//! where each worker reports its heartbeat, readiness and request count.
+//! where each worker reports its heartbeat, readiness and request count;
+//! and [`shared_words`], the same kind of mapping for the metrics'
+//! per-worker counters (`metrics::counters` lays them out).
 
 use std::io;
 use std::sync::atomic::Ordering;
@@ -108,5 +110,29 @@ impl Scoreboard {
 
     pub fn is_ready(&self, slot: usize) -> bool {
         self.word(slot, STATE).load(Ordering::SeqCst) == SLOT_READY
+    }
+}
+
+/// `n` zeroed words of shared memory that every process forked after this
+/// call sees (the metrics' per-worker counters). Mapped once, never
+/// unmapped: the slice lives as long as the process.
+pub fn shared_words(n: usize) -> io::Result<&'static [std::sync::atomic::AtomicU64]> {
+    let len = std::num::NonZeroUsize::new(n * 8)
+        .ok_or_else(|| io::Error::other("empty shared mapping"))?;
+    // SAFETY: a fresh anonymous shared mapping aliases no Rust object; it
+    // is zero-filled (a valid AtomicU64 bit pattern), page-aligned, `n`
+    // words long, and never unmapped, so a 'static slice over it is valid
+    // and every access goes through the atomics.
+    unsafe {
+        let ptr = nix::sys::mman::mmap_anonymous(
+            None,
+            len,
+            nix::sys::mman::ProtFlags::PROT_READ | nix::sys::mman::ProtFlags::PROT_WRITE,
+            nix::sys::mman::MapFlags::MAP_SHARED,
+        )?;
+        Ok(std::slice::from_raw_parts(
+            ptr.cast::<std::sync::atomic::AtomicU64>().as_ptr(),
+            n,
+        ))
     }
 }

@@ -140,8 +140,12 @@ impl Worker {
             || settings.logconfig_json.is_some()
             || !settings.logconfig_dict.is_empty();
         let access = if settings.accesslog.is_some() || to_syslog || python_logging {
-            let format = crate::log::access::Format::parse(&settings.access_log_format)
-                .map_err(io::Error::other)?;
+            let format = if settings.access_log_json {
+                crate::log::access::Format::json(&settings.access_log_format)
+            } else {
+                crate::log::access::Format::parse(&settings.access_log_format)
+            }
+            .map_err(io::Error::other)?;
             // With a Python logging config, the `gunicorn.access` logger
             // takes every line (call.rs).
             Some(AccessLog::open(
@@ -543,11 +547,13 @@ impl Worker {
     /// limit or memory limit (it finishes what it has, then exits).
     pub(super) fn after_request(&mut self) {
         self.scoreboard.count_request(self.slot);
+        crate::metrics::request_finished();
         if self.stopping {
             return;
         }
         if self.max_requests > 0 && self.requests >= self.max_requests {
             info!("Autorestarting worker after current request.");
+            crate::metrics::exiting(crate::metrics::ExitReason::MaxRequests);
             self.begin_graceful_stop();
             return;
         }
@@ -562,6 +568,7 @@ impl Worker {
                         rss >> 20,
                         self.max_rss >> 20
                     );
+                    crate::metrics::exiting(crate::metrics::ExitReason::Memory);
                     self.begin_graceful_stop();
                 }
             }

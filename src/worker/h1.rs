@@ -283,7 +283,9 @@ impl Worker {
                 proxy: conn.proxied.clone(),
                 uwsgi: conn.uwsgi.take(),
             },
+            received: conn.since,
         };
+        crate::metrics::request_started();
         match self.exec.submit(job) {
             Some(done) => {
                 self.after_request();

@@ -69,6 +69,7 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
     // After fork, in the worker: nothing here may touch the master's state.
     let settings = args.settings;
     args.scoreboard.beat(args.slot);
+    crate::metrics::worker_init(args.slot);
     let signals = match SignalQueue::install(&[
         Signal::SIGQUIT,
         Signal::SIGINT,
@@ -169,7 +170,7 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
     );
     if let Some(conf) = &logconfig {
         if let Err(e) = wsgi::init_python(&setup).and_then(|()| wsgi::configure_logging(conf)) {
-            error!("Exception in worker process:\n{}", e.to_string().trim_end());
+            crate::exception!("Exception in worker process:\n{}", e.to_string().trim_end());
             return e.exit_code();
         }
     }
@@ -188,7 +189,7 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
                 args.age,
             ),
             Err(e) => {
-                error!("Exception in worker process:\n{}", e.to_string().trim_end());
+                crate::exception!("Exception in worker process:\n{}", e.to_string().trim_end());
                 return e.exit_code();
             }
         },
@@ -208,7 +209,7 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
     if settings.spew {
         // Traced from the app's import on (the interpreter starts first).
         if let Err(e) = wsgi::init_python(&setup) {
-            error!("Exception in worker process:\n{}", e.to_string().trim_end());
+            crate::exception!("Exception in worker process:\n{}", e.to_string().trim_end());
             return e.exit_code();
         }
         wsgi::SPEW.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -221,7 +222,7 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
     let app = match app {
         Ok(app) => app,
         Err(e) => {
-            error!("Exception in worker process:\n{}", e.to_string().trim_end());
+            crate::exception!("Exception in worker process:\n{}", e.to_string().trim_end());
             return e.exit_code();
         }
     };

@@ -75,6 +75,7 @@ pub fn start(engine: &str, patterns: Vec<String>) {
                 watch_poll(files)
             };
             info!("Worker reloading: {} modified", changed.display());
+            crate::metrics::exiting(crate::metrics::ExitReason::CodeReload);
             let _ =
                 nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGTERM);
         });

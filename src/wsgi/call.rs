@@ -15,7 +15,7 @@ use super::{ConnSocket, FileWrapper, Input, Peer, Responder, ServerInfo, Wsgi};
 use crate::http::{Body, RequestHead};
 use crate::log::access::{AccessLog, EnvKey, Record, Value};
 use crate::worker::executor::{lock, App, Done, Job, Outcome, ReopenLogs};
-use crate::{debug, error, warning};
+use crate::{debug, warning};
 
 /// An unread request body up to this size is read and discarded so the
 /// connection can be reused.
@@ -63,6 +63,7 @@ fn run_job(py: Python<'_>, shared: &WsgiApp, job: Job) -> Done {
         // A WSGI worker answers Expect: 100-continue itself (h1).
         continue_pending: _,
         edge,
+        received,
     } = job;
     // Who the request is from, as the app and the logs see it (a PROXY
     // header's or uwsgi's client); `peer`, the proxy, is who is trusted.
@@ -71,6 +72,7 @@ fn run_job(py: Python<'_>, shared: &WsgiApp, job: Job) -> Done {
     let input = Input::new(body);
     let responder = Responder::new(reply);
     let started = Instant::now();
+    let queue = started.saturating_duration_since(received);
     let no_server = ServerInfo::default();
     let server = shared.servers.get(listener).unwrap_or(&no_server);
     let wsgi = &shared.wsgi;
@@ -156,7 +158,7 @@ fn run_job(py: Python<'_>, shared: &WsgiApp, job: Job) -> Done {
                             &format!("{}\n", bad.detail),
                         );
                     } else {
-                        error!(
+                        crate::exception!(
                             "Error handling request {} {}\n{}",
                             head.method,
                             head.target,
@@ -193,6 +195,8 @@ fn run_job(py: Python<'_>, shared: &WsgiApp, job: Job) -> Done {
                 .finish(py, DRAIN_LIMIT)
                 .map(|rest| if streamed { rest } else { early })
         };
+        let elapsed = started.elapsed();
+        crate::metrics::request_done(r.status_code, elapsed, queue);
         if let Some(access) = &shared.access {
             log_access(
                 py,
@@ -201,7 +205,10 @@ fn run_job(py: Python<'_>, shared: &WsgiApp, job: Job) -> Done {
                 &head,
                 &client,
                 &r,
-                started.elapsed(),
+                Timing {
+                    duration: elapsed,
+                    queue,
+                },
             );
         }
         if let Some((req, environ, h)) = hooks_done.take() {
@@ -272,6 +279,13 @@ fn remote_ip(peer: &Peer) -> String {
     }
 }
 
+/// How long a request took in the app, and waited before it.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub duration: Duration,
+    pub queue: Duration,
+}
+
 /// The access-log line of a request answered without a WSGI environ (an
 /// ASGI request): the environ atoms come from the request itself.
 #[allow(clippy::too_many_arguments)]
@@ -283,7 +297,7 @@ pub fn log_access_head(
     status: u16,
     resp_headers: &[(String, String)],
     body_bytes: u64,
-    duration: Duration,
+    t: Timing,
 ) {
     let mut log = lock(access);
     let keys = log.format().environ_keys();
@@ -294,7 +308,8 @@ pub fn log_access_head(
         status,
         resp_headers,
         body_bytes,
-        duration,
+        duration: t.duration,
+        queue: t.queue,
     };
     if super::pylog::enabled() {
         let line = log.render(&record);
@@ -315,7 +330,7 @@ fn log_access(
     head: &RequestHead,
     peer: &Peer,
     r: &Responder,
-    duration: Duration,
+    t: Timing,
 ) {
     let mut log = lock(access);
     let python = super::pylog::enabled();
@@ -331,7 +346,8 @@ fn log_access(
         status: r.status_code,
         resp_headers: r.headers(),
         body_bytes: r.body_bytes,
-        duration,
+        duration: t.duration,
+        queue: t.queue,
     };
     if python {
         // --log-config: the line goes to the `gunicorn.access` logger only.

@@ -25,7 +25,7 @@ mod socket;
 mod sockio;
 mod streams;
 
-pub use call::{log_access_head, WsgiApp};
+pub use call::{log_access_head, Timing, WsgiApp};
 pub use environ::{percent_decode, Forwarding, HeaderMap, Peer, ServerInfo, Wsgi};
 pub use input::Input;
 pub use load::{

@@ -113,6 +113,8 @@ pub struct HttpCycle {
     returned: bool,
     task: Option<Py<PyAny>>,
     started: Instant,
+    /// How long the request waited before the app was called.
+    queued: std::time::Duration,
     last_progress: Instant,
     disconnected_at: Option<Instant>,
     /// The app ended on the disconnect (ClientDisconnected, or cancelled).
@@ -142,6 +144,7 @@ pub fn start(py: Python<'_>, hub: &Rc<Hub>, job: Job) {
         early,
         continue_pending,
         edge,
+        received,
     } = job;
     let client = edge.client(&peer);
     let (body, extra) = match body {
@@ -153,6 +156,7 @@ pub fn start(py: Python<'_>, hub: &Rc<Hub>, job: Job) {
     let now = Instant::now();
     let id = hub.new_id();
     let mut cycle = HttpCycle {
+        queued: now.saturating_duration_since(received),
         hub: hub.clone(),
         id,
         idx,
@@ -533,7 +537,7 @@ impl HttpCycle {
         let cancelled = self.quiet_end && self.disconnected_at.is_some();
         if let Some(tb) = tb {
             if !cancelled {
-                error!("Exception in ASGI application\n{}", tb.trim_end());
+                crate::exception!("Exception in ASGI application\n{}", tb.trim_end());
             }
         }
         if self.finished {
@@ -615,6 +619,7 @@ impl HttpCycle {
                 headers: &self.log_headers,
                 body_bytes: self.body_bytes,
                 started: self.started,
+                queue: self.queued,
             },
         );
         if let Ok(msg) = Self::disconnect_msg(py) {

@@ -4,7 +4,14 @@
 //! from the WSGI environ as the app left it (so a `ProxyFix` that rewrites
 //! `REMOTE_ADDR` shows in `%(h)s`), `"` in text atoms is written `\"`,
 //! `{name}i`/`{name}o`/`{name}e` keys are case-insensitive, and an atom
-//! gunicorn does not know renders `-`.
+//! gunicorn does not know renders `-`. One atom is ferrocorn's own:
+//! `%(Q)s`, the queue time in microseconds (from accept, or on a reused
+//! connection from the request's first byte, until the app was called);
+//! gunicorn renders it `-`.
+//!
+//! `--access-log-json` ([`Format::json`]) writes one JSON object per line
+//! instead: a named field for each atom (see `JSON_FIELDS`), plus the
+//! request and response headers and environ keys the format names.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -45,6 +52,7 @@ enum Atom {
     Millis,
     Micros,
     DecimalSecs,
+    Queue,
     Pid,
     ReqHeader(String),
     RespHeader(String),
@@ -64,7 +72,40 @@ pub struct Format {
     parts: Vec<Part>,
     keys: Vec<EnvKey>,
     unknown: Vec<String>,
+    /// `--access-log-json`: the line is a JSON object instead.
+    json: Option<Json>,
 }
+
+/// What a JSON line holds.
+#[derive(Debug, Clone)]
+struct Json {
+    fields: Vec<(&'static str, Atom)>,
+    req_headers: Vec<String>,
+    resp_headers: Vec<String>,
+    /// `{name}e` keys as written (lower-cased) and their environ index.
+    environ: Vec<(String, usize)>,
+}
+
+/// The JSON line's fields: its key, and the atom whose value it holds.
+/// `l` (always `-`) has none; `T` and `M` are `duration` in other units.
+pub const JSON_FIELDS: &[(&str, &str)] = &[
+    ("time", "t"),
+    ("remote_addr", "h"),
+    ("user", "u"),
+    ("request", "r"),
+    ("method", "m"),
+    ("path", "U"),
+    ("query", "q"),
+    ("protocol", "H"),
+    ("status", "s"),
+    ("bytes", "B"),
+    ("referer", "f"),
+    ("user_agent", "a"),
+    ("duration", "L"),
+    ("duration_us", "D"),
+    ("queue_us", "Q"),
+    ("pid", "p"),
+];
 
 /// What one access-log line describes.
 pub struct Record<'a> {
@@ -76,6 +117,8 @@ pub struct Record<'a> {
     pub resp_headers: &'a [(String, String)],
     pub body_bytes: u64,
     pub duration: Duration,
+    /// How long the request waited before the app was called (`%(Q)s`).
+    pub queue: Duration,
 }
 
 impl Format {
@@ -87,6 +130,7 @@ impl Format {
             parts: Vec::new(),
             keys: Vec::new(),
             unknown: Vec::new(),
+            json: None,
         };
         let mut lit = String::new();
         let mut rest = fmt;
@@ -145,6 +189,50 @@ impl Format {
         Ok(f)
     }
 
+    /// `--access-log-json`: every atom as a named field (`JSON_FIELDS`),
+    /// and the headers and environ keys that `fmt` names
+    /// (`%({x-request-id}i)s`, `%({x-cache}o)s`, `%({remote_user}e)s`).
+    pub fn json(fmt: &str) -> Result<Format, String> {
+        let parsed = Format::parse(fmt)?;
+        let mut f = Format {
+            parts: Vec::new(),
+            keys: Vec::new(),
+            unknown: Vec::new(),
+            json: None,
+        };
+        let fields = JSON_FIELDS
+            .iter()
+            .map(|(key, atom)| (*key, f.atom(atom)))
+            .collect();
+        let mut json = Json {
+            fields,
+            req_headers: Vec::new(),
+            resp_headers: Vec::new(),
+            environ: Vec::new(),
+        };
+        for part in &parsed.parts {
+            match part {
+                Part::Atom(Atom::ReqHeader(h), _) if !json.req_headers.contains(h) => {
+                    json.req_headers.push(h.clone())
+                }
+                Part::Atom(Atom::RespHeader(h), _) if !json.resp_headers.contains(h) => {
+                    json.resp_headers.push(h.clone())
+                }
+                Part::Atom(Atom::Env(i), _) => {
+                    if let Some(EnvKey::Folded(name)) = parsed.keys.get(*i) {
+                        if !json.environ.iter().any(|(n, _)| n == name) {
+                            let idx = f.key(EnvKey::Folded(name.clone()));
+                            json.environ.push((name.clone(), idx));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        f.json = Some(json);
+        Ok(f)
+    }
+
     fn key(&mut self, k: EnvKey) -> usize {
         match self.keys.iter().position(|x| *x == k) {
             Some(i) => i,
@@ -180,6 +268,7 @@ impl Format {
             "M" => Atom::Millis,
             "D" => Atom::Micros,
             "L" => Atom::DecimalSecs,
+            "Q" => Atom::Queue,
             "p" => Atom::Pid,
             _ => {
                 // gunicorn lower-cases both its keys and the one asked for.
@@ -226,6 +315,11 @@ impl Format {
 
     /// Append the line for `r` (with its newline) to `out`.
     pub fn render_into(&self, r: &Record<'_>, out: &mut String) {
+        if let Some(json) = &self.json {
+            render_json(json, r, out);
+            out.push('\n');
+            return;
+        }
         for part in &self.parts {
             match part {
                 Part::Lit(s) => out.push_str(s),
@@ -303,6 +397,7 @@ fn value<'a>(atom: &'a Atom, r: &'a Record<'_>) -> Value<'a> {
         Atom::Millis => Value::Int(d.as_millis() as i64),
         Atom::Micros => Value::Int(d.as_micros() as i64),
         Atom::DecimalSecs => text(format!("{}.{:06}", d.as_secs(), d.subsec_micros())),
+        Atom::Queue => Value::Int(r.queue.as_micros().min(i64::MAX as u128) as i64),
         Atom::Pid => text(format!("<{}>", std::process::id())),
         Atom::ReqHeader(h) => header(r.req_headers, h)
             .map(|v| Value::Str(Cow::Borrowed(v)))
@@ -311,6 +406,117 @@ fn value<'a>(atom: &'a Atom, r: &'a Record<'_>) -> Value<'a> {
             .map(|v| Value::Str(Cow::Borrowed(v)))
             .unwrap_or_else(dash),
     }
+}
+
+/// A JSON string.
+fn json_str(s: &str, out: &mut String) {
+    use std::fmt::Write;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// An atom's value as JSON: strings as strings, numbers as numbers,
+/// absent values (`-`, None) as null.
+fn json_value(v: &Value<'_>, out: &mut String) {
+    match v {
+        Value::Str(s) => json_str(s, out),
+        Value::Int(i) => out.push_str(&i.to_string()),
+        Value::Float(f, _) if f.is_finite() => out.push_str(&format!("{f:?}")),
+        Value::Float(_, t) => json_str(t, out),
+        Value::Obj { text, .. } if text == "None" => out.push_str("null"),
+        Value::Obj { text, .. } => json_str(text, out),
+    }
+}
+
+fn render_json(json: &Json, r: &Record<'_>, out: &mut String) {
+    out.push('{');
+    let mut first = true;
+    let mut key = |k: &str, out: &mut String| {
+        if !std::mem::take(&mut first) {
+            out.push_str(", ");
+        }
+        json_str(k, out);
+        out.push_str(": ");
+    };
+    for (k, atom) in &json.fields {
+        key(k, out);
+        match atom {
+            Atom::Time => json_str(&timefmt::iso_timestamp(std::time::SystemTime::now()), out),
+            Atom::Status => out.push_str(&r.status.to_string()),
+            Atom::DecimalSecs => out.push_str(&format!(
+                "{}.{:06}",
+                r.duration.as_secs(),
+                r.duration.subsec_micros()
+            )),
+            Atom::Pid => out.push_str(&std::process::id().to_string()),
+            // Absent: null, where the line writes `-`.
+            Atom::Remote(i) | Atom::Referer(i) | Atom::Agent(i) => match env(r, *i) {
+                Some(v) => json_value(&v, out),
+                None => out.push_str("null"),
+            },
+            Atom::User(i) => match env(r, *i) {
+                Some(Value::Str(auth)) => match basic_user(&auth) {
+                    Some(u) => json_str(&u, out),
+                    None => out.push_str("null"),
+                },
+                _ => out.push_str("null"),
+            },
+            a => json_value(&value(a, r), out),
+        }
+    }
+    let headers = |names: &[String], from: &[(String, String)], out: &mut String| {
+        out.push('{');
+        for (i, h) in names.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            json_str(h, out);
+            out.push_str(": ");
+            match header(from, h) {
+                Some(v) => json_str(v, out),
+                None => out.push_str("null"),
+            }
+        }
+        out.push('}');
+    };
+    if !json.req_headers.is_empty() {
+        key("request_headers", out);
+        headers(&json.req_headers, r.req_headers, out);
+    }
+    if !json.resp_headers.is_empty() {
+        key("response_headers", out);
+        headers(&json.resp_headers, r.resp_headers, out);
+    }
+    if !json.environ.is_empty() {
+        key("environ", out);
+        out.push('{');
+        for (i, (name, idx)) in json.environ.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            json_str(name, out);
+            out.push_str(": ");
+            match env(r, *idx) {
+                Some(v) => json_value(&v, out),
+                None => out.push_str("null"),
+            }
+        }
+        out.push('}');
+    }
+    out.push('}');
 }
 
 /// The user of a `Basic` Authorization value, as gunicorn finds it: the
@@ -418,8 +624,61 @@ mod tests {
             resp_headers: &resp,
             body_bytes: 42,
             duration: Duration::from_micros(1_500),
+            queue: Duration::from_micros(250),
         };
         f.render(&r).trim_end_matches('\n').to_string()
+    }
+
+    #[test]
+    fn queue_atom() {
+        assert_eq!(line("%(Q)s|%(Q)06d"), "250|000250");
+    }
+
+    #[test]
+    fn json_lines() {
+        let f = Format::json("%(h)s %({X-Dup}i)s %({x-resp}o)s %({missing}i)s %({REMOTE_USER}e)s %({n}e)s %({nope}e)s").unwrap();
+        let env = environ(&f);
+        let req = vec![("X-Dup".to_string(), "1".to_string())];
+        let resp = vec![("X-Resp".to_string(), "a \"q\"\u{1}".to_string())];
+        let r = Record {
+            environ: &env,
+            req_headers: &req,
+            status: 201,
+            resp_headers: &resp,
+            body_bytes: 42,
+            duration: Duration::from_micros(1_500),
+            queue: Duration::from_micros(250),
+        };
+        let text = f.render(&r);
+        assert!(text.ends_with("}\n") && text.lines().count() == 1, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["remote_addr"], "10.1.2.3");
+        assert_eq!(v["user"], "user");
+        assert_eq!(v["request"], "GET /p%20q?x=\"1\" HTTP/1.1");
+        assert_eq!(v["method"], "GET");
+        assert_eq!(v["path"], "/p q");
+        assert_eq!(v["query"], "x=\"1\"");
+        assert_eq!(v["status"], 201);
+        assert_eq!(v["bytes"], 42);
+        assert_eq!(v["referer"], serde_json::Value::Null);
+        assert_eq!(v["user_agent"], "say \"hi\"\t");
+        assert_eq!(v["duration"], 0.0015);
+        assert_eq!(v["duration_us"], 1500);
+        assert_eq!(v["queue_us"], 250);
+        assert_eq!(v["pid"], std::process::id());
+        assert!(v["time"].as_str().unwrap().contains('T'));
+        assert_eq!(v["request_headers"]["x-dup"], "1");
+        assert_eq!(v["request_headers"]["missing"], serde_json::Value::Null);
+        assert_eq!(v["response_headers"]["x-resp"], "a \"q\"\u{1}");
+        assert_eq!(v["environ"]["remote_user"], "bob");
+        assert_eq!(v["environ"]["n"], 7);
+        assert_eq!(v["environ"]["nope"], serde_json::Value::Null);
+        // Without header or environ atoms, only the fixed fields.
+        let f = Format::json(DEFAULT_FORMAT).unwrap();
+        let env = environ(&f);
+        let r = Record { environ: &env, ..r };
+        let v: serde_json::Value = serde_json::from_str(&f.render(&r)).unwrap();
+        assert_eq!(v.as_object().unwrap().len(), JSON_FIELDS.len());
     }
 
     #[test]

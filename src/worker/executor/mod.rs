@@ -74,6 +74,11 @@ pub struct Job {
     pub continue_pending: bool,
     /// What the connection's edge protocols said (PROXY header, uwsgi).
     pub edge: Edge,
+    /// Since when the request has waited: the connection's accept, or on a
+    /// reused connection the request's first byte (or the end of the
+    /// previous response, when it was pipelined). The queue time is from
+    /// here to the app being called.
+    pub received: std::time::Instant,
 }
 
 /// What a request's connection said beyond HTTP/1.1 (`worker/edge.rs`):
