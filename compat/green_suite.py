@@ -195,6 +195,20 @@ def case_hup_under_load(ctx):
     raise CaseFailed(f"the workers were not replaced after HUP: {pids_before} -> {ctx.worker_pids()}")
 
 
+def case_metrics(ctx):
+    # The master's Prometheus scrape counts the greenlets' requests.
+    for _ in range(5):
+        http_get(ctx.port, "/hello")
+    with socket.create_connection(("127.0.0.1", ctx.metrics_port), timeout=HTTP_TIMEOUT) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    text = data.decode("latin-1")
+    counts = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith('ferrocorn_requests_total{status="200"}')]
+    check(counts and counts[0] >= 5, f"ferrocorn_requests_total{{status=\"200\"}} is {counts} after 5 requests")
+
+
 def case_slow_clients(ctx):
     held = []
     try:
@@ -273,15 +287,17 @@ CASES = [
     ("sse-and-longpoll", case_sse_and_longpoll),
     ("slow-clients", case_slow_clients),
     ("access-log", case_access_log),
+    ("metrics", case_metrics),
     ("hup-under-load", case_hup_under_load),
     ("hub-blocked", case_hub_blocked),
 ]
 
 
 class Ctx:
-    def __init__(self, library, port, server, log_path):
+    def __init__(self, library, port, server, log_path, metrics_port=None):
         self.library = library
         self.port = port
+        self.metrics_port = metrics_port
         self.server = server
         self.log_path = log_path
 
@@ -313,8 +329,13 @@ def run_library(library, args, tmp, results):
         return
     log_path = tmp / f"{library}.log"
     port = free_port()
-    server = Server(server_argv(args, library, port), log_path, port)
-    ctx = Ctx(library, port, server, log_path)
+    metrics_port = free_port()
+    extra = ["--metrics-bind", f"127.0.0.1:{metrics_port}"] if args.server == "ferrocorn" else []
+    if args.server == "gunicorn" and "metrics" in wanted:
+        wanted.remove("metrics")
+        results.report(f"{library}-metrics", skip="gunicorn has no Prometheus endpoint")
+    server = Server(server_argv(args, library, port, extra), log_path, port)
+    ctx = Ctx(library, port, server, log_path, metrics_port)
     failed_before = results.failed
     try:
         with server:
