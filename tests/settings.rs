@@ -189,9 +189,9 @@ fn refused_settings_name_themselves_and_say_why() {
             "statsd",
         ),
         (
-            &["--control-socket", "/tmp/c.ctl"],
-            "--control-socket",
-            "control socket",
+            &["--control-socket-mode", "0999"],
+            "--control-socket-mode",
+            "permission bits",
         ),
         (
             &["--asgi-loop", "tokio"],

@@ -18,6 +18,8 @@
 //! - `status.rs`: what systemd is told (`READY=1`, `STATUS=`, watchdog).
 //! - `inherit.rs`: what the environment hands the master at start.
 //! - `pidfile.rs`: the pidfile and the successor's `<pidfile>.2`.
+//! - `ctl.rs`: the control socket (`crate::control`): opening it, what it
+//!   reads of the master, and its commands, applied as the signals are.
 //! - [`listeners`], [`sdnotify`]: the sockets and the `sd_notify` protocol.
 //! - [`upgrade_cmd`]: the `ferrocorn upgrade` command (the operator's side).
 
@@ -39,6 +41,7 @@ use crate::{debug, error, info, warning};
 use listeners::{ListenError, Listener};
 use sdnotify::{Notifier, NotifyError};
 
+mod ctl;
 mod inherit;
 pub mod listeners;
 mod pidfile;
@@ -175,6 +178,12 @@ pub struct Arbiter {
     announced: bool,
     /// Stopping with a successor to hand the service to.
     handing_over: bool,
+    /// The control socket (`ferrocorn ctl`, gunicornc), when open.
+    control: Option<crate::control::Server>,
+    /// The control socket these settings ask for could not be opened.
+    control_failed: Option<(PathBuf, u32)>,
+    /// Workers sent TERM or KILL (`show stats`).
+    workers_killed: u64,
 }
 
 fn proc_name(s: &Settings) -> String {
@@ -290,6 +299,9 @@ impl Arbiter {
             predecessor: inherited.predecessor,
             announced: false,
             handing_over: false,
+            control: None,
+            control_failed: None,
+            workers_killed: 0,
         };
         arbiter.retitle();
         Ok(arbiter)
@@ -350,6 +362,7 @@ impl Arbiter {
             return self.exit(1);
         }
         self.status(true);
+        self.sync_control();
         self.manage_workers();
         loop {
             self.wait_for_events();
@@ -361,6 +374,7 @@ impl Arbiter {
             for sig in pending {
                 self.handle_signal(sig);
             }
+            self.serve_control();
             self.reap();
             self.check_successor();
             self.check_predecessor();
@@ -409,6 +423,7 @@ impl Arbiter {
             if let Phase::Exiting { code } = self.phase {
                 return self.exit(code);
             }
+            self.sync_control();
             self.status(false);
             self.watchdog();
         }
@@ -439,7 +454,14 @@ impl Arbiter {
         if let Some(p) = &self.predecessor {
             fds.push(p.as_fd());
         }
-        let _ = sys::wait_any(&fds, timeout);
+        match &self.control {
+            Some(c) => {
+                c.wait(&fds, timeout);
+            }
+            None => {
+                let _ = sys::wait_any(&fds, timeout);
+            }
+        }
     }
 
     /// One handler per signal.
@@ -452,20 +474,8 @@ impl Arbiter {
             Signal::SIGTERM => self.stop(true, 0),
             Signal::SIGINT | Signal::SIGQUIT => self.stop(false, 0),
             Signal::SIGHUP => self.reload(),
-            Signal::SIGTTIN => {
-                self.settings.workers += 1;
-                let n = self.settings.workers;
-                self.hook("nworkers_changed", None, &[n.into(), (n - 1).into()]);
-                self.manage_workers();
-            }
-            Signal::SIGTTOU => {
-                if self.settings.workers > 1 {
-                    self.settings.workers -= 1;
-                    let n = self.settings.workers;
-                    self.hook("nworkers_changed", None, &[n.into(), (n + 1).into()]);
-                }
-                self.manage_workers();
-            }
+            Signal::SIGTTIN => self.set_workers(self.settings.workers + 1),
+            Signal::SIGTTOU => self.set_workers(self.settings.workers.saturating_sub(1).max(1)),
             Signal::SIGUSR1 => {
                 if let Err(e) = crate::log::reopen() {
                     warning!("Cannot reopen the error log: {e}");
@@ -571,6 +581,9 @@ impl Arbiter {
                     remove_pidfile(&p, self.pid);
                 }
             }
+        }
+        if let Some(c) = self.control.take() {
+            c.close();
         }
         self.hook("on_exit", None, &[]);
         crate::hooks::shutdown();

@@ -164,6 +164,8 @@ impl Server {
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(log))
             .process_group(0);
+        // The control socket's default place: this server's own directory.
+        cmd.env("XDG_RUNTIME_DIR", dir.path());
         for (k, v) in env {
             cmd.env(k, v);
         }
