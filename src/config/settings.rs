@@ -389,7 +389,7 @@ settings! {
         };
         section "Control", flags ["control-socket"], meta "PATH",
         default_doc "$XDG_RUNTIME_DIR/gunicorn.ctl, or $HOME/.gunicorn/gunicorn.ctl without XDG_RUNTIME_DIR",
-        help "Unix socket of the control interface (`ferrocorn ctl`, gunicorn's gunicornc); a relative path is taken from --chdir, and a missing directory is created with mode 0700. The packaged systemd units put it in the instance's runtime directory.";
+        help "Unix socket of the control interface (ferrocorn ctl, and gunicorn's gunicornc); a relative path is taken from --chdir, and a missing directory is created with mode 0700. The packaged systemd units put it in the instance's runtime directory.";
     control_socket_mode: Mode = Mode(0o600);
         section "Control", flags ["control-socket-mode"], meta "INT", default_doc "0600",
         help "Permissions of the control socket, set as it is created (0600: its owner only; 0660: its group too). Connections are also checked against the peer's user: the socket's owner, root, and the users the mode admits.";
