@@ -517,3 +517,123 @@ fn nix_is_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+#[test]
+fn stacks_of_a_worker_that_cannot_answer_come_back_at_the_deadline() {
+    let s = Server::start(&["-w", "2", "ctl_app:app"]);
+    let sock = sock(&s);
+    let pids = s.wait_workers(2, Duration::from_secs(10));
+    assert!(wait_until(Duration::from_secs(10), || {
+        arr(&ctl_json(&sock, &["show", "workers"])["workers"])
+            .iter()
+            .all(|w| w["booted"].as_bool() == Some(true))
+    }));
+    // A stopped worker cannot answer; the other one does, and the master
+    // serves other clients meanwhile.
+    kill(pids[0], libc::SIGSTOP);
+    let t = Instant::now();
+    let waiting = thread::spawn({
+        let sock = sock.clone();
+        move || ctl_json(&sock, &["stacks"])
+    });
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        ctl_json(&sock, &["show", "stats"])["workers_current"].as_u64(),
+        Some(2)
+    );
+    let answer = waiting.join().unwrap();
+    let took = t.elapsed();
+    kill(pids[0], libc::SIGCONT);
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(9),
+        "{took:?}"
+    );
+    let workers = arr(&answer["workers"]);
+    let stopped = workers
+        .iter()
+        .find(|w| w["pid"].as_u64() == Some(pids[0] as u64))
+        .unwrap();
+    assert!(
+        stopped["error"]
+            .str()
+            .unwrap()
+            .contains("no answer within 5 s"),
+        "{stopped:?}"
+    );
+    let other = workers
+        .iter()
+        .find(|w| w["pid"].as_u64() == Some(pids[1] as u64))
+        .unwrap();
+    assert!(other["error"].is_null(), "{other:?}");
+    // Once it runs again its late answer is dropped and it answers anew.
+    thread::sleep(Duration::from_millis(300));
+    let again = ctl_json(&sock, &["stacks", &pids[0].to_string()]);
+    assert!(arr(&again["workers"])[0]["error"].is_null(), "{again:?}");
+}
+
+#[test]
+fn the_successor_takes_the_socket_over_on_upgrade() {
+    let dir = TempDir::new("ctlupgrade");
+    let pidfile = dir.join("master.pid");
+    let mut s = Server::start(&["-p", pidfile.to_str().unwrap(), "ctl_app:app"]);
+    let sock = sock(&s);
+    let first = s.pid;
+    let out = run_cli(
+        &["upgrade", "--pidfile", pidfile.to_str().unwrap()],
+        &[],
+        dir.path(),
+    );
+    assert_eq!(out.code(), Some(0), "{}{}", out.stdout, out.stderr);
+    assert!(s.wait_exit(Duration::from_secs(30)).is_some());
+    let second: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_ne!(second, first);
+    // The old master left the new one's socket in place.
+    let stats = ctl_json(&sock, &["show", "stats"]);
+    assert_eq!(stats["pid"].as_u64(), Some(second as u64));
+    let a = ctl_json(&sock, &["shutdown"]);
+    assert_eq!(a["status"].str(), Some("shutting_down"));
+    assert!(wait_until(Duration::from_secs(20), || !alive(second)));
+    assert!(!sock.exists());
+}
+
+#[test]
+fn after_a_failed_upgrade_the_old_master_serves_the_socket_again() {
+    let apps = TempDir::new("ctlbroken");
+    let app = apps.join("brokenlater.py");
+    std::fs::write(
+        &app,
+        "def app(environ, start_response):\n    start_response('200 OK', [])\n    return [b'v1']\n",
+    )
+    .unwrap();
+    let pidfile = apps.join("master.pid");
+    let mut s = Server::spawn_with(
+        &[],
+        Some(apps.path()),
+        &["-p", pidfile.to_str().unwrap(), "brokenlater:app"],
+        &[],
+    );
+    s.wait_ready();
+    let sock = sock(&s);
+    std::fs::write(&app, "raise RuntimeError('this version cannot start')\n").unwrap();
+    let out = run_cli(
+        &["upgrade", "--pidfile", pidfile.to_str().unwrap()],
+        &[],
+        apps.path(),
+    );
+    assert_ne!(out.code(), Some(0), "{}{}", out.stdout, out.stderr);
+    assert!(
+        wait_until(Duration::from_secs(10), || sock.exists()
+            && UnixStream::connect(&sock).is_ok()),
+        "{}",
+        s.log()
+    );
+    assert_eq!(
+        ctl_json(&sock, &["show", "stats"])["pid"].as_u64(),
+        Some(s.pid as u64)
+    );
+    assert!(s.log().contains("taking the path back"), "{}", s.log());
+}

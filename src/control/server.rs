@@ -60,6 +60,8 @@ struct Client {
     waiting: bool,
     /// Last progress (bytes in or out).
     active: Instant,
+    /// The peer's uid, for the log.
+    uid: Option<u32>,
 }
 
 /// One `stacks` request in flight.
@@ -159,6 +161,14 @@ impl Server {
 
     pub fn mode(&self) -> u32 {
         self.mode
+    }
+
+    /// The socket file at `path` is still the one this server made (a
+    /// successor master replaces it; one that fails removes its own).
+    pub fn still_there(&self) -> bool {
+        std::fs::symlink_metadata(&self.path)
+            .map(|m| (m.dev(), m.ino()) == self.file_id)
+            .unwrap_or(false)
     }
 
     /// Before forking a worker: make its stacks link.
@@ -286,8 +296,9 @@ impl Server {
                 shut: false,
                 waiting: false,
                 active: Instant::now(),
+                uid: None,
             };
-            if let Err(why) = self.admit(&c.stream) {
+            if let Err(why) = self.admit(&mut c) {
                 warning!("Control socket: refused a connection: {why}");
                 queue(
                     &mut c,
@@ -311,10 +322,11 @@ impl Server {
 
     /// May this peer use the socket? Root, the socket's owner, and the
     /// group and others as the mode admits them.
-    fn admit(&self, stream: &UnixStream) -> Result<(), String> {
-        let cred = socket::getsockopt(stream, sockopt::PeerCredentials)
+    fn admit(&self, c: &mut Client) -> Result<(), String> {
+        let cred = socket::getsockopt(&c.stream, sockopt::PeerCredentials)
             .map_err(|e| format!("cannot read the peer's credentials: {e}"))?;
         let (uid, gid, pid) = (cred.uid(), cred.gid(), cred.pid());
+        c.uid = Some(uid);
         let me = nix::unistd::geteuid().as_raw();
         let my_gid = nix::unistd::getegid().as_raw();
         if uid == 0 || uid == me {
@@ -418,7 +430,9 @@ impl Server {
                         | Command::ShowListeners
                         | Command::Help
                 ) {
-                    info!("Control socket: {}", r.words.join(" "));
+                    let uid = self.clients.get(&client).and_then(|c| c.uid);
+                    let who = uid.map(|u| format!(" (uid {u})")).unwrap_or_default();
+                    info!("Control socket{who}: {}", r.words.join(" "));
                 }
                 match answer(cmd, sup, self.started, actions) {
                     Ok(data) => protocol::ok(&r.id, data),
@@ -453,6 +467,8 @@ impl Server {
         for w in &workers {
             let answer = match self.links.get_mut(&w.pid) {
                 None => Some(json!({"error": "this worker has no stacks link"})),
+                // Its stacks thread starts once the app is loaded.
+                Some(_) if !w.booted => Some(json!({"error": "still booting"})),
                 Some(l) => match l.ask(req) {
                     Ok(()) => None,
                     Err(e) => Some(json!({"error": format!("cannot ask it: {e}")})),
@@ -553,10 +569,7 @@ impl Drop for Server {
         if std::process::id() != self.owner {
             return;
         }
-        let ours = std::fs::symlink_metadata(&self.path)
-            .map(|m| (m.dev(), m.ino()) == self.file_id)
-            .unwrap_or(false);
-        if ours {
+        if self.still_there() {
             let _ = std::fs::remove_file(&self.path);
         }
     }

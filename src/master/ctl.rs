@@ -8,7 +8,7 @@ use std::os::fd::AsRawFd;
 use serde_json::Value;
 
 use super::listeners::Kind;
-use super::Arbiter;
+use super::{Arbiter, Phase};
 use crate::control::{self, Action, ListenerView, StatsView, StopMode, Supervisor, WorkerView};
 use crate::sys::{self, Signal};
 use crate::{info, warning};
@@ -47,10 +47,24 @@ impl Arbiter {
                 .unwrap_or_else(|_| s.control_socket.clone().into());
             (path, s.control_socket_mode.0 & 0o777)
         });
-        let have = self
+        let mut have = self
             .control
             .as_ref()
             .map(|c| (c.path().to_path_buf(), c.mode()));
+        // A successor took the path over during an upgrade that then
+        // failed (and removed its socket): serve it again. Only while no
+        // successor runs, and never once stopping.
+        let serving = matches!(
+            self.phase,
+            Phase::Booting | Phase::Running | Phase::Reloading { .. }
+        );
+        if serving
+            && self.successor.is_none()
+            && self.control.as_ref().is_some_and(|c| !c.still_there())
+        {
+            info!("Control socket: taking the path back after the upgrade");
+            have = None;
+        }
         if want == have || (want.is_some() && self.control_failed == want) {
             return;
         }
