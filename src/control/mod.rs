@@ -4,6 +4,7 @@
 //!
 //! - [`protocol`]: the wire format (length-prefixed JSON frames, or text
 //!   lines), command parsing and the `help` table;
+//! - `answers.rs`: what each command answers, and the actions it asks for;
 //! - [`server`]: the socket inside the master's loop: bound with its mode
 //!   in place, peers checked with `SO_PEERCRED`, non-blocking, bounded
 //!   buffers and deadlines per client;
@@ -15,6 +16,7 @@
 //! [`Supervisor`] and hands back [`Action`]s, which the master applies
 //! through the same paths as its signals (HUP, USR1, TERM, INT, TTIN/TTOU).
 
+mod answers;
 pub mod client;
 pub mod protocol;
 pub mod server;

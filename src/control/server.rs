@@ -212,7 +212,9 @@ impl Server {
             .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
             .collect();
         fds.push(PollFd::new(self.listener.as_fd(), PollFlags::POLLIN));
-        for c in self.clients.values() {
+        // A client waiting for `stacks` is left out: were it to hang up,
+        // poll would report that at once, over and over.
+        for c in self.clients.values().filter(|c| !c.waiting) {
             let mut want = PollFlags::empty();
             if c.shut || (!c.waiting && !c.closing && c.input.len() <= MAX_REQUEST + 4) {
                 want |= PollFlags::POLLIN;
@@ -434,7 +436,7 @@ impl Server {
                     let who = uid.map(|u| format!(" (uid {u})")).unwrap_or_default();
                     info!("Control socket{who}: {}", r.words.join(" "));
                 }
-                match answer(cmd, sup, self.started, actions) {
+                match super::answers::answer(cmd, sup, self.started, actions) {
                     Ok(data) => protocol::ok(&r.id, data),
                     Err(e) => protocol::error(&r.id, e),
                 }
@@ -632,119 +634,4 @@ fn flush(c: &mut Client, now: Instant) {
             }
         }
     }
-}
-
-/// The answer to every command but `stacks`.
-fn answer(
-    cmd: Command,
-    sup: &dyn Supervisor,
-    started: Instant,
-    actions: &mut Vec<Action>,
-) -> Result<Value, String> {
-    let worker_json = |w: &super::WorkerView| {
-        json!({
-            "pid": w.pid,
-            "age": w.age,
-            "booted": w.booted,
-            "aborted": w.aborted,
-            "last_heartbeat": w.last_heartbeat,
-            "requests": w.requests,
-            "generation": w.generation,
-            "retiring": w.retiring,
-        })
-    };
-    let mut workers = sup.workers();
-    workers.sort_by_key(|w| w.age);
-    Ok(match cmd {
-        Command::ShowWorkers => {
-            let list: Vec<Value> = workers.iter().map(worker_json).collect();
-            json!({"workers": list, "count": workers.len()})
-        }
-        Command::ShowAll => {
-            let list: Vec<Value> = workers
-                .iter()
-                .map(|w| {
-                    let mut v = worker_json(w);
-                    v["type"] = Value::from("web");
-                    v
-                })
-                .collect();
-            json!({
-                "arbiter": {"pid": sup.stats().pid, "type": "arbiter", "role": "master"},
-                "web_workers": list,
-                "web_worker_count": workers.len(),
-                "dirty_arbiter": null,
-                "dirty_workers": [],
-                "dirty_worker_count": 0,
-            })
-        }
-        Command::ShowDirty => json!({"enabled": false, "pid": null, "workers": [], "apps": []}),
-        Command::ShowConfig => Value::Object(sup.config()),
-        Command::ShowStats => {
-            let s = sup.stats();
-            let uptime = (started.elapsed().as_secs_f64() * 100.0).round() / 100.0;
-            json!({
-                "uptime": uptime,
-                "pid": s.pid,
-                "workers_current": workers.len(),
-                "workers_target": s.workers_target,
-                "workers_spawned": s.workers_spawned,
-                "workers_killed": s.workers_killed,
-                "reloads": s.reloads,
-                "dirty_arbiter_pid": null,
-                "requests": s.requests,
-                "phase": s.phase,
-            })
-        }
-        Command::ShowListeners => {
-            let list: Vec<Value> = sup
-                .listeners()
-                .iter()
-                .map(|l| json!({"address": l.address, "fd": l.fd, "type": l.kind}))
-                .collect();
-            let count = list.len();
-            json!({"listeners": list, "count": count})
-        }
-        Command::WorkerAdd(n) => {
-            let old = sup.stats().workers_target;
-            let total = old.saturating_add(n);
-            actions.push(Action::SetWorkers(total));
-            json!({"added": n, "previous": old, "total": total})
-        }
-        Command::WorkerRemove(n) => {
-            let old = sup.stats().workers_target;
-            let total = old.saturating_sub(n).max(1);
-            actions.push(Action::SetWorkers(total));
-            json!({"removed": old - total, "previous": old, "total": total})
-        }
-        Command::WorkerKill(pid) => {
-            if workers.iter().any(|w| w.pid == pid) {
-                actions.push(Action::KillWorker(pid));
-                json!({"success": true, "killed": pid})
-            } else {
-                json!({"success": false, "error": format!("Worker {pid} not found")})
-            }
-        }
-        Command::DirtyAdd | Command::DirtyRemove => {
-            json!({"success": false, "error": "Dirty arbiter not running"})
-        }
-        Command::Reload => {
-            actions.push(Action::Reload);
-            json!({"status": "reloading"})
-        }
-        Command::Reopen => {
-            actions.push(Action::Reopen);
-            json!({"status": "reopening"})
-        }
-        Command::Shutdown(mode) => {
-            actions.push(Action::Shutdown(mode));
-            let name = match mode {
-                super::StopMode::Graceful => "graceful",
-                super::StopMode::Quick => "quick",
-            };
-            json!({"status": "shutting_down", "mode": name})
-        }
-        Command::Help => protocol::help(),
-        Command::Stacks(_) => return Err("stacks is answered asynchronously".into()),
-    })
 }
