@@ -324,6 +324,7 @@ fn daemon_stderr(inherit: bool) -> String {
     }
     cmd.arg("hello:app")
         .current_dir(dir.path())
+        .env("XDG_RUNTIME_DIR", dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(fs::File::create(&errf).unwrap()));
