@@ -444,6 +444,11 @@ fn socket_settings_path_mode_and_off() {
 /// Run python3 as `nobody` (the tests run as root) to connect; what it
 /// prints: `refused: ...` or the first answer.
 fn as_nobody(socket: &Path) -> Option<String> {
+    as_nobody_in(socket, &["--regid=nogroup", "--clear-groups"])
+}
+
+/// Like `as_nobody`, with these group options for setpriv.
+fn as_nobody_in(socket: &Path, groups: &[&str]) -> Option<String> {
     let script = format!(
         "import socket, struct, json\n\
          s = socket.socket(socket.AF_UNIX)\n\
@@ -460,13 +465,9 @@ fn as_nobody(socket: &Path) -> Option<String> {
         socket.to_str().unwrap()
     );
     let out = Command::new("setpriv")
-        .args([
-            "--reuid=nobody",
-            "--regid=nogroup",
-            "--clear-groups",
-            "/usr/bin/python3",
-            "-c",
-        ])
+        .arg("--reuid=nobody")
+        .args(groups)
+        .args(["/usr/bin/python3", "-c"])
         .arg(script)
         .stdin(Stdio::null())
         .output()
@@ -505,6 +506,20 @@ fn another_user_is_refused() {
         ctl_json(&sock, &["show", "workers"])["count"].as_u64(),
         Some(1)
     );
+
+    // With mode 0660 the socket's group (root's here) may, whether it is
+    // the peer's group or one of its supplementary groups; others may not.
+    let g = Server::start(&["--control-socket-mode", "0660", "ctl_app:app"]);
+    std::fs::set_permissions(g.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let gsock = g.dir.join("gunicorn.ctl");
+    for groups in [
+        &["--regid=0", "--clear-groups"][..],
+        &["--regid=nogroup", "--groups=0"][..],
+    ] {
+        let out = as_nobody_in(&gsock, groups).unwrap();
+        assert!(out.contains("\"status\":\"ok\""), "{groups:?}: {out}");
+    }
+    assert!(as_nobody(&gsock).unwrap().starts_with("refused:"));
 }
 
 fn nix_is_root() -> bool {

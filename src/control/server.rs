@@ -83,6 +83,8 @@ pub struct Server {
     /// The socket file as created: it is removed only while it is still
     /// this one (a successor may have put its own there).
     file_id: (u64, u64),
+    /// The socket file's group (the directory's, if it is setgid).
+    file_gid: u32,
     /// The process that created it (never a forked worker).
     owner: u32,
     started: Instant,
@@ -135,15 +137,16 @@ impl Server {
         listener
             .set_nonblocking(true)
             .map_err(|e| ControlError::Bind(shown.clone(), e))?;
-        let file_id = std::fs::symlink_metadata(&path)
-            .map(|m| (m.dev(), m.ino()))
-            .unwrap_or((0, 0));
+        let (file_id, file_gid) = std::fs::symlink_metadata(&path)
+            .map(|m| ((m.dev(), m.ino()), m.gid()))
+            .unwrap_or(((0, 0), nix::unistd::getegid().as_raw()));
         info!("Control socket listening at {shown}");
         Ok(Server {
             path,
             mode,
             listener,
             file_id,
+            file_gid,
             owner: std::process::id(),
             started: Instant::now(),
             clients: BTreeMap::new(),
@@ -330,11 +333,11 @@ impl Server {
         let (uid, gid, pid) = (cred.uid(), cred.gid(), cred.pid());
         c.uid = Some(uid);
         let me = nix::unistd::geteuid().as_raw();
-        let my_gid = nix::unistd::getegid().as_raw();
         if uid == 0 || uid == me {
             return Ok(());
         }
-        if self.mode & 0o020 != 0 && (gid == my_gid || in_group(pid, my_gid)) {
+        let group = self.file_gid;
+        if self.mode & 0o020 != 0 && (gid == group || in_group(pid, group)) {
             return Ok(());
         }
         if self.mode & 0o002 != 0 {
