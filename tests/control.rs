@@ -652,3 +652,29 @@ fn after_a_failed_upgrade_the_old_master_serves_the_socket_again() {
     );
     assert!(s.log().contains("taking the path back"), "{}", s.log());
 }
+
+#[test]
+fn a_client_that_does_not_read_holds_up_nobody() {
+    let s = Server::start(&["-w", "1", "ctl_app:app"]);
+    let sock = sock(&s);
+    // 300 requests sent at once, answers left unread for a while.
+    let mut greedy = connect(&sock);
+    let mut all = Vec::new();
+    for i in 0..300 {
+        all.extend(frame(&format!(
+            r#"{{"id": {i}, "command": "show config"}}"#
+        )));
+    }
+    greedy.write_all(&all).unwrap();
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        ctl_json(&sock, &["show", "workers"])["count"].as_u64(),
+        Some(1)
+    );
+    // Then every answer comes, in order.
+    for i in 0..300 {
+        let a = read_frame(&mut greedy);
+        assert_eq!(a["id"].as_u64(), Some(i));
+        assert_eq!(a["data"]["workers"].as_u64(), Some(1));
+    }
+}

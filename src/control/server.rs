@@ -43,8 +43,9 @@ pub const STALL: Duration = Duration::from_secs(10);
 pub const IDLE: Duration = Duration::from_secs(300);
 /// How long `stacks` waits for the workers.
 pub const STACKS_TIMEOUT: Duration = Duration::from_secs(5);
-/// The most answer bytes queued for one client.
-const MAX_QUEUED: usize = protocol::MAX_ANSWER;
+/// The largest answer sent (what gunicornc accepts); a larger one is
+/// replaced by an error.
+const MAX_ANSWER: usize = protocol::MAX_ANSWER;
 
 struct Client {
     stream: UnixStream,
@@ -205,11 +206,22 @@ impl Server {
     /// Returns whether each of `others` is readable.
     pub fn wait(&self, others: &[BorrowedFd<'_>], timeout: Duration) -> Vec<bool> {
         let now = Instant::now();
-        let timeout = self
+        let mut timeout = self
             .ops
             .iter()
             .map(|op| op.deadline.saturating_duration_since(now))
             .fold(timeout, Duration::min);
+        // A request read earlier waits only for its predecessor's answer,
+        // which is written now: no new event will announce it.
+        let ready = self.clients.values().any(|c| {
+            !c.waiting
+                && !c.closing
+                && c.output.is_empty()
+                && !matches!(protocol::decode(&c.input), Decoded::Incomplete)
+        });
+        if ready {
+            timeout = Duration::ZERO;
+        }
         let mut fds: Vec<PollFd<'_>> = others
             .iter()
             .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
@@ -250,6 +262,10 @@ impl Server {
         self.links
             .retain(|pid, _| workers.iter().any(|w| w.pid == *pid));
         self.accept();
+        let now = Instant::now();
+        for c in self.clients.values_mut() {
+            flush(c, now);
+        }
         let ids: Vec<u64> = self.clients.keys().copied().collect();
         for id in ids {
             self.read_client(id, sup, &mut actions);
@@ -381,7 +397,10 @@ impl Server {
             let Some(c) = self.clients.get_mut(&id) else {
                 return;
             };
-            if c.waiting {
+            // One request at a time: the next is read once the answer
+            // to this one is written, so a client that does not read its
+            // answers holds at most one.
+            if c.waiting || !c.output.is_empty() {
                 return;
             }
             match protocol::decode(&c.input) {
@@ -592,11 +611,14 @@ fn in_group(pid: i32, gid: u32) -> bool {
 }
 
 fn queue(c: &mut Client, framing: Framing, answer: &Value) {
-    let bytes = protocol::encode(framing, answer);
-    if c.output.len() + bytes.len() > MAX_QUEUED {
-        // A client that sends requests without reading answers.
-        c.closing = true;
-        return;
+    let mut bytes = protocol::encode(framing, answer);
+    if bytes.len() > MAX_ANSWER {
+        let id = answer.get("id").cloned().unwrap_or(Value::from(0));
+        let why = format!(
+            "the answer is {} bytes, more than {MAX_ANSWER}",
+            bytes.len()
+        );
+        bytes = protocol::encode(framing, &protocol::error(&id, why));
     }
     c.output.extend_from_slice(&bytes);
 }
