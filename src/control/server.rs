@@ -12,7 +12,8 @@
 //! - Reads and writes never block and are bounded: a request is at most
 //!   [`MAX_REQUEST`] bytes, at most [`MAX_CLIENTS`] clients are served, a
 //!   client that stalls mid-request or stops reading its answer for
-//!   [`STALL`] is dropped, an idle one after [`IDLE`]. A malformed request
+//!   [`STALL`] is dropped, an idle one after [`IDLE`], and a connection's
+//!   next request is read once the last answer is written. A malformed request
 //!   gets an error answer; one that loses the framing also ends the
 //!   connection.
 //! - `stacks` asks every worker over its link (see `stacks.rs`) and answers
