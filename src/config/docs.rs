@@ -175,7 +175,7 @@ prints one line and exits non\-zero, and the old master keeps serving.
     }
     m.push_str(
         r#".TP
-\fBctl\fR [\fB\-\-control\-socket\fR \fIPATH\fR] [\fB\-\-json\fR] \fICOMMAND\fR
+\fBctl\fR [\fB\-\-control\-socket\fR \fIPATH\fR | \fB\-\-instance\fR \fINAME\fR] [\fB\-\-json\fR] \fICOMMAND\fR
 Send one command to a running master over its control socket (the wire format
 of gunicorn's \fBgunicornc\fR, which works too) and print the answer:
 \fBshow all\fR|\fBworkers\fR|\fBstats\fR|\fBconfig\fR|\fBlisteners\fR,
@@ -184,7 +184,8 @@ of gunicorn's \fBgunicornc\fR, which works too) and print the answer:
 and \fBstacks\fR [\fIPID\fR]: the Python stack of every thread and asyncio task in
 each worker, taken without stopping it. The default socket is
 \fI$XDG_RUNTIME_DIR/gunicorn.ctl\fR, else \fI$HOME/.gunicorn/gunicorn.ctl\fR; the
-packaged units use \fI/run/ferrocorn/NAME/control.sock\fR.
+packaged units use \fI/run/ferrocorn/NAME/control.sock\fR, which
+\fB\-\-instance\fR \fINAME\fR names.
 "#,
     );
     m.push_str(
@@ -425,7 +426,7 @@ pub fn bash_completion() -> String {
         "_ferrocorn()\n{\n    local cur prev words cword\n    _init_completion -s || return\n\n",
     );
     s.push_str(
-        "    if [[ ${words[1]-} == ctl ]]; then\n        case $prev in\n            --control-socket|-s)\n                _filedir\n                return\n                ;;\n        esac\n        COMPREPLY=($(compgen -W '--control-socket --json show worker reload reopen shutdown stacks help' -- \"$cur\"))\n        return\n    fi\n",
+        "    if [[ ${words[1]-} == ctl ]]; then\n        case $prev in\n            --control-socket|-s)\n                _filedir\n                return\n                ;;\n        esac\n        COMPREPLY=($(compgen -W '--control-socket --instance --json show worker reload reopen shutdown stacks help' -- \"$cur\"))\n        return\n    fi\n",
     );
     s.push_str(
         "    if [[ ${words[1]-} == upgrade ]]; then\n        case $prev in\n            --pidfile)\n                _filedir pid\n                return\n                ;;\n            --timeout)\n                return\n                ;;\n        esac\n",

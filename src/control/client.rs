@@ -31,9 +31,11 @@ pub enum CtlError {
     Server(String),
 }
 
-const USAGE: &str = "usage: ferrocorn ctl [--control-socket PATH] [--json] COMMAND [ARGS...]";
+const USAGE: &str =
+    "usage: ferrocorn ctl [--control-socket PATH | --instance NAME] [--json] COMMAND [ARGS...]";
 
-pub const HELP: &str = "usage: ferrocorn ctl [--control-socket PATH] [--json] COMMAND [ARGS...]
+pub const HELP: &str =
+    "usage: ferrocorn ctl [--control-socket PATH | --instance NAME] [--json] COMMAND [ARGS...]
 
 Send one command to a running ferrocorn (or gunicorn) master over its
 control socket and print the answer.
@@ -41,6 +43,8 @@ control socket and print the answer.
   -s, --control-socket PATH  the socket (default: $XDG_RUNTIME_DIR/gunicorn.ctl,
                              or $HOME/.gunicorn/gunicorn.ctl; under the packaged
                              units /run/ferrocorn/NAME/control.sock)
+  -i, --instance NAME        the packaged unit ferrocorn@NAME's socket,
+                             /run/ferrocorn/NAME/control.sock
   -j, --json                 print the answer's data as JSON
   -h, --help                 this help
 
@@ -77,6 +81,12 @@ fn parse(args: &[OsString]) -> Result<Option<Opts>, CtlError> {
                 Some(p) => socket = Some(PathBuf::from(p)),
                 None => return Err(CtlError::Usage(format!("{a} needs a PATH"))),
             },
+            "-i" | "--instance" => match it.next() {
+                Some(n) if !n.is_empty() && !n.contains('/') && n != "." && n != ".." => {
+                    socket = Some(instance_socket(&n));
+                }
+                _ => return Err(CtlError::Usage(format!("{a} needs an instance NAME"))),
+            },
             _ if a.starts_with("--control-socket=") => {
                 socket = Some(PathBuf::from(&a["--control-socket=".len()..]));
             }
@@ -95,6 +105,14 @@ fn parse(args: &[OsString]) -> Result<Option<Opts>, CtlError> {
         json,
         words,
     }))
+}
+
+/// The control socket of the packaged unit `ferrocorn@NAME` (the single
+/// unit `ferrocorn.service` is instance `ferrocorn`).
+pub fn instance_socket(name: &str) -> PathBuf {
+    PathBuf::from("/run/ferrocorn")
+        .join(name)
+        .join("control.sock")
 }
 
 /// Run `ferrocorn ctl ARGS`; `Ok(None)` means help was asked for.
@@ -319,4 +337,33 @@ fn format(words: &[String], data: &Value) -> String {
         _ => out.push(serde_json::to_string_pretty(data).unwrap_or_default()),
     }
     out.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<OsString> {
+        a.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn options() {
+        let o = parse(&args(&["-i", "shop", "show", "workers"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.socket, PathBuf::from("/run/ferrocorn/shop/control.sock"));
+        assert_eq!(o.words, ["show", "workers"]);
+        let o = parse(&args(&["--control-socket=/x.ctl", "-j", "stacks", "-1"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.socket, PathBuf::from("/x.ctl"));
+        assert!(o.json);
+        assert_eq!(o.words, ["stacks", "-1"], "options end at the command");
+        assert!(parse(&args(&["-i", "../etc", "help"])).is_err());
+        assert!(parse(&args(&["--json"])).is_err());
+        assert!(parse(&args(&["--help"])).unwrap().is_none());
+        assert_eq!(quote("a b"), "'a b'");
+        assert_eq!(quote("add"), "add");
+    }
 }
