@@ -678,3 +678,25 @@ fn a_client_that_does_not_read_holds_up_nobody() {
         assert_eq!(a["data"]["workers"].as_u64(), Some(1));
     }
 }
+
+#[test]
+fn connections_beyond_the_limit_are_turned_away() {
+    let s = Server::start(&["-w", "1", "ctl_app:app"]);
+    let sock = sock(&s);
+    let held: Vec<UnixStream> = (0..32).map(|_| connect(&sock)).collect();
+    thread::sleep(Duration::from_millis(300));
+    let mut extra = connect(&sock);
+    let a = read_frame(&mut extra);
+    assert!(
+        a["error"]
+            .str()
+            .unwrap()
+            .contains("too many control connections"),
+        "{a:?}"
+    );
+    drop(held);
+    assert!(wait_until(Duration::from_secs(5), || {
+        ctl(&sock, &["show", "workers"]).code() == Some(0)
+    }));
+    assert_eq!(get(s.port, "/").status, 200);
+}

@@ -42,6 +42,8 @@ pub const MAX_CLIENTS: usize = 32;
 pub const STALL: Duration = Duration::from_secs(10);
 /// An idle connection is closed after this long (gunicorn's 5 minutes).
 pub const IDLE: Duration = Duration::from_secs(300);
+/// How long a closed connection waits for the client to close its side.
+const LINGER: Duration = Duration::from_secs(2);
 /// How long `stacks` waits for the workers.
 pub const STACKS_TIMEOUT: Duration = Duration::from_secs(5);
 /// The largest answer sent (what gunicornc accepts); a larger one is
@@ -284,7 +286,9 @@ impl Server {
                 return false;
             }
             let stalled = now.duration_since(c.active)
-                > if c.input.is_empty() && c.output.is_empty() && !c.waiting {
+                > if c.shut {
+                    LINGER
+                } else if c.input.is_empty() && c.output.is_empty() && !c.waiting {
                     IDLE
                 } else if c.waiting {
                     STACKS_TIMEOUT + STALL
@@ -307,7 +311,9 @@ impl Server {
                     return;
                 }
             };
-            if stream.set_nonblocking(true).is_err() {
+            // Beyond twice the limit (refused or turned-away connections
+            // still lingering), a new one is closed without a word.
+            if self.clients.len() >= 2 * MAX_CLIENTS || stream.set_nonblocking(true).is_err() {
                 continue;
             }
             let mut c = Client {
@@ -328,7 +334,7 @@ impl Server {
                     &protocol::error(&Value::from(0), why),
                 );
                 c.closing = true;
-            } else if self.clients.len() >= MAX_CLIENTS {
+            } else if self.clients.values().filter(|c| !c.closing).count() >= MAX_CLIENTS {
                 let why = format!("too many control connections (at most {MAX_CLIENTS})");
                 queue(
                     &mut c,
