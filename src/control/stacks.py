@@ -2,12 +2,11 @@
 # of its own (holding the GIL), it describes what every other thread is
 # executing and, through the providers the worker registered, every
 # asyncio task (and, later, every greenlet). Nothing here stops or
-# changes what it looks at. Standard library only.
-import json
-import linecache
+# changes what it looks at. Standard library only; what only a dump needs
+# is imported by the first dump, so an idle worker carries no more than
+# `threading`.
 import sys
 import threading
-import traceback
 
 
 def _frame_list(summary):
@@ -23,6 +22,8 @@ def _frame_list(summary):
 
 
 def _one(frame):
+    import linecache
+
     code = frame.f_code
     lineno = frame.f_lineno or 0
     return {
@@ -45,6 +46,8 @@ def set_main():
 
 def threads(own):
     """Every thread but `own` that is running Python, main thread first."""
+    import traceback
+
     names = {ident: t.name for ident, t in dict(threading._active).items()}
     main = _main if _main is not None else threading.main_thread().ident
     names.setdefault(main, "MainThread")
@@ -109,6 +112,8 @@ def dump(pid, providers):
     """The worker's stacks as JSON text. `providers` is a list of
     (kind, callable): each callable returns a list of entries for `kind`
     ("tasks" for asyncio; "greenlets" is the seam for gevent)."""
+    import json
+
     result = {"pid": pid, "threads": threads(threading.get_ident())}
     for kind, provider in providers:
         try:
