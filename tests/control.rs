@@ -430,8 +430,20 @@ fn socket_settings_path_mode_and_off() {
         ctl_json(&path, &["show", "stats"])["pid"].as_u64(),
         Some(s.pid as u64)
     );
-    drop(second);
+    // Once the first is gone, a reload of the second opens it.
     drop(s);
+    second.signal(libc::SIGHUP);
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            UnixStream::connect(&path).is_ok()
+                && ctl(&path, &["--json", "show", "stats"])
+                    .stdout
+                    .contains(&format!("\"pid\": {}", second.pid))
+        }),
+        "{}",
+        second.log()
+    );
+    drop(second);
 
     let off = Server::start(&["--no-control-socket", "ctl_app:app"]);
     assert!(!sock(&off).exists());

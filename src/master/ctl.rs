@@ -65,7 +65,13 @@ impl Arbiter {
             info!("Control socket: taking the path back after the upgrade");
             have = None;
         }
-        if want == have || (want.is_some() && self.control_failed == want) {
+        // A socket that could not be opened is tried again after a reload.
+        let failed = self
+            .control_failed
+            .as_ref()
+            .filter(|(_, _, generation)| *generation == self.generation)
+            .map(|(p, m, _)| (p.clone(), *m));
+        if want == have || (want.is_some() && failed == want) {
             return;
         }
         if let Some(old) = self.control.take() {
@@ -85,7 +91,7 @@ impl Arbiter {
             }
             Err(e) => {
                 warning!("Control socket not started: {e}");
-                self.control_failed = Some((path, mode));
+                self.control_failed = Some((path, mode, self.generation));
             }
         }
     }

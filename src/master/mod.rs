@@ -180,8 +180,9 @@ pub struct Arbiter {
     handing_over: bool,
     /// The control socket (`ferrocorn ctl`, gunicornc), when open.
     control: Option<crate::control::Server>,
-    /// The control socket these settings ask for could not be opened.
-    control_failed: Option<(PathBuf, u32)>,
+    /// The control socket (path, mode) that could not be opened, and in
+    /// which generation.
+    control_failed: Option<(PathBuf, u32, u64)>,
     /// Workers sent TERM or KILL (`show stats`).
     workers_killed: u64,
 }
