@@ -10,6 +10,7 @@
 #   compat/run.sh --asgi [--server ferrocorn|uvicorn] [CASE...]
 #   compat/run.sh --green [--server ferrocorn|gunicorn] [CASE...]
 #   compat/run.sh --asgi-differential [-v]
+#   compat/run.sh --ctl [CASE...]
 #
 # --accesslog runs gunicorn and ferrocorn side by side instead and compares
 # their access-log lines for the same requests (compat/accesslog.py; -v
@@ -30,6 +31,9 @@
 # blocking WSGI app under ferrocorn -k gevent and -k eventlet, or gunicorn 27
 # -k gevent for reference, from their own venv (compat/.venv-green,
 # requirements-green.txt).
+# --ctl runs gunicorn 27's own control client, gunicornc, against
+# ferrocorn's control socket (compat/ctl_suite.py), from its own venv
+# (compat/.venv-ctl, requirements-ctl.txt).
 # CASE selects cases whose name contains it (compat/run.sh --list lists them).
 # Environment:
 #   FERROCORN_BIN  the ferrocorn binary to test; by default
@@ -54,6 +58,7 @@ die() { log "$*"; exit 1; }
 server=ferrocorn
 asgi=0  # 1: the ASGI suite
 green=0  # 1: the greenlet workers' suite
+ctl=0  # 1: gunicornc against the control socket
 accesslog=0  # 1: a side-by-side run of gunicorn and ferrocorn
 side_by_side=accesslog
 suite_args=()
@@ -63,6 +68,7 @@ while (($#)); do
     --asgi) asgi=1; shift ;;
     --asgi-differential) asgi=2; shift ;;
     --green) green=1; shift ;;
+    --ctl) ctl=1; shift ;;
     --differential) accesslog=1; side_by_side=differential; shift ;;
     --edge) accesslog=1; side_by_side=edge_compare; shift ;;
     --server) server="${2:-}"; shift $(($# > 1 ? 2 : 1)) ;;
@@ -71,7 +77,12 @@ while (($#)); do
     *) suite_args+=("$1"); shift ;;
   esac
 done
-if ((asgi)); then
+if ((ctl)); then
+  ((accesslog == 0 && asgi == 0)) || { log "--ctl goes with neither --asgi, --accesslog nor --differential"; exit 2; }
+  [[ "$server" == ferrocorn ]] || { log "--ctl runs against ferrocorn only"; exit 2; }
+  VENV="$COMPAT_DIR/.venv-ctl"
+  REQUIREMENTS="$COMPAT_DIR/requirements-ctl.txt"
+elif ((asgi)); then
   ((accesslog == 0)) || { log "--asgi does not go with --accesslog or --differential"; exit 2; }
   case "$server" in
     ferrocorn|uvicorn) ;;
@@ -135,6 +146,7 @@ stamp_of() {  # stamp_of FILE: what the installed set depends on
 asgi_tag=""
 ((asgi == 0)) || asgi_tag=" (asgi)"
 ((green == 0)) || asgi_tag=" (green)"
+((ctl == 0)) || asgi_tag=" (ctl)"
 started=$SECONDS
 want="$(stamp_of "$REQUIREMENTS")"
 if [[ -x "$VENV/bin/python" && "$(cat "$VENV/.compat-stamp" 2>/dev/null)" == "$want" ]]; then
@@ -146,7 +158,7 @@ else
   pip_install "$REQUIREMENTS"
   echo "$want" >"$VENV/.compat-stamp"
 fi
-if [[ ($server == gunicorn || $accesslog == 1) && $green == 0 ]]; then  # not with --asgi
+if [[ ($server == gunicorn || $accesslog == 1) && $green == 0 && $ctl == 0 ]]; then  # not with --asgi
   want="$(stamp_of "$COMPAT_DIR/requirements-gunicorn.txt")"
   if [[ "$(cat "$VENV/.compat-gunicorn-stamp" 2>/dev/null)" != "$want" ]]; then
     log "installing gunicorn into $VENV"
@@ -181,6 +193,10 @@ fi
 if ((asgi == 2)); then
   exec "$VENV/bin/python" "$COMPAT_DIR/asgi_differential.py" "${suite_args[@]}"
 fi
+if ((ctl)); then
+  exec "$VENV/bin/python" "$COMPAT_DIR/ctl_suite.py" --gunicornc "$VENV/bin/gunicornc" "${suite_args[@]}"
+fi
+
 if ((asgi)); then
   exec "$VENV/bin/python" "$COMPAT_DIR/asgi_suite.py" --server "$server" "${suite_args[@]}"
 fi

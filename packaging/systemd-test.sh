@@ -4,6 +4,9 @@
 # and *.socket and the release binary (target/release/ferrocorn, built or
 # brought up to date first, or $FERROCORN_BIN) copied in, it checks that
 #   1. "systemctl start" returns, and the unit is active, only once workers serve;
+#      the control socket is /run/ferrocorn/demo/control.sock (0600, ferrocorn)
+#      and "ferrocorn ctl" works through it (after an upgrade, with the new
+#      master; after a failed one, with the old master again);
 #   2. "systemctl reload" under load fails no request and replaces the workers;
 #   3. "ferrocorn upgrade" (USR2, then TERM to the old master) leaves MainPID on
 #      the new master, the unit active, and fails no request under load;
@@ -30,6 +33,9 @@ sport=$(free_port)
 unused=$(free_port)
 unit=ferrocorn@demo.service
 pidfile=/run/ferrocorn/demo/master.pid
+ctlsock=/run/ferrocorn/demo/control.sock
+# The pid of the master answering on the instance's control socket.
+ctl_pid() { in_box ferrocorn ctl --control-socket "$ctlsock" --json show stats 2>/dev/null | sed -n 's/^ *"pid": \([0-9]*\),*$/\1/p'; }
 
 start_box
 # What the package does: the binary, the units, the system user, /run/ferrocorn.
@@ -55,6 +61,10 @@ if in_box systemctl start "$unit"; then
   check "start: unit active" [ "$(unit_prop "$unit" ActiveState)" = active ]
   log "   start took $((SECONDS - s)) s; status: $(unit_prop "$unit" StatusText)"
   check "start: STATUS= names ferrocorn $version" grep -q "$version" <<<"$(unit_prop "$unit" StatusText)"
+  check "ctl: $ctlsock is a socket, mode 0600, owned by ferrocorn" \
+    [ "$(in_box stat -c %F/%a/%U "$ctlsock" 2>/dev/null)" = "socket/600/ferrocorn" ]
+  check "ctl: 'ferrocorn ctl show workers' through it lists 2 workers" \
+    grep -q "Total: 2 workers" <<<"$(in_box ferrocorn ctl --control-socket "$ctlsock" show workers 2>&1)"
 else
   fail "start: systemctl start $unit failed"
 fi
@@ -95,6 +105,7 @@ check "upgrade: pidfile holds the new MainPID" [ "$(in_box cat "$pidfile" 2>/dev
 old_gone() { ! in_box kill -0 "$old_main" 2>/dev/null; }
 check "upgrade: old master gone" wait_for 30 old_gone
 check "upgrade: unit active" [ "$(unit_prop "$unit" ActiveState)" = active ]
+check "upgrade: the control socket is the new master's" [ "$(ctl_pid)" = "$new_main" ]
 before=$(workers_of "$unit")
 in_box systemctl reload "$unit" || true
 check "upgrade: reload reaches the new master (workers replaced)" wait_for 30 rotated
@@ -115,6 +126,8 @@ in_box mv /srv/demo/demo.py.off /srv/demo/demo.py
 check "failed upgrade: same MainPID, unit active" [ "$(unit_prop "$unit" MainPID)/$(unit_prop "$unit" ActiveState)" = "$main/active" ]
 check "failed upgrade: pidfile unchanged" [ "$(in_box cat "$pidfile")" = "$main" ]
 check "failed upgrade: still serving" http_ok "$url"
+ctl_is_main() { [ "$(ctl_pid)" = "$main" ]; }
+check "failed upgrade: the old master answers on the control socket again" wait_for 10 ctl_is_main
 
 # 4. Graceful stop drains an in-flight request.
 log "4. systemctl stop with a slow request in flight"

@@ -6,6 +6,9 @@
 //! - [`config`]: every setting defined once (CLI flag, TOML key, default,
 //!   help), the command line, the TOML file, and the docs generated from
 //!   the table ([`config::docs`]).
+//! - [`control`]: the control socket the master serves (gunicorn's wire
+//!   format, for `gunicornc` too), `ferrocorn ctl`, and the workers'
+//!   stacks thread behind `ctl stacks`.
 //! - [`hooks`]: Python config files (`gunicorn.conf.py`) and gunicorn's
 //!   server hooks, run in a config host process (master-side hooks) or in
 //!   the workers.
@@ -33,6 +36,7 @@
 
 pub mod asgi;
 pub mod config;
+pub mod control;
 pub mod hooks;
 pub mod http;
 pub mod log;

@@ -153,6 +153,22 @@ fn main() -> ExitCode {
 
     let argv0 = std::env::args_os().next();
     let args: Vec<_> = std::env::args_os().skip(1).collect();
+    if args.first().is_some_and(|a| a == "ctl") {
+        return match ferrocorn::control::client::run(&args[1..]) {
+            Ok(Some(out)) => {
+                if !out.is_empty() {
+                    println!("{out}");
+                }
+                ExitCode::SUCCESS
+            }
+            Ok(None) => {
+                print!("{}", ferrocorn::control::client::HELP);
+                ExitCode::SUCCESS
+            }
+            Err(e @ ferrocorn::control::client::CtlError::Usage(_)) => fail(e, USAGE),
+            Err(e) => fail(e, 1),
+        };
+    }
     if args.first().is_some_and(|a| a == "upgrade") {
         return match upgrade_cmd::run(&args[1..]) {
             Ok(Some(done)) => {

@@ -203,9 +203,9 @@ fn refused_settings_name_themselves_and_say_why() {
             "not a valid port number",
         ),
         (
-            &["--control-socket", "/tmp/c.ctl"],
-            "--control-socket",
-            "control socket",
+            &["--control-socket-mode", "0999"],
+            "--control-socket-mode",
+            "permission bits",
         ),
         (
             &["--asgi-loop", "tokio"],
@@ -338,6 +338,7 @@ fn daemon_stderr(inherit: bool) -> String {
     }
     cmd.arg("hello:app")
         .current_dir(dir.path())
+        .env("XDG_RUNTIME_DIR", dir.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(fs::File::create(&errf).unwrap()));

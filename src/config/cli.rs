@@ -28,7 +28,9 @@ fn build_command() -> clap::Command {
         .about("A pre-fork HTTP server for Python WSGI apps, compatible with gunicorn")
         .after_help(
             "Zero-downtime binary upgrade of a running master: \
-             ferrocorn upgrade --pidfile FILE (see ferrocorn upgrade --help).",
+             ferrocorn upgrade --pidfile FILE (see ferrocorn upgrade --help).\n\
+             Control a running master: ferrocorn ctl [--control-socket PATH] COMMAND \
+             (see ferrocorn ctl --help).",
         )
         .disable_version_flag(true)
         .disable_help_flag(true)

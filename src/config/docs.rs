@@ -100,6 +100,9 @@ ferrocorn \- pre\-fork HTTP server for Python WSGI applications, compatible with
 .br
 .B ferrocorn upgrade
 \fB\-\-pidfile\fR \fIFILE\fR [\fB\-\-timeout\fR \fISECS\fR]
+.br
+.B ferrocorn ctl
+[\fB\-\-control\-socket\fR \fIPATH\fR] [\fB\-\-json\fR] \fICOMMAND\fR
 .SH DESCRIPTION
 .B ferrocorn
 serves a Python WSGI application (PEP 3333) over HTTP/1.1. A master process,
@@ -170,6 +173,21 @@ prints one line and exits non\-zero, and the old master keeps serving.
             roff(help)
         );
     }
+    m.push_str(
+        r#".TP
+\fBctl\fR [\fB\-\-control\-socket\fR \fIPATH\fR | \fB\-\-instance\fR \fINAME\fR] [\fB\-\-json\fR] \fICOMMAND\fR
+Send one command to a running master over its control socket (the wire format
+of gunicorn's \fBgunicornc\fR, which works too) and print the answer:
+\fBshow all\fR|\fBworkers\fR|\fBstats\fR|\fBconfig\fR|\fBlisteners\fR,
+\fBworker add\fR [\fIN\fR], \fBworker remove\fR [\fIN\fR], \fBworker kill\fR \fIPID\fR,
+\fBreload\fR, \fBreopen\fR, \fBshutdown\fR [\fBgraceful\fR|\fBquick\fR], \fBhelp\fR,
+and \fBstacks\fR [\fIPID\fR]: the Python stack of every thread and asyncio task in
+each worker, taken without stopping it. The default socket is
+\fI$XDG_RUNTIME_DIR/gunicorn.ctl\fR, else \fI$HOME/.gunicorn/gunicorn.ctl\fR; the
+packaged units use \fI/run/ferrocorn/NAME/control.sock\fR, which
+\fB\-\-instance\fR \fINAME\fR names.
+"#,
+    );
     m.push_str(
         r#".SH CONFIGURATION FILE
 A TOML file given with \fB\-c\fR (or \fI./ferrocorn.toml\fR when it exists) whose keys
@@ -338,6 +356,12 @@ pub fn example_config() -> String {
                 .iter()
                 .find(|(n, _)| *n == def.name)
                 .and_then(|(_, v)| v.clone());
+            // The control socket's built-in default depends on the user's
+            // environment; the packaged units pass this path instead.
+            let value = match def.name {
+                "control_socket" => Some("\"/run/ferrocorn/NAME/control.sock\"".to_string()),
+                _ => value,
+            };
             match value {
                 Some(v) => {
                     let _ = writeln!(s, "#{} = {v}", def.name);
@@ -402,6 +426,9 @@ pub fn bash_completion() -> String {
         "_ferrocorn()\n{\n    local cur prev words cword\n    _init_completion -s || return\n\n",
     );
     s.push_str(
+        "    if [[ ${words[1]-} == ctl ]]; then\n        case $prev in\n            --control-socket|-s)\n                _filedir\n                return\n                ;;\n        esac\n        COMPREPLY=($(compgen -W '--control-socket --instance --json show worker reload reopen shutdown stacks help' -- \"$cur\"))\n        return\n    fi\n",
+    );
+    s.push_str(
         "    if [[ ${words[1]-} == upgrade ]]; then\n        case $prev in\n            --pidfile)\n                _filedir pid\n                return\n                ;;\n            --timeout)\n                return\n                ;;\n        esac\n",
     );
     let upgrade: Vec<String> = UPGRADE_FLAGS
@@ -438,7 +465,7 @@ pub fn bash_completion() -> String {
         all.join(" ")
     );
     s.push_str(
-        "    if ((cword == 1)); then\n        COMPREPLY=($(compgen -W 'upgrade' -- \"$cur\"))\n    fi\n} &&\n    complete -F _ferrocorn ferrocorn\n",
+        "    if ((cword == 1)); then\n        COMPREPLY=($(compgen -W 'upgrade ctl' -- \"$cur\"))\n    fi\n} &&\n    complete -F _ferrocorn ferrocorn\n",
     );
     s
 }
@@ -543,7 +570,7 @@ pub fn zsh_completion() -> String {
         let _ = writeln!(s, "        {spec} \\");
     }
     s.push_str(
-        "        '1:WSGI app (MODULE\\:ATTR) or command:(upgrade)'\n}\n\n_ferrocorn \"$@\"\n",
+        "        '1:WSGI app (MODULE\\:ATTR) or command:(upgrade ctl)'\n}\n\n_ferrocorn \"$@\"\n",
     );
     s
 }

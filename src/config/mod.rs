@@ -43,7 +43,7 @@ pub use cli::help_text;
 pub use net::{split_list, AllowList, IpNet};
 pub use settings::{SettingDef, Settings, SETTINGS};
 pub use validate::parse_umask;
-pub use value::{Arity, Enabled, JsonDict, SettingValue, StrMap};
+pub use value::{Arity, Enabled, JsonDict, Mode, SettingValue, StrMap};
 
 use cli::{parse_level, shell_split, CliLevel};
 use file::load_file;

@@ -8,7 +8,7 @@
 
 use super::table::settings;
 pub use super::table::SettingDef;
-use super::value::{Enabled, JsonDict, SettingValue, StrMap};
+use super::value::{Enabled, JsonDict, Mode, SettingValue, StrMap};
 use super::{BindAddr, ConfigError};
 
 fn env_default(env: &dyn Fn(&str) -> Option<String>, key: &str) -> Option<String> {
@@ -386,16 +386,14 @@ settings! {
             None => format!("{}/.gunicorn/gunicorn.ctl", env_default(env, "HOME").unwrap_or_default()),
         };
         section "Control", flags ["control-socket"], meta "PATH",
-        default_doc "$XDG_RUNTIME_DIR/gunicorn.ctl or $HOME/.gunicorn/gunicorn.ctl",
-        unsupported "not available yet: the control socket is not implemented in this version",
-        help "Path of the unix socket the control interface listens on.";
-    control_socket_mode: u32 = 0o600;
-        section "Control", flags ["control-socket-mode"], meta "INT", default_doc "384 (0o600)",
-        unsupported "not available yet: the control socket is not implemented in this version",
-        help "Permissions of the control socket.";
+        default_doc "$XDG_RUNTIME_DIR/gunicorn.ctl, or $HOME/.gunicorn/gunicorn.ctl without XDG_RUNTIME_DIR",
+        help "Unix socket of the control interface (ferrocorn ctl, and gunicorn's gunicornc); a relative path is taken from --chdir, and a missing directory is created with mode 0700. The packaged systemd units put it in the instance's runtime directory.";
+    control_socket_mode: Mode = Mode(0o600);
+        section "Control", flags ["control-socket-mode"], meta "INT", default_doc "0600",
+        help "Permissions of the control socket, set as it is created (0600: its owner only; 0660: its group too). Connections are also checked against the peer's user: the socket's owner, root, and the users the mode admits.";
     control_socket_disable: bool = false;
         section "Control", flags ["no-control-socket"], meta "", default_doc "false",
-        help "Do not open a control socket. Accepted; this version never opens one, so it is always in effect.";
+        help "Do not open a control socket.";
 }
 
 impl Settings {

@@ -192,6 +192,33 @@ impl SettingValue for Enabled {
     }
 }
 
+/// File permission bits (`--control-socket-mode`): octal with a leading
+/// `0` or `0o` on the command line or as a TOML string, as gunicorn reads
+/// it (`0660`, `0o660`; `432` is decimal), or a TOML integer (`0o660`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mode(pub u32);
+
+impl SettingValue for Mode {
+    fn parse_str(s: &str) -> Result<Self, String> {
+        super::validate::parse_umask(s)
+            .map(Mode)
+            .map_err(|_| "expected permission bits such as 0600, 0o660 or 384".into())
+    }
+    fn from_toml(v: &toml::Value) -> Result<Self, String> {
+        match v {
+            toml::Value::String(s) => Mode::parse_str(s),
+            toml::Value::Integer(i) => match u32::try_from(*i) {
+                Ok(m) if m <= 0o777 => Ok(Mode(m)),
+                _ => Err("expected permission bits no larger than 0o777".into()),
+            },
+            _ => Err("expected permission bits such as 0o600".into()),
+        }
+    }
+    fn to_toml(&self) -> Option<String> {
+        Some(format!("0o{:o}", self.0))
+    }
+}
+
 /// A table of string to string, in the order given (gunicorn's dict
 /// settings, e.g. `secure_scheme_headers`): a TOML inline table, or
 /// `NAME=VALUE,NAME=VALUE` as text.

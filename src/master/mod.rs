@@ -18,6 +18,8 @@
 //! - `status.rs`: what systemd is told (`READY=1`, `STATUS=`, watchdog).
 //! - `inherit.rs`: what the environment hands the master at start.
 //! - `pidfile.rs`: the pidfile and the successor's `<pidfile>.2`.
+//! - `ctl.rs`: the control socket (`crate::control`): opening it, what it
+//!   reads of the master, and its commands, applied as the signals are.
 //! - [`listeners`], [`sdnotify`]: the sockets and the `sd_notify` protocol.
 //! - [`upgrade_cmd`]: the `ferrocorn upgrade` command (the operator's side).
 
@@ -39,6 +41,7 @@ use crate::{debug, error, info, warning};
 use listeners::{ListenError, Listener};
 use sdnotify::{Notifier, NotifyError};
 
+mod ctl;
 mod inherit;
 pub mod listeners;
 mod pidfile;
@@ -183,6 +186,13 @@ pub struct Arbiter {
     announced: bool,
     /// Stopping with a successor to hand the service to.
     handing_over: bool,
+    /// The control socket (`ferrocorn ctl`, gunicornc), when open.
+    control: Option<crate::control::Server>,
+    /// The control socket (path, mode) that could not be opened, and in
+    /// which generation.
+    control_failed: Option<(PathBuf, u32, u64)>,
+    /// Workers sent TERM or KILL (`show stats`).
+    workers_killed: u64,
 }
 
 fn proc_name(s: &Settings) -> String {
@@ -324,6 +334,9 @@ impl Arbiter {
             predecessor: inherited.predecessor,
             announced: false,
             handing_over: false,
+            control: None,
+            control_failed: None,
+            workers_killed: 0,
         };
         arbiter.retitle();
         Ok(arbiter)
@@ -385,6 +398,7 @@ impl Arbiter {
             return self.exit(1);
         }
         self.status(true);
+        self.sync_control();
         self.manage_workers();
         loop {
             self.wait_for_events();
@@ -396,6 +410,7 @@ impl Arbiter {
             for sig in pending {
                 self.handle_signal(sig);
             }
+            self.serve_control();
             self.reap();
             self.check_successor();
             self.check_predecessor();
@@ -445,6 +460,7 @@ impl Arbiter {
                 return self.exit(code);
             }
             self.metrics_tick();
+            self.sync_control();
             self.status(false);
             self.watchdog();
         }
@@ -479,7 +495,14 @@ impl Arbiter {
             fds.push((p.as_fd(), false));
         }
         fds.extend(self.metrics.poll_fds());
-        let _ = sys::wait_io(&fds, timeout);
+        match &self.control {
+            Some(c) => {
+                c.wait(&fds, timeout);
+            }
+            None => {
+                let _ = sys::wait_io(&fds, timeout);
+            }
+        }
     }
 
     /// One handler per signal.
@@ -492,20 +515,8 @@ impl Arbiter {
             Signal::SIGTERM => self.stop(true, 0),
             Signal::SIGINT | Signal::SIGQUIT => self.stop(false, 0),
             Signal::SIGHUP => self.reload(),
-            Signal::SIGTTIN => {
-                self.settings.workers += 1;
-                let n = self.settings.workers;
-                self.hook("nworkers_changed", None, &[n.into(), (n - 1).into()]);
-                self.manage_workers();
-            }
-            Signal::SIGTTOU => {
-                if self.settings.workers > 1 {
-                    self.settings.workers -= 1;
-                    let n = self.settings.workers;
-                    self.hook("nworkers_changed", None, &[n.into(), (n + 1).into()]);
-                }
-                self.manage_workers();
-            }
+            Signal::SIGTTIN => self.set_workers(self.settings.workers + 1),
+            Signal::SIGTTOU => self.set_workers(self.settings.workers.saturating_sub(1).max(1)),
             Signal::SIGUSR1 => {
                 if let Err(e) = crate::log::reopen() {
                     warning!("Cannot reopen the error log: {e}");
@@ -611,6 +622,9 @@ impl Arbiter {
                     remove_pidfile(&p, self.pid);
                 }
             }
+        }
+        if let Some(c) = self.control.take() {
+            c.close();
         }
         self.hook("on_exit", None, &[]);
         crate::hooks::shutdown();

@@ -126,6 +126,9 @@ impl Arbiter {
     }
 
     pub(super) fn kill_worker(&mut self, pid: i32, sig: Signal) {
+        if matches!(sig, Signal::SIGTERM | Signal::SIGKILL) {
+            self.workers_killed += 1;
+        }
         if let Err(nix::errno::Errno::ESRCH) = kill(Pid::from_raw(pid), sig) {
             if let Some(w) = self.workers.remove(&pid) {
                 self.retired_requests += self.scoreboard.requests(w.slot);
@@ -285,6 +288,9 @@ impl Arbiter {
             alive: true,
         };
         self.hook("pre_fork", Some(&booting), &[]);
+        if let Some(c) = &mut self.control {
+            c.before_fork();
+        }
         let forked = match &self.preloaded {
             None => sys::fork(),
             Some(_) => Python::attach(|py| {
@@ -309,6 +315,9 @@ impl Arbiter {
         };
         match forked {
             Ok(Forked::Parent(pid)) => {
+                if let Some(c) = &mut self.control {
+                    c.after_fork(pid.as_raw());
+                }
                 self.workers.insert(
                     pid.as_raw(),
                     WorkerInfo {
@@ -391,6 +400,9 @@ impl Arbiter {
         drop(self.predecessor.take());
         drop(self.notifier.take());
         self.metrics.after_fork();
+        if let Some(c) = self.control.take() {
+            c.in_child();
+        }
         crate::log::after_fork();
         sys::set_proc_title(&format!(
             "ferrocorn: worker [{}]",

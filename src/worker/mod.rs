@@ -242,6 +242,8 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
     if settings.reload {
         reload::start(&settings.reload_engine, settings.reload_extra_files.clone());
     }
+    // `ferrocorn ctl stacks`: answered from a thread of its own.
+    crate::control::stacks::start();
     let code = match worker.exec.take_runner() {
         // The executor's threads run the loop (gthread, asyncio); the
         // runner says when the worker is ready (`Loop::ready`).

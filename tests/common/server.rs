@@ -164,6 +164,8 @@ impl Server {
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(log))
             .process_group(0);
+        // The control socket's default place: this server's own directory.
+        cmd.env("XDG_RUNTIME_DIR", dir.path());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -399,6 +401,8 @@ impl CliOutput {
 /// Run `ferrocorn ARGS` to completion (killed after 30 s) in `cwd`.
 pub fn run_cli(args: &[&str], env: &[(&str, &str)], cwd: &Path) -> CliOutput {
     let mut cmd = ferrocorn_command();
+    // A server started this way (-D) keeps its control socket in `cwd`.
+    cmd.env("XDG_RUNTIME_DIR", cwd);
     cmd.args(args)
         .current_dir(cwd)
         .stdin(Stdio::null())

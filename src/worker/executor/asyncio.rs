@@ -235,6 +235,7 @@ impl Runner for AsyncioRunner {
                 }
             };
             crate::debug!("Event loop: {name}");
+            crate::control::register_asyncio_loop(py, &ev);
             let wake = Rc::new(Wake {
                 ev: ev.clone().unbind(),
                 pump: RefCell::new(None),

@@ -1,0 +1,123 @@
+# ferrocorn's `ctl stacks`, the Python half: run in a worker by a thread
+# of its own (holding the GIL), it describes what every other thread is
+# executing and, through the providers the worker registered, every
+# asyncio task (and, later, every greenlet). Nothing here stops or
+# changes what it looks at. Standard library only; what only a dump needs
+# is imported by the first dump, so an idle worker carries no more than
+# `threading`.
+import sys
+import threading
+
+
+def _frame_list(summary):
+    return [
+        {
+            "file": fs.filename,
+            "line": fs.lineno,
+            "function": fs.name,
+            "code": (fs.line or "").strip(),
+        }
+        for fs in summary
+    ]
+
+
+def _one(frame):
+    import linecache
+
+    code = frame.f_code
+    lineno = frame.f_lineno or 0
+    return {
+        "file": code.co_filename,
+        "line": lineno,
+        "function": code.co_name,
+        "code": linecache.getline(code.co_filename, lineno).strip(),
+    }
+
+
+# The worker's main thread, noted by `set_main` (called on it when the
+# stacks thread starts, before anything runs on the stacks thread).
+_main = None
+
+
+def set_main():
+    global _main
+    _main = threading.get_ident()
+
+
+def threads(own):
+    """Every thread but `own` that is running Python, main thread first."""
+    import traceback
+
+    names = {ident: t.name for ident, t in dict(threading._active).items()}
+    main = _main if _main is not None else threading.main_thread().ident
+    names.setdefault(main, "MainThread")
+    out = []
+    for ident, frame in sys._current_frames().items():
+        if ident == own:
+            continue
+        out.append(
+            {
+                "id": ident,
+                "name": names.get(ident, "Thread-%d" % ident),
+                "main": ident == main,
+                "frames": _frame_list(traceback.extract_stack(frame)),
+            }
+        )
+    out.sort(key=lambda t: (not t["main"], t["name"]))
+    return out
+
+
+def awaiting(coro):
+    """The frames of a coroutine and of what it awaits, outermost first."""
+    frames = []
+    for _ in range(256):
+        if coro is None:
+            break
+        frame = None
+        for attr in ("cr_frame", "gi_frame", "ag_frame"):
+            frame = getattr(coro, attr, None)
+            if frame is not None:
+                break
+        if frame is not None:
+            frames.append(_one(frame))
+        nxt = None
+        for attr in ("cr_await", "gi_yieldfrom", "ag_await"):
+            nxt = getattr(coro, attr, None)
+            if nxt is not None:
+                break
+        coro = nxt
+    return frames
+
+
+def asyncio_tasks(loop):
+    """Every task of `loop` (asyncio.all_tasks is safe from another thread
+    while the GIL is held: it copies the task set, retrying if it changed)."""
+    import asyncio
+
+    out = []
+    for task in asyncio.all_tasks(loop):
+        coro = task.get_coro()
+        out.append(
+            {
+                "name": task.get_name(),
+                "coro": getattr(coro, "__qualname__", repr(coro)),
+                "frames": awaiting(coro),
+            }
+        )
+    out.sort(key=lambda t: t["name"])
+    return out
+
+
+def dump(pid, providers):
+    """The worker's stacks as JSON text. `providers` is a list of
+    (kind, callable): each callable returns a list of entries for `kind`
+    ("tasks" for asyncio; "greenlets" is the seam for gevent)."""
+    import json
+
+    result = {"pid": pid, "threads": threads(threading.get_ident())}
+    for kind, provider in providers:
+        try:
+            result.setdefault(kind, []).extend(provider())
+        except Exception as e:  # one provider failing spoils nothing else
+            result.setdefault("errors", []).append("%s: %r" % (kind, e))
+    return json.dumps(result)
