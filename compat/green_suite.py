@@ -209,6 +209,23 @@ def case_metrics(ctx):
     check(counts and counts[0] >= 5, f"ferrocorn_requests_total{{status=\"200\"}} is {counts} after 5 requests")
 
 
+def case_ctl_stacks(ctx):
+    # `ferrocorn ctl stacks` shows the greenlet of a request that waits in
+    # time.sleep, with the app's function, and leaves it running.
+    done = {}
+    t = threading.Thread(target=lambda: done.update(r=http_get(ctx.port, "/sleep?s=1.5")), daemon=True)
+    t.start()
+    time.sleep(0.4)
+    out = subprocess.run([str(ctx.binary), "ctl", "--control-socket", str(ctx.ctl_path), "stacks"],
+                         capture_output=True, text=True, timeout=HTTP_TIMEOUT)  # fmt: skip
+    t.join(HTTP_TIMEOUT)
+    check(out.returncode == 0, f"ctl stacks exited {out.returncode}: {out.stderr.strip()[:200]}")
+    text = out.stdout
+    check("Greenlet " in text, f"no greenlet in ctl stacks:\n{text[:800]}")
+    check("in app" in text and "time.sleep(seconds)" in text, f"the sleeping request's frame is not shown:\n{text[:800]}")
+    check(done.get("r", (0,))[0] == 200, f"the request answered {done.get('r')} after ctl stacks")
+
+
 def case_slow_clients(ctx):
     held = []
     try:
@@ -288,6 +305,7 @@ CASES = [
     ("slow-clients", case_slow_clients),
     ("access-log", case_access_log),
     ("metrics", case_metrics),
+    ("ctl-stacks", case_ctl_stacks),
     ("hup-under-load", case_hup_under_load),
     ("hub-blocked", case_hub_blocked),
 ]
@@ -330,12 +348,15 @@ def run_library(library, args, tmp, results):
     log_path = tmp / f"{library}.log"
     port = free_port()
     metrics_port = free_port()
-    extra = ["--metrics-bind", f"127.0.0.1:{metrics_port}"] if args.server == "ferrocorn" else []
-    if args.server == "gunicorn" and "metrics" in wanted:
-        wanted.remove("metrics")
-        results.report(f"{library}-metrics", skip="gunicorn has no Prometheus endpoint")
+    ctl_path = tmp / f"{library}.ctl"
+    extra = ["--metrics-bind", f"127.0.0.1:{metrics_port}", "--control-socket", str(ctl_path)] if args.server == "ferrocorn" else []
+    for name, why in (("metrics", "gunicorn has no Prometheus endpoint"), ("ctl-stacks", "gunicornc has no stacks command")):
+        if args.server == "gunicorn" and name in wanted:
+            wanted.remove(name)
+            results.report(f"{library}-{name}", skip=why)
     server = Server(server_argv(args, library, port, extra), log_path, port)
     ctx = Ctx(library, port, server, log_path, metrics_port)
+    ctx.ctl_path, ctx.binary = ctl_path, args.binary
     failed_before = results.failed
     try:
         with server:

@@ -1,7 +1,7 @@
 # ferrocorn's `ctl stacks`, the Python half: run in a worker by a thread
 # of its own (holding the GIL), it describes what every other thread is
 # executing and, through the providers the worker registered, every
-# asyncio task (and, later, every greenlet). Nothing here stops or
+# asyncio task and every greenlet. Nothing here stops or
 # changes what it looks at. Standard library only; what only a dump needs
 # is imported by the first dump, so an idle worker carries no more than
 # `threading`.
@@ -39,9 +39,20 @@ def _one(frame):
 _main = None
 
 
+def _this_thread():
+    """This thread's ident as sys._current_frames() keys it. Found by frame,
+    not threading.get_ident(), which gevent and eventlet patch to name the
+    current greenlet instead."""
+    me = sys._getframe()
+    for ident, frame in sys._current_frames().items():
+        if frame is me:
+            return ident
+    return threading.get_ident()
+
+
 def set_main():
     global _main
-    _main = threading.get_ident()
+    _main = _this_thread()
 
 
 def threads(own):
@@ -111,10 +122,10 @@ def asyncio_tasks(loop):
 def dump(pid, providers):
     """The worker's stacks as JSON text. `providers` is a list of
     (kind, callable): each callable returns a list of entries for `kind`
-    ("tasks" for asyncio; "greenlets" is the seam for gevent)."""
+    ("tasks" for asyncio, "greenlets" for gevent and eventlet)."""
     import json
 
-    result = {"pid": pid, "threads": threads(threading.get_ident())}
+    result = {"pid": pid, "threads": threads(_this_thread())}
     for kind, provider in providers:
         try:
             result.setdefault(kind, []).extend(provider())

@@ -16,6 +16,8 @@ backend per library, each the same small surface over its hub.
                 readable (or writable), False on timeout (None: no limit);
 - sleep(seconds).
 
+greenlets() lists the suspended greenlets for `ferrocorn ctl stacks`.
+
 Nothing here polls: the hub sleeps in its own epoll until the engine's
 descriptor or a request's socket is ready.
 """
@@ -131,6 +133,9 @@ class Gevent:
     def sleep(self, seconds):
         self.gevent.sleep(seconds)
 
+    def greenlets(self):
+        return greenlets()
+
 
 class Eventlet:
     name = "eventlet"
@@ -207,6 +212,32 @@ class Eventlet:
 
     def sleep(self, seconds):
         self.eventlet.sleep(seconds)
+
+    def greenlets(self):
+        return greenlets()
+
+
+def greenlets():
+    """For `ferrocorn ctl stacks` (run on the stacks thread, GIL held): every
+    suspended greenlet of this worker and where it waits. The one running
+    now is the main thread's stack."""
+    import gc
+    import traceback
+
+    import greenlet
+
+    out = []
+    for g in gc.get_objects():
+        if not isinstance(g, greenlet.greenlet) or g.dead or g.gr_frame is None:
+            continue
+        name = getattr(g, "name", None) or f"{type(g).__name__}-{id(g):x}"
+        frames = [
+            {"file": fs.filename, "line": fs.lineno, "function": fs.name, "code": (fs.line or "").strip()}
+            for fs in traceback.extract_stack(g.gr_frame)
+        ]
+        out.append({"name": name, "frames": frames})
+    out.sort(key=lambda e: e["name"])
+    return out
 
 
 def backend(name):

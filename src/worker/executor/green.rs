@@ -272,6 +272,8 @@ impl Runner for GreenRunner {
                 wait: attr("wait")?,
                 sleep: attr("sleep")?,
             });
+            // `ferrocorn ctl stacks` lists the greenlets too.
+            crate::control::register_provider("greenlets", attr("greenlets")?);
             let wake = Rc::new(Wake {
                 backend: backend.clone().unbind(),
                 pump: RefCell::new(None),
