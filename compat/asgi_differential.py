@@ -172,6 +172,8 @@ def compare(a, b):
     return [(k, a.get(k, "<absent>"), b.get(k, "<absent>")) for k in keys if a.get(k, "<absent>") != b.get(k, "<absent>")]
 
 
+# gunicorn's default line, then the atoms that read the request apart.
+ACCESS_FORMAT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" U=%(U)s q=%(q)s H=%(H)s m=%(m)s thing=%({x-thing}i)s'
 ACCESS_TIME = re.compile(r"\[[^\]]+\]")
 # The response body is the scope, whose size differs with the extensions
 # announced: the byte count (after the status) is masked.
@@ -207,7 +209,7 @@ def lifespan_failure(args, tmp):
 
 
 def server_argv(args, name, port, log, module="scope_app:app", extra=()):
-    common = ["-w", "1", "-b", f"127.0.0.1:{port}", "--access-logfile", str(log), *extra]
+    common = ["-w", "1", "-b", f"127.0.0.1:{port}", "--access-logfile", str(log), "--access-logformat", ACCESS_FORMAT, *extra]
     if name == "gunicorn":
         return [sys.executable, "-m", "gunicorn", "-k", "asgi", *common, module]
     return [str(args.ferrocorn_bin), "-k", "asgi", "--virtualenv", sys.prefix, *common, module]
@@ -276,6 +278,9 @@ def main():
                 same += 1
                 if args.verbose:
                     print(f"same access line: {fl}")
+            elif "http://example.com/abs" in fl and "U=/abs " in fl and "U=http://example.com/abs " in gl:
+                deliberate += 1
+                reasons.setdefault(DELIBERATE[("absolute-form", "path")], []).append("absolute-form access-log U")
             else:
                 failures += 1
                 print(f"DIFF access line:\n    ferrocorn {fl}\n    gunicorn  {gl}", flush=True)

@@ -301,7 +301,13 @@ pub fn log_access_head(
 ) {
     let mut log = lock(access);
     let keys = log.format().environ_keys();
-    let values: Vec<Option<Value<'_>>> = keys.iter().map(|k| head_value(k, head, peer)).collect();
+    // `U` is the path as the app saw it: percent-decoded, as UTF-8 (the
+    // scope's `path`), as gunicorn's ASGI worker logs it.
+    let path = String::from_utf8_lossy(&super::percent_decode(&head.path)).into_owned();
+    let values: Vec<Option<Value<'_>>> = keys
+        .iter()
+        .map(|k| head_value(k, head, &path, peer))
+        .collect();
     let record = Record {
         environ: &values,
         req_headers: &head.headers,
@@ -338,7 +344,10 @@ fn log_access(
     let objects = environ.map(|env| environ_values(py, env, keys));
     let values: Vec<Option<Value<'_>>> = match &objects {
         Some(objects) => objects.iter().map(|o| o.as_ref().map(to_value)).collect(),
-        None => keys.iter().map(|k| head_value(k, head, peer)).collect(),
+        None => keys
+            .iter()
+            .map(|k| head_value(k, head, &head.path, peer))
+            .collect(),
     };
     let record = Record {
         environ: &values,
@@ -440,8 +449,9 @@ fn to_value<'a>(v: &'a Bound<'_, PyAny>) -> Value<'a> {
 }
 
 /// What the environ would hold under `key`, from the request (for a
-/// request that never reached the app).
-fn head_value(key: &EnvKey, head: &RequestHead, peer: &Peer) -> Option<Value<'static>> {
+/// request that never reached the app, or an ASGI one), `path` standing
+/// for PATH_INFO.
+fn head_value(key: &EnvKey, head: &RequestHead, path: &str, peer: &Peer) -> Option<Value<'static>> {
     let s = |v: &str| Some(Value::Str(v.to_string().into()));
     let header = |name: &str| {
         let vals: Vec<&str> = head
@@ -456,7 +466,7 @@ fn head_value(key: &EnvKey, head: &RequestHead, peer: &Peer) -> Option<Value<'st
         EnvKey::Exact("REMOTE_ADDR") => s(&remote_ip(peer)),
         EnvKey::Exact("REQUEST_METHOD") => s(&head.method),
         EnvKey::Exact("RAW_URI") => s(&head.target),
-        EnvKey::Exact("PATH_INFO") => s(&head.path),
+        EnvKey::Exact("PATH_INFO") => s(path),
         EnvKey::Exact("QUERY_STRING") => s(&head.query),
         EnvKey::Exact("SERVER_PROTOCOL") => s(match &head.protocol {
             // As the environ shows it: the version as sent (an
