@@ -66,40 +66,21 @@ pub fn runs_on_asyncio(class: &str) -> bool {
     is_asgi_class(class) || class == "tornado"
 }
 
-const RUNTIME_SRC: &std::ffi::CStr = pyo3::ffi::c_str!(include_str!("runtime.py"));
-
 /// The worker's `runtime.py` module (made on first use).
 pub fn runtime(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     static MODULE: pyo3::sync::PyOnceLock<Py<PyModule>> = pyo3::sync::PyOnceLock::new();
-    let m = MODULE.get_or_try_init(py, || -> PyResult<Py<PyModule>> {
-        let m = PyModule::from_code(
-            py,
-            RUNTIME_SRC,
-            c"ferrocorn_asgi_runtime.py",
-            c"ferrocorn_asgi_runtime",
-        )?;
-        m.setattr("_log", pyo3::wrap_pyfunction!(py_log, &m)?)?;
-        Ok(m.unbind())
-    })?;
-    Ok(m.bind(py).clone())
+    let src = pyo3::ffi::c_str!(include_str!("runtime.py"));
+    crate::wsgi::embedded_module(py, &MODULE, src, c"ferrocorn_asgi_runtime", |m| {
+        m.setattr("_log", pyo3::wrap_pyfunction!(py_log, m)?)
+    })
 }
-
-const TORNADO_SRC: &std::ffi::CStr = pyo3::ffi::c_str!(include_str!("tornado.py"));
 
 /// `tornado.py`, the `-k tornado` adapter (made on first use; it imports
 /// tornado).
 fn tornado_adapter(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     static MODULE: pyo3::sync::PyOnceLock<Py<PyModule>> = pyo3::sync::PyOnceLock::new();
-    let m = MODULE.get_or_try_init(py, || -> PyResult<Py<PyModule>> {
-        let m = PyModule::from_code(
-            py,
-            TORNADO_SRC,
-            c"ferrocorn_tornado.py",
-            c"ferrocorn_tornado",
-        )?;
-        Ok(m.unbind())
-    })?;
-    Ok(m.bind(py).clone())
+    let src = pyo3::ffi::c_str!(include_str!("tornado.py"));
+    crate::wsgi::embedded_module(py, &MODULE, src, c"ferrocorn_tornado", |_| Ok(()))
 }
 
 /// `_log(level, message)` for runtime.py: the worker's error log.

@@ -81,6 +81,9 @@ def _raw_headers(headers, skip=()):
 class Connection(httputil.HTTPConnection):
     """One HTTP request's connection, as a Tornado handler sees it."""
 
+    # The ASGI messages a response goes out as.
+    _response = "http.response"
+
     def __init__(self, scope, send):
         self.context = _Context(scope)
         self._out = _Sender(send)
@@ -93,7 +96,7 @@ class Connection(httputil.HTTPConnection):
     def write_headers(self, start_line, headers, chunk=None):
         fut = self._out.queue(
             {
-                "type": "http.response.start",
+                "type": self._response + ".start",
                 "status": start_line.code,
                 "headers": _raw_headers(headers),
             }
@@ -104,11 +107,11 @@ class Connection(httputil.HTTPConnection):
 
     def write(self, chunk, callback=None):
         return self._out.queue(
-            {"type": "http.response.body", "body": bytes(chunk), "more_body": True}
+            {"type": self._response + ".body", "body": bytes(chunk), "more_body": True}
         )
 
     def finish(self):
-        self._out.queue({"type": "http.response.body", "body": b"", "more_body": False})
+        self._out.queue({"type": self._response + ".body", "body": b"", "more_body": False})
         self.finished.set()
 
     async def drained(self):
@@ -166,6 +169,8 @@ class WsConnection(Connection):
     `websocket.accept`, anything else an HTTP response through the
     `websocket.http.response` extension."""
 
+    _response = "websocket.http.response"
+
     def __init__(self, scope, receive, send):
         super().__init__(scope, send)
         self.receive = receive
@@ -186,29 +191,14 @@ class WsConnection(Connection):
                     "ferrocorn.control_frames": True,
                 }
             )
-        fut = self._out.queue(
-            {
-                "type": "websocket.http.response.start",
-                "status": start_line.code,
-                "headers": _raw_headers(headers),
-            }
-        )
-        if chunk:
-            fut = self.write(chunk)
-        return fut
-
-    def write(self, chunk, callback=None):
-        return self._out.queue(
-            {"type": "websocket.http.response.body", "body": bytes(chunk), "more_body": True}
-        )
+        return super().write_headers(start_line, headers, chunk)
 
     def finish(self):
-        if not self.accepted:
-            self._out.queue(
-                {"type": "websocket.http.response.body", "body": b"", "more_body": False}
-            )
+        if self.accepted:
+            self.finished.set()
+        else:
+            super().finish()
             self.end()
-        self.finished.set()
 
     def detach(self):
         return _Stream(self)

@@ -179,13 +179,7 @@ pub fn register_asyncio_loop(py: Python<'_>, event_loop: &Bound<'_, PyAny>) {
 
 fn helper(py: Python<'_>) -> PyResult<Bound<'_, PyModule>> {
     static MODULE: pyo3::sync::PyOnceLock<Py<PyModule>> = pyo3::sync::PyOnceLock::new();
-    let m = MODULE.get_or_try_init(py, || -> PyResult<Py<PyModule>> {
-        Ok(
-            PyModule::from_code(py, HELPER_SRC, c"ferrocorn_stacks.py", c"ferrocorn_stacks")?
-                .unbind(),
-        )
-    })?;
-    Ok(m.bind(py).clone())
+    crate::wsgi::embedded_module(py, &MODULE, HELPER_SRC, c"ferrocorn_stacks", |_| Ok(()))
 }
 
 /// The worker's stacks as JSON text.

@@ -420,3 +420,23 @@ pub fn load_app(setup: &PySetup<'_>) -> Result<Py<PyAny>, LoadError> {
         }
     })
 }
+
+/// A module of Python source built into the binary (`name`, with file name
+/// `name.py` in tracebacks), made on first use and kept in `cell`; `init`
+/// adds to it once made.
+pub fn embedded_module<'py>(
+    py: Python<'py>,
+    cell: &'static pyo3::sync::PyOnceLock<Py<PyModule>>,
+    src: &std::ffi::CStr,
+    name: &std::ffi::CStr,
+    init: impl FnOnce(&Bound<'py, PyModule>) -> PyResult<()>,
+) -> PyResult<Bound<'py, PyModule>> {
+    let m = cell.get_or_try_init(py, || -> PyResult<Py<PyModule>> {
+        let file = std::ffi::CString::new(format!("{}.py", name.to_string_lossy()))
+            .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+        let m = PyModule::from_code(py, src, &file, name)?;
+        init(&m)?;
+        Ok(m.unbind())
+    })?;
+    Ok(m.bind(py).clone())
+}

@@ -29,8 +29,8 @@ pub use call::{log_access_head, Timing, WsgiApp};
 pub use environ::{percent_decode, Forwarding, HeaderMap, Peer, ServerInfo, Wsgi};
 pub use input::Input;
 pub use load::{
-    configure_logging, format_exception, init_python, load_app, new_hash_seed, spew_this_thread,
-    LoadError, PyBase, PySetup, SPEW,
+    configure_logging, embedded_module, format_exception, init_python, load_app, new_hash_seed,
+    spew_this_thread, LoadError, PyBase, PySetup, SPEW,
 };
 pub use pylog::LogConfig;
 pub use response::{Responder, SPILL_MAX};

@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
 
+pub use super::Wake;
 use super::{lock, Done, Executor, Job, Loop, Runner};
 use crate::{error, info};
 
@@ -71,30 +72,6 @@ pub trait AsyncSession {
     /// The loop stopped: finish what is left (background tasks, the app's
     /// shutdown) within `graceful` seconds.
     fn shutdown(&mut self, py: Python<'_>, ev: &Bound<'_, PyAny>, graceful: f64);
-}
-
-/// Asks the loop for a pump soon (`call_soon`), at most one at a time.
-pub struct Wake {
-    ev: Py<PyAny>,
-    pump: RefCell<Option<Py<PyAny>>>,
-    scheduled: Cell<bool>,
-}
-
-impl Wake {
-    pub fn soon(&self, py: Python<'_>) {
-        if self.scheduled.replace(true) {
-            return;
-        }
-        let pump = self.pump.borrow();
-        let Some(pump) = pump.as_ref() else { return };
-        if let Err(e) = self
-            .ev
-            .bind(py)
-            .call_method1(pyo3::intern!(py, "call_soon"), (pump, false))
-        {
-            error!("Cannot schedule the event loop: {e}");
-        }
-    }
 }
 
 pub struct Asyncio {
@@ -166,7 +143,7 @@ struct Pump {
 #[pymethods]
 impl Pump {
     fn __call__(&self, py: Python<'_>, tick: bool) {
-        self.wake.scheduled.set(false);
+        self.wake.fired();
         if self.code.get().is_some() {
             return;
         }
@@ -204,7 +181,7 @@ impl Pump {
         }
         if let Some(code) = code {
             self.code.set(Some(code));
-            if let Err(e) = self.wake.ev.bind(py).call_method0("stop") {
+            if let Err(e) = self.wake.target(py).call_method0("stop") {
                 error!("Cannot stop the event loop: {e}");
             }
             return;
@@ -236,11 +213,7 @@ impl Runner for AsyncioRunner {
             };
             crate::debug!("Event loop: {name}");
             crate::control::register_asyncio_loop(py, &ev);
-            let wake = Rc::new(Wake {
-                ev: ev.clone().unbind(),
-                pump: RefCell::new(None),
-                scheduled: Cell::new(false),
-            });
+            let wake = Rc::new(Wake::new(ev.clone().unbind(), "call_soon"));
             let mut session = match iface.start(py, &ev, inbox.clone(), wake.clone()) {
                 Ok(s) => s,
                 Err(code) => {
@@ -258,7 +231,7 @@ impl Runner for AsyncioRunner {
                 code: Cell::new(None),
             };
             let pump = Bound::new(py, pump).map_err(|e| std::io::Error::other(e.to_string()))?;
-            *wake.pump.borrow_mut() = Some(pump.clone().into_any().unbind());
+            wake.set_pump(Some(pump.clone().into_any().unbind()));
             // The session goes into the pump for the loop's life, and comes
             // back for the shutdown.
             *pump.borrow().session.borrow_mut() = Some(session);
@@ -268,7 +241,7 @@ impl Runner for AsyncioRunner {
                 None => return Ok(1),
             };
             let code = pump.borrow().code.get();
-            *wake.pump.borrow_mut() = None;
+            wake.set_pump(None);
             if let Err(e) = served {
                 error!(
                     "The event loop failed:\n{}",

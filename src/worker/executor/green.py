@@ -10,7 +10,7 @@ backend per library, each the same small surface over its hub.
                 the engine's epoll descriptor `fd` is readable, pump(True)
                 every `tick` seconds, until stop();
 - stop():       make serve() return (called by the pump, on the hub);
-- soon(fn):     call fn(False) from the hub soon (a finished request);
+- soon(fn, tick): call fn(tick) from the hub soon (a finished request);
 - spawn(fn):    run fn() in a new greenlet;
 - wait(fd, write, timeout) -> bool: park this greenlet until fd is
                 readable (or writable), False on timeout (None: no limit);
@@ -115,8 +115,8 @@ class Gevent:
     def stop(self):
         self._stopped.set()
 
-    def soon(self, fn):
-        self._loop.run_callback(fn, False)
+    def soon(self, fn, tick):
+        self._loop.run_callback(fn, tick)
 
     def spawn(self, fn):
         self.gevent.spawn_raw(fn)
@@ -192,8 +192,8 @@ class Eventlet:
         if not self._stopped.ready():
             self._stopped.send(None)
 
-    def soon(self, fn):
-        self._hub.schedule_call_global(0, fn, False)
+    def soon(self, fn, tick):
+        self._hub.schedule_call_global(0, fn, tick)
 
     def spawn(self, fn):
         self.eventlet.spawn_n(fn)

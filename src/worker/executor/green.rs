@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
 
-use super::{lock, App, Done, Executor, Job, Loop, Runner};
+use super::{lock, App, Done, Executor, Job, Loop, Runner, Wake};
 use crate::error;
 use crate::wsgi::WORKER_BOOT_ERROR;
 
@@ -151,30 +151,6 @@ struct GreenRunner {
     app: Arc<dyn App>,
 }
 
-/// Asks the hub for a pump soon, at most one at a time.
-struct Wake {
-    backend: Py<PyAny>,
-    pump: RefCell<Option<Py<PyAny>>>,
-    scheduled: Cell<bool>,
-}
-
-impl Wake {
-    fn soon(&self, py: Python<'_>) {
-        if self.scheduled.replace(true) {
-            return;
-        }
-        let pump = self.pump.borrow();
-        let Some(pump) = pump.as_ref() else { return };
-        if let Err(e) = self
-            .backend
-            .bind(py)
-            .call_method1(pyo3::intern!(py, "soon"), (pump,))
-        {
-            error!("Cannot schedule the hub: {e}");
-        }
-    }
-}
-
 /// The hub's callback that runs the engine and starts the requests.
 #[pyclass(unsendable)]
 struct Pump {
@@ -188,7 +164,7 @@ struct Pump {
 #[pymethods]
 impl Pump {
     fn __call__(&self, py: Python<'_>, _tick: bool) {
-        self.wake.scheduled.set(false);
+        self.wake.fired();
         if self.code.get().is_some() {
             return;
         }
@@ -200,7 +176,7 @@ impl Pump {
             py.detach(move || lp.turn())
         };
         let jobs = std::mem::take(&mut lock(&self.inbox).jobs);
-        let backend = self.wake.backend.bind(py);
+        let backend = self.wake.target(py);
         for job in jobs {
             let idx = job.idx;
             let run = Request {
@@ -274,11 +250,7 @@ impl Runner for GreenRunner {
             });
             // `ferrocorn ctl stacks` lists the greenlets too.
             crate::control::register_provider("greenlets", attr("greenlets")?);
-            let wake = Rc::new(Wake {
-                backend: backend.clone().unbind(),
-                pump: RefCell::new(None),
-                scheduled: Cell::new(false),
-            });
+            let wake = Rc::new(Wake::new(backend.clone().unbind(), "soon"));
             lp.ready();
             let fd = lp.fd();
             let pump = Pump {
@@ -289,9 +261,9 @@ impl Runner for GreenRunner {
                 code: Cell::new(None),
             };
             let pump = Bound::new(py, pump).map_err(|e| std::io::Error::other(e.to_string()))?;
-            *wake.pump.borrow_mut() = Some(pump.clone().into_any().unbind());
+            wake.set_pump(Some(pump.clone().into_any().unbind()));
             let served = backend.call_method1("serve", (fd, &pump, 1.0));
-            *wake.pump.borrow_mut() = None;
+            wake.set_pump(None);
             if let Err(e) = served {
                 error!(
                     "The hub failed:\n{}",

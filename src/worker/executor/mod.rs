@@ -231,6 +231,58 @@ pub trait Runner {
     fn run(self: Box<Self>, lp: Box<dyn Loop>) -> std::io::Result<i32>;
 }
 
+/// Asks an executor's own event loop (asyncio's, a greenlet hub) to run
+/// its pump soon, at most once until the pump has run: `target.METHOD(pump,
+/// False)` (`loop.call_soon`, the hub's `soon`). Lives on the loop's
+/// thread.
+pub struct Wake {
+    target: Py<PyAny>,
+    method: &'static str,
+    pump: std::cell::RefCell<Option<Py<PyAny>>>,
+    scheduled: std::cell::Cell<bool>,
+}
+
+impl Wake {
+    pub fn new(target: Py<PyAny>, method: &'static str) -> Wake {
+        Wake {
+            target,
+            method,
+            pump: std::cell::RefCell::new(None),
+            scheduled: std::cell::Cell::new(false),
+        }
+    }
+
+    /// The event loop (or hub backend) the pump runs on.
+    pub fn target<'py>(&self, py: Python<'py>) -> &Bound<'py, PyAny> {
+        self.target.bind(py)
+    }
+
+    /// The pump to schedule (None once the loop is over).
+    pub fn set_pump(&self, pump: Option<Py<PyAny>>) {
+        *self.pump.borrow_mut() = pump;
+    }
+
+    /// The pump is running: the next `soon` schedules it again.
+    pub fn fired(&self) {
+        self.scheduled.set(false);
+    }
+
+    pub fn soon(&self, py: Python<'_>) {
+        if self.scheduled.replace(true) {
+            return;
+        }
+        let pump = self.pump.borrow();
+        let Some(pump) = pump.as_ref() else { return };
+        if let Err(e) = self
+            .target
+            .bind(py)
+            .call_method1(self.method, (pump, false))
+        {
+            crate::error!("Cannot schedule the event loop: {e}");
+        }
+    }
+}
+
 /// Lock a mutex whose data stays consistent even if a holder panicked (a
 /// queue, a list of results, a log file).
 pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
