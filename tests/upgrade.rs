@@ -233,6 +233,14 @@ fn failed_upgrade_leaves_the_old_master_serving() {
         master_log(&st)
     );
     assert!(!pidfile2(&st.pidfile).exists());
+    // The verdict `ferrocorn upgrade` reads: the failed new master's pid.
+    let mut failed = st.pidfile.as_os_str().to_owned();
+    failed.push(".failed");
+    let named = read_pid(std::path::Path::new(&failed));
+    assert!(
+        named.is_some_and(|p| p != old),
+        "{failed:?} names {named:?}"
+    );
     std::thread::sleep(Duration::from_millis(700));
     let summary = load.finish();
     assert_clean(&summary, "failed upgrade");

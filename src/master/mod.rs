@@ -621,6 +621,10 @@ impl Arbiter {
                 if let Some(p) = self.own_pidfile() {
                     remove_pidfile(&p, self.pid);
                 }
+                // A failed upgrade's verdict (successor.rs), if still there.
+                if let Some(p) = &self.pidfile {
+                    let _ = std::fs::remove_file(pidfile::pidfile_failed(p));
+                }
             }
         }
         if let Some(c) = self.control.take() {

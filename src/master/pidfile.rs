@@ -49,6 +49,14 @@ pub(super) fn pidfile2(p: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// Where a master names the new master of an upgrade that failed (it died
+/// before it was ready), for `ferrocorn upgrade`.
+pub fn pidfile_failed(p: &Path) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(".failed");
+    PathBuf::from(s)
+}
+
 /// Remove the pidfile only if it still holds our pid.
 pub(super) fn remove_pidfile(path: &Path, pid: u32) {
     if let Ok(text) = std::fs::read_to_string(path) {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
 
-use super::pidfile::{pidfile2, write_pidfile};
+use super::pidfile::{pidfile2, pidfile_failed, write_pidfile};
 use super::{Arbiter, Phase, MASTER_SIGNALS};
 use crate::config;
 use crate::sys::{self, Signal};
@@ -252,10 +252,19 @@ impl Arbiter {
             return;
         };
         match s.state {
-            SuccessorState::Booting => error!(
-                "Upgrade failed: new master (pid {}) {how} before it was ready; this master keeps serving",
-                s.pid
-            ),
+            SuccessorState::Booting => {
+                error!(
+                    "Upgrade failed: new master (pid {}) {how} before it was ready; this master keeps serving",
+                    s.pid
+                );
+                // The verdict for `ferrocorn upgrade`, which may never have
+                // seen the new master alive: `<pidfile>.failed` names it.
+                if let Some(p) = &self.pidfile {
+                    if let Err(e) = write_pidfile(&pidfile_failed(p), s.pid as u32) {
+                        warning!("{e}");
+                    }
+                }
+            }
             SuccessorState::Ready => info!(
                 "New master (pid {}) {how}; this master is the only one again",
                 s.pid

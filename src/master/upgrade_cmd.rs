@@ -31,8 +31,8 @@ pub enum UpgradeError {
     NotReady(u64, i32),
     #[error("master {0} exited during the upgrade")]
     MasterGone(i32),
-    #[error("the new master (pid {new}) exited before it was ready (see the error log); master {old} keeps serving")]
-    Failed { new: i32, old: i32 },
+    #[error("the new master{} exited before it was ready (see the error log); master {old} keeps serving", new.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    Failed { new: Option<i32>, old: i32 },
     #[error("master {old} did not exit within {secs}s after TERM; new master {new} is serving")]
     OldStays { old: i32, new: i32, secs: u64 },
 }
@@ -175,6 +175,9 @@ pub fn run(args: &[OsString]) -> Result<Option<String>, UpgradeError> {
         // Left over from an upgrade that ended badly: not an answer.
         let _ = std::fs::remove_file(&p2);
     }
+    let failed = super::pidfile::pidfile_failed(path);
+    // An earlier upgrade's verdict is not this one's.
+    let _ = std::fs::remove_file(&failed);
     kill(Pid::from_raw(old), Signal::SIGUSR2)
         .map_err(|source| UpgradeError::Signal { pid: old, source })?;
     let secs = opts.timeout.as_secs();
@@ -186,6 +189,14 @@ pub fn run(args: &[OsString]) -> Result<Option<String>, UpgradeError> {
                 break pid;
             }
         }
+        // The old master's verdict on a new master that died before it
+        // was ready (which this loop may never have seen alive).
+        if let Ok(pid) = read_pid(&failed) {
+            return Err(UpgradeError::Failed {
+                new: Some(pid),
+                old,
+            });
+        }
         if !alive(old) {
             return Err(UpgradeError::MasterGone(old));
         }
@@ -193,7 +204,12 @@ pub fn run(args: &[OsString]) -> Result<Option<String>, UpgradeError> {
             None => seen = successor_of(old),
             // Gone, whether or not it wrote <pidfile>.2 first: either way
             // it is not serving.
-            Some(pid) if !alive(pid) => return Err(UpgradeError::Failed { new: pid, old }),
+            Some(pid) if !alive(pid) => {
+                return Err(UpgradeError::Failed {
+                    new: Some(pid),
+                    old,
+                })
+            }
             Some(_) => {}
         }
         if Instant::now() >= until {
