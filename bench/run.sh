@@ -6,6 +6,9 @@
 #   bench/run.sh asgi [--quick] [--scenarios hello,sleep,ws] [--servers ...]
 #       ASGI benchmarks (bench/asgi.py): also installs bench/requirements-asgi.txt
 #       and builds the websocket load client bench/wsload.
+#   bench/run.sh green [--quick] [--scenarios sleep,longpoll] [--servers ...]
+#       greenlet-worker benchmarks (bench/green.py): installs the pinned
+#       bench/requirements-green.txt (gevent, eventlet, gunicorn 27).
 #
 # Environment:
 #   FERROCORN_BIN   use this ferrocorn binary instead of building one
@@ -24,6 +27,10 @@ DRIVER="$BENCH_DIR/bench.py"
 if [ "${1:-}" = "asgi" ]; then
   MODE=asgi
   DRIVER="$BENCH_DIR/asgi.py"
+  shift
+elif [ "${1:-}" = "green" ]; then
+  MODE=green
+  DRIVER="$BENCH_DIR/green.py"
   shift
 fi
 
@@ -79,8 +86,22 @@ if [ "${BENCH_SKIP_INSTALL:-0}" != "1" ]; then
       "${VPIP[@]}" -r "$BENCH_DIR/requirements-asgi.txt" || log "pip install of the ASGI peers failed; missing servers will be skipped"
     fi
   fi
+  if [ "$MODE" = green ]; then
+    # Every pin in bench/requirements-green.txt must be installed exactly.
+    if ! "$VENV/bin/python" - "$BENCH_DIR/requirements-green.txt" <<'PY' 2>/dev/null
+import importlib.metadata as m, re, sys
+for line in open(sys.argv[1]):
+    pin = re.match(r"\s*([A-Za-z0-9_.-]+)==(\S+)", line)
+    if pin and m.version(pin.group(1)) != pin.group(2):
+        sys.exit(1)
+PY
+    then
+      log "pip installing bench/requirements-green.txt"
+      "${VPIP[@]}" -r "$BENCH_DIR/requirements-green.txt" || log "pip install of the greenlet libraries failed; servers that need them will fail to start"
+    fi
+  fi
   missing=()
-  [ "$MODE" = asgi ] || for mod in gunicorn granian flask; do
+  [ "$MODE" != wsgi ] || for mod in gunicorn granian flask; do
     "$VENV/bin/python" -c "import $mod" 2>/dev/null || missing+=("$mod")
   done
   for pkg in "${missing[@]}"; do
