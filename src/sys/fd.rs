@@ -75,25 +75,8 @@ pub fn set_blocking(fd: BorrowedFd<'_>, blocking: bool) -> io::Result<()> {
 /// Wait until any of `fds` is readable (or hung up), at most `timeout`.
 /// Returns which ones are.
 pub fn wait_any(fds: &[BorrowedFd<'_>], timeout: Duration) -> io::Result<Vec<bool>> {
-    let mut polls: Vec<PollFd<'_>> = fds
-        .iter()
-        .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
-        .collect();
-    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-    loop {
-        match nix::poll::poll(
-            &mut polls,
-            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
-        ) {
-            Ok(_) => break,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(polls
-        .iter()
-        .map(|p| p.revents().is_some_and(|r| !r.is_empty()))
-        .collect())
+    let reads: Vec<(BorrowedFd<'_>, bool)> = fds.iter().map(|fd| (*fd, false)).collect();
+    wait_io(&reads, timeout)
 }
 
 /// Wait until any of `fds` is ready, each for reading or (`true`) for

@@ -15,14 +15,14 @@
 //! (`take_done`). No thread, no hand-off: one request costs a task on the
 //! loop and the engine's own work.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
 
 pub use super::Wake;
-use super::{lock, Done, Executor, Job, Loop, Runner};
+use super::{lock, Done, Executor, Job, Loop, PumpCore, Runner};
 use crate::{error, info};
 
 /// What the engine's turns and the loop's tasks leave for each other.
@@ -133,26 +133,16 @@ struct AsyncioRunner {
 /// The loop's callback that runs the engine.
 #[pyclass(unsendable)]
 struct Pump {
-    lp: RefCell<Box<dyn Loop>>,
+    core: PumpCore,
     session: RefCell<Option<Box<dyn AsyncSession>>>,
     inbox: Shared,
-    wake: Rc<Wake>,
-    code: Cell<Option<i32>>,
 }
 
 #[pymethods]
 impl Pump {
     fn __call__(&self, py: Python<'_>, tick: bool) {
-        self.wake.fired();
-        if self.code.get().is_some() {
+        let Some((lp, code)) = self.core.turn(py) else {
             return;
-        }
-        let Ok(mut lp) = self.lp.try_borrow_mut() else {
-            return;
-        };
-        let code = {
-            let lp: &mut Box<dyn Loop> = &mut lp;
-            py.detach(move || lp.turn())
         };
         let (events, jobs, drain) = {
             let mut inbox = lock(&self.inbox);
@@ -179,16 +169,8 @@ impl Pump {
                 }
             }
         }
-        if let Some(code) = code {
-            self.code.set(Some(code));
-            if let Err(e) = self.wake.target(py).call_method0("stop") {
-                error!("Cannot stop the event loop: {e}");
-            }
-            return;
-        }
-        if lp.pending() || !lock(&self.inbox).done.is_empty() {
-            self.wake.soon(py);
-        }
+        let more = !lock(&self.inbox).done.is_empty();
+        self.core.finish(py, &**lp, code, more);
     }
 }
 
@@ -224,11 +206,9 @@ impl Runner for AsyncioRunner {
             lp.ready();
             let fd = lp.fd();
             let pump = Pump {
-                lp: RefCell::new(lp),
+                core: PumpCore::new(lp, wake.clone()),
                 session: RefCell::new(None),
                 inbox,
-                wake: wake.clone(),
-                code: Cell::new(None),
             };
             let pump = Bound::new(py, pump).map_err(|e| std::io::Error::other(e.to_string()))?;
             wake.set_pump(Some(pump.clone().into_any().unbind()));
@@ -240,7 +220,7 @@ impl Runner for AsyncioRunner {
                 Some(s) => s,
                 None => return Ok(1),
             };
-            let code = pump.borrow().code.get();
+            let code = pump.borrow().core.code();
             wake.set_pump(None);
             if let Err(e) = served {
                 error!(

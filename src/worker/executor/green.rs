@@ -18,13 +18,13 @@
 //! the worker's Python starts ([`prepare`]), before the config file, the
 //! hooks and the app run; the Python half is `green.py`.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
 
-use super::{lock, App, Done, Executor, Job, Loop, Runner, Wake};
+use super::{lock, App, Done, Executor, Job, Loop, PumpCore, Runner, Wake};
 use crate::error;
 use crate::wsgi::WORKER_BOOT_ERROR;
 
@@ -154,36 +154,26 @@ struct GreenRunner {
 /// The hub's callback that runs the engine and starts the requests.
 #[pyclass(unsendable)]
 struct Pump {
-    lp: RefCell<Box<dyn Loop>>,
+    core: PumpCore,
     inbox: Shared,
     app: Arc<dyn App>,
-    wake: Rc<Wake>,
-    code: Cell<Option<i32>>,
 }
 
 #[pymethods]
 impl Pump {
     fn __call__(&self, py: Python<'_>, _tick: bool) {
-        self.wake.fired();
-        if self.code.get().is_some() {
+        let Some((lp, code)) = self.core.turn(py) else {
             return;
-        }
-        let Ok(mut lp) = self.lp.try_borrow_mut() else {
-            return;
-        };
-        let code = {
-            let lp: &mut Box<dyn Loop> = &mut lp;
-            py.detach(move || lp.turn())
         };
         let jobs = std::mem::take(&mut lock(&self.inbox).jobs);
-        let backend = self.wake.target(py);
+        let backend = self.core.wake.target(py);
         for job in jobs {
             let idx = job.idx;
             let run = Request {
                 job: RefCell::new(Some(job)),
                 app: self.app.clone(),
                 inbox: self.inbox.clone(),
-                wake: self.wake.clone(),
+                wake: self.core.wake.clone(),
             };
             let spawned = Bound::new(py, run)
                 .and_then(|run| backend.call_method1(pyo3::intern!(py, "spawn"), (run,)));
@@ -195,16 +185,8 @@ impl Pump {
                 });
             }
         }
-        if let Some(code) = code {
-            self.code.set(Some(code));
-            if let Err(e) = backend.call_method0(pyo3::intern!(py, "stop")) {
-                error!("Cannot stop the hub: {e}");
-            }
-            return;
-        }
-        if lp.pending() || !lock(&self.inbox).done.is_empty() {
-            self.wake.soon(py);
-        }
+        let more = !lock(&self.inbox).done.is_empty();
+        self.core.finish(py, &**lp, code, more);
     }
 }
 
@@ -254,11 +236,9 @@ impl Runner for GreenRunner {
             lp.ready();
             let fd = lp.fd();
             let pump = Pump {
-                lp: RefCell::new(lp),
+                core: PumpCore::new(lp, wake.clone()),
                 inbox,
                 app,
-                wake: wake.clone(),
-                code: Cell::new(None),
             };
             let pump = Bound::new(py, pump).map_err(|e| std::io::Error::other(e.to_string()))?;
             wake.set_pump(Some(pump.clone().into_any().unbind()));
@@ -270,7 +250,7 @@ impl Runner for GreenRunner {
                     crate::wsgi::format_exception(py, &e).trim_end()
                 );
             }
-            let code = pump.borrow().code.get();
+            let code = pump.borrow().core.code();
             Ok(code.unwrap_or(1))
         })
     }

@@ -283,6 +283,65 @@ impl Wake {
     }
 }
 
+/// The engine, borrowed by a pump for one turn.
+pub type Turning<'a> = std::cell::RefMut<'a, Box<dyn Loop>>;
+
+/// What the asyncio and greenlet executors' pumps share: the engine they
+/// drive, the way to ask for the next pump, and the exit code once the
+/// engine is done.
+pub struct PumpCore {
+    lp: std::cell::RefCell<Box<dyn Loop>>,
+    pub wake: std::rc::Rc<Wake>,
+    code: std::cell::Cell<Option<i32>>,
+}
+
+impl PumpCore {
+    pub fn new(lp: Box<dyn Loop>, wake: std::rc::Rc<Wake>) -> PumpCore {
+        PumpCore {
+            lp: std::cell::RefCell::new(lp),
+            wake,
+            code: std::cell::Cell::new(None),
+        }
+    }
+
+    /// Run one turn of the engine (GIL released). None: nothing to do (the
+    /// engine is done, or this is a nested call); else the engine, still
+    /// borrowed, for [`PumpCore::finish`], and its exit code if it is done.
+    pub fn turn(&self, py: Python<'_>) -> Option<(Turning<'_>, Option<i32>)> {
+        self.wake.fired();
+        if self.code.get().is_some() {
+            return None;
+        }
+        let mut lp = self.lp.try_borrow_mut().ok()?;
+        let code = {
+            let lp: &mut Box<dyn Loop> = &mut lp;
+            py.detach(move || lp.turn())
+        };
+        Some((lp, code))
+    }
+
+    /// After the executor handled what the turn produced: stop the event
+    /// loop once the engine is done, or ask for another pump when work is
+    /// waiting that no event will announce (`more`: results in the inbox).
+    pub fn finish(&self, py: Python<'_>, lp: &dyn Loop, code: Option<i32>, more: bool) {
+        if let Some(code) = code {
+            self.code.set(Some(code));
+            if let Err(e) = self.wake.target(py).call_method0("stop") {
+                crate::error!("Cannot stop the event loop: {e}");
+            }
+            return;
+        }
+        if lp.pending() || more {
+            self.wake.soon(py);
+        }
+    }
+
+    /// The engine's exit code, once it is done.
+    pub fn code(&self) -> Option<i32> {
+        self.code.get()
+    }
+}
+
 /// Lock a mutex whose data stays consistent even if a holder panicked (a
 /// queue, a list of results, a log file).
 pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
