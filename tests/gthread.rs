@@ -511,3 +511,42 @@ fn timed_out_requests_get_500_and_close() {
     assert!(log.contains("threads.py"), "log:\n{log}");
     assert_eq!(get(s.port, "/env").status, 200);
 }
+
+/// With two workers, one at its `--worker-connections` limit and the other
+/// with room, a new connection is the roomy worker's to take: no idle
+/// keep-alive client of the full worker is closed for it (at the limit a
+/// worker evicts only for a connection that is still waiting).
+#[test]
+fn a_full_worker_leaves_new_connections_to_one_with_room() {
+    let s = Server::start(&[
+        "-k",
+        "gthread",
+        "--threads",
+        "2",
+        "-w",
+        "2",
+        "--worker-connections",
+        "4",
+        "--keep-alive",
+        "60",
+        "hello:app",
+    ]);
+    // Seven idle keep-alive clients: room for them all (2 x 4), whatever
+    // the split, only if no worker evicts while its sibling has room.
+    let mut conns = Vec::new();
+    for _ in 0..7 {
+        let mut c = Conn::connect(s.port);
+        let r = c.request("GET", "/", &[], b"");
+        assert_eq!(r.status, 200);
+        conns.push(c);
+        // Idle long enough to be evictable (0.5 s).
+        std::thread::sleep(Duration::from_millis(600));
+    }
+    for (i, c) in conns.iter_mut().enumerate() {
+        c.send_request("GET", "/", &[], b"");
+        match c.try_read_response() {
+            Ok(r) => assert_eq!(r.status, 200, "client {i}"),
+            Err(e) => panic!("idle client {i} was closed: {e}\n{}", s.log()),
+        }
+    }
+}

@@ -28,6 +28,9 @@ pub(super) const FRESH_WAIT: Duration = Duration::from_millis(20);
 /// starting together is in within a few turns rather than queueing in
 /// the backlog behind those already connected.
 const SYNC_ACCEPT_PER_REQUEST: usize = 4;
+/// A worker at its connection limit waits this long before evicting a
+/// connection for a new one, so that a sibling with room takes it first.
+const LIMIT_YIELD: Duration = Duration::from_millis(1);
 
 impl Worker {
     /// sync: the connection accepted last has started its first request,
@@ -54,6 +57,37 @@ impl Worker {
         }
     }
 
+    /// At the connection limit, with a connection signalled on listener
+    /// `li`: evict an idle or stalled connection for it, but only if it is
+    /// still waiting, and, with sibling workers, still waiting after
+    /// LIMIT_YIELD, so that a worker with room takes it instead and no
+    /// client of this one loses its keep-alive connection for nothing.
+    fn make_room(&mut self, li: usize) -> bool {
+        if !self.waiting_on(li) {
+            return false;
+        }
+        if self.siblings {
+            std::thread::sleep(LIMIT_YIELD);
+            if !self.waiting_on(li) {
+                return false;
+            }
+        }
+        self.evict_one()
+    }
+
+    /// Whether a connection waits on listener `li` now (without taking it).
+    fn waiting_on(&self, li: usize) -> bool {
+        use std::os::fd::AsFd;
+        let Some(l) = self.listeners.get(li) else {
+            return false;
+        };
+        let fd = match &l.sock {
+            ListenSock::Tcp(s) => s.as_fd(),
+            ListenSock::Unix(s) => s.as_fd(),
+        };
+        crate::sys::wait_fd(fd, false, Duration::ZERO).unwrap_or(true)
+    }
+
     /// Accept from listener `li`: a batch (gthread), or one connection
     /// (sync; with `hold`, only once the last one accepted has started its
     /// first request, see FRESH_WAIT).
@@ -68,7 +102,7 @@ impl Worker {
         }
         let batch = if sync { 1 } else { ACCEPT_BATCH };
         for _ in 0..batch {
-            if self.live >= self.max_conns && !self.evict_one() {
+            if self.live >= self.max_conns && !self.make_room(li) {
                 self.accept_paused = true;
                 return;
             }

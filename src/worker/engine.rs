@@ -45,6 +45,8 @@ pub struct Worker {
     pub(super) conns: Vec<Option<Conn>>,
     pub(super) free: Vec<usize>,
     pub(super) live: usize,
+    /// Other workers share the listeners (`--workers` above 1).
+    pub(super) siblings: bool,
     /// Connections with work that no new event will announce.
     pub(super) again: Vec<usize>,
     /// Connections with events not yet handled, oldest first, each once
@@ -234,6 +236,7 @@ impl Worker {
             },
             keepalive: crate::config::seconds(settings.keepalive),
             max_conns: settings.worker_connections.max(1) as usize,
+            siblings: settings.workers > 1,
             date: DateCache::default(),
             signals,
             stopping: false,
