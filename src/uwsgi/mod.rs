@@ -141,9 +141,13 @@ impl Vars {
         for (k, v) in &self.0 {
             // A decoded path may hold any byte; nothing else the proxy
             // sends has control characters (they would reach the logs).
+            // A tab is fine in a header's value, but not in what becomes
+            // the request target.
+            let tab_ok = !matches!(k.as_str(), "QUERY_STRING" | "REQUEST_URI");
             if k != "PATH_INFO"
                 && k != "SCRIPT_NAME"
-                && (k.chars().chain(v.chars())).any(|c| (c < ' ' && c != '\t') || c == '\x7f')
+                && (k.chars().chain(v.chars()))
+                    .any(|c| (c < ' ' && !(c == '\t' && tab_ok)) || c == '\x7f')
             {
                 return Err(UwsgiError::Var(
                     k.escape_default().to_string(),
@@ -367,9 +371,14 @@ mod tests {
             &[("REQUEST_METHOD", "")],
             &[("REQUEST_METHOD", "G T")],
             &[("HTTP_X:Y", "1")],
+            // A tab would reach the request target (found by fuzzing).
+            &[("QUERY_STRING", "a=\t")],
+            &[("REQUEST_URI", "/\tx")],
         ] {
             assert!(v(bad).to_head().is_err(), "{bad:?}");
         }
+        // In a header's value a tab is fine.
+        assert!(v(&[("HTTP_X", "a\tb")]).to_head().is_ok());
         // A decoded path may carry anything.
         assert!(v(&[("PATH_INFO", "/a\nb")]).to_head().is_ok());
         let many: Vec<(String, String)> = (0..1001)
