@@ -41,8 +41,9 @@ use crate::wsgi::Peer;
 
 /// How the response to a request is to be written.
 pub struct Reply {
-    /// The connection's descriptor (open for as long as the request runs).
-    pub fd: RawFd,
+    /// The connection (its descriptor open for as long as the request
+    /// runs), plain or TLS.
+    pub wire: crate::tls::Wire,
     /// HTTP/1.`minor` of the request.
     pub minor: u8,
     pub is_head: bool,
@@ -88,6 +89,8 @@ pub struct Job {
 pub struct Edge {
     pub proxy: Option<std::sync::Arc<crate::proxy::Header>>,
     pub uwsgi: Option<Box<crate::uwsgi::Vars>>,
+    /// The connection is TLS (`--certfile`).
+    pub tls: bool,
 }
 
 impl Edge {
@@ -106,10 +109,10 @@ impl Edge {
         }
     }
 
-    /// The proxy said the client spoke HTTPS (uwsgi's `HTTPS`,
-    /// `UWSGI_SCHEME`).
+    /// The client spoke HTTPS: to us (TLS), or to the proxy, which said
+    /// so (uwsgi's `HTTPS`, `UWSGI_SCHEME`).
     pub fn https(&self) -> bool {
-        self.uwsgi.as_ref().is_some_and(|v| v.https())
+        self.tls || self.uwsgi.as_ref().is_some_and(|v| v.https())
     }
 }
 
