@@ -168,9 +168,9 @@ fn refused_settings_name_themselves_and_say_why() {
     let dir = TempDir::new("refused");
     for (args, needle, why) in [
         (
-            &["--certfile", "/x.pem"][..],
-            "--certfile",
-            "not available yet: TLS",
+            &["--cert-reqs", "5"][..],
+            "--cert-reqs",
+            "expected 0 (none), 1 (optional) or 2",
         ),
         (
             &["--http-protocols", "h2"],

@@ -97,11 +97,27 @@ impl Wire {
 
     /// Append what can be read now (up to `chunk` bytes) to `buf`.
     pub fn recv_into(&self, buf: &mut Vec<u8>, chunk: usize) -> io::Result<usize> {
-        let start = buf.len();
-        buf.resize(start + chunk, 0);
-        let r = self.recv(&mut buf[start..]);
-        buf.truncate(start + *r.as_ref().unwrap_or(&0));
-        r
+        if self.tls.is_some() {
+            let start = buf.len();
+            buf.resize(start + chunk, 0);
+            let r = self.recv(&mut buf[start..]);
+            buf.truncate(start + *r.as_ref().unwrap_or(&0));
+            return r;
+        }
+        // Plain: straight into the spare capacity, with no zeroing.
+        buf.reserve(chunk);
+        let spare = buf.spare_capacity_mut();
+        let len = spare.len().min(chunk);
+        // SAFETY: `spare` is writable for `len` bytes; recv writes at most
+        // that many, which are then marked initialised.
+        let n = unsafe { libc::recv(self.fd, spare.as_mut_ptr().cast(), len, libc::MSG_DONTWAIT) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        // SAFETY: recv initialised `n` bytes of the spare capacity.
+        unsafe { buf.set_len(buf.len() + n) };
+        Ok(n)
     }
 
     /// Ciphertext is still waiting to go out (always false for plain
