@@ -136,37 +136,26 @@ impl Wire {
 
     /// Input is waiting: decrypted in the session, or in the kernel.
     pub fn has_input(&self) -> bool {
-        if self.tls.as_ref().is_some_and(|s| s.buffered()) {
-            return true;
-        }
-        let mut b = [0u8; 1];
-        // SAFETY: one writable byte; MSG_PEEK consumes nothing.
-        let n = unsafe {
-            libc::recv(
-                self.fd,
-                b.as_mut_ptr().cast(),
-                1,
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
-        };
-        n > 0
+        self.tls.as_ref().is_some_and(|s| s.buffered()) || self.peek() > 0
     }
 
     /// The peer closed its side (a zero-byte peek on the socket).
     pub fn peer_closed(&self) -> bool {
-        if self.tls.as_ref().is_some_and(|s| s.buffered()) {
-            return false;
-        }
+        !self.tls.as_ref().is_some_and(|s| s.buffered()) && self.peek() == 0
+    }
+
+    /// A one-byte peek at the socket: 1 (input waiting), 0 (closed), or
+    /// negative (nothing yet, or an error).
+    fn peek(&self) -> isize {
         let mut b = [0u8; 1];
-        // SAFETY: as in `has_input`.
-        let n = unsafe {
+        // SAFETY: one writable byte; MSG_PEEK consumes nothing.
+        unsafe {
             libc::recv(
                 self.fd,
                 b.as_mut_ptr().cast(),
                 1,
                 libc::MSG_PEEK | libc::MSG_DONTWAIT,
             )
-        };
-        n == 0
+        }
     }
 }
