@@ -106,7 +106,7 @@ def idle(proc, port, n):
     before = tree_rss_kb(proc.pid)
     socks = []
     for _ in range(n):
-        s, data = tls_get(port, timeout=10)
+        s, data = tls_get(port, timeout=30)
         if b"Hello" not in data:
             raise SystemExit("an idle-connection request failed")
         socks.append(s)
