@@ -371,6 +371,41 @@ fn the_stacks_thread_starts_with_the_first_asyncio_request() {
 }
 
 #[test]
+fn the_first_stacks_answer_while_the_app_waits_for_a_request_body() {
+    // The app blocked in ferrocorn's own wait for more of the body (no
+    // Python runs on the main thread): the first request still answers.
+    let s = Server::start(&["-w", "1", "ctl_app:app"]);
+    let sock = sock(&s);
+    let pid = s.wait_workers(1, Duration::from_secs(10))[0];
+    assert!(wait_until(Duration::from_secs(10), || {
+        arr(&ctl_json(&sock, &["show", "workers"])["workers"])
+            .iter()
+            .all(|w| w["booted"].as_bool() == Some(true))
+    }));
+    assert_eq!(thread_names(pid).len(), 1);
+    let total = 1024 * 1024;
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        c,
+        "POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: {total}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    // More than the engine buffers before it starts the app.
+    let part = vec![b'x'; 512 * 1024];
+    c.write_all(&part).unwrap();
+    thread::sleep(Duration::from_millis(600));
+    let out = stacks(&sock);
+    has_all(&out, &["in reading_in_the_app", MAIN]);
+    assert!(thread_names(pid).iter().any(|n| n == STACKS_THREAD));
+    c.write_all(&vec![b'y'; total - part.len()]).unwrap();
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(&format!("done /read {total}")), "{answer}");
+}
+
+#[test]
 fn malformed_requests_get_an_error_and_the_master_serves_on() {
     let s = Server::start(&["-w", "1", "ctl_app:app"]);
     let sock = sock(&s);

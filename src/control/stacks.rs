@@ -198,6 +198,7 @@ pub fn arm() {
     if WORKER_END.get().is_none() {
         return;
     }
+    crate::sys::on_interrupt(poke);
     // SAFETY: pthread_self has no preconditions.
     let me = unsafe { libc::pthread_self() } as u64;
     MAIN_THREAD.store(me, Ordering::SeqCst);
@@ -224,6 +225,28 @@ pub fn arm() {
         // app runs on the main thread: start it now rather than answer
         // late.
         crate::warning!("ctl stacks: cannot handle the stacks signal: {e}");
+        start();
+    }
+}
+
+/// A signal interrupted a wait in ferrocorn's own code (the app reading a
+/// request body, or writing to a slow client): start the thread if a
+/// request is waiting on the link, since no Python runs meanwhile to
+/// handle the stacks signal.
+fn poke() {
+    if STARTED.load(Ordering::SeqCst) {
+        return;
+    }
+    let Some(fd) = WORKER_END.get() else {
+        return;
+    };
+    let mut byte = [0u8; 1];
+    let peeked = socket::recv(
+        fd.as_raw_fd(),
+        &mut byte,
+        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+    );
+    if matches!(peeked, Ok(n) if n > 0) {
         start();
     }
 }

@@ -1,6 +1,7 @@
 """For tests/control.rs: /sleep?s=S sleeps in time.sleep inside
 sleeping_in_the_app; /spin?s=S computes in Python inside spinning_in_the_app;
-anything else answers at once. `asgi` is the same app for -k asgi, plus
+/read reads the whole body inside reading_in_the_app; anything else
+answers at once. `asgi` is the same app for -k asgi, plus
 /asleep?s=S, which awaits asyncio.sleep inside awaiting_in_the_app."""
 
 import asyncio
@@ -21,6 +22,10 @@ def spinning_in_the_app(seconds):
     return n
 
 
+def reading_in_the_app(stream):
+    return len(stream.read())
+
+
 def app(environ, start_response):
     q = parse_qs(environ.get("QUERY_STRING", ""))
     secs = float(q.get("s", ["0"])[0])
@@ -29,6 +34,8 @@ def app(environ, start_response):
         sleeping_in_the_app(secs)
     elif path == "/spin":
         spinning_in_the_app(secs)
+    elif path == "/read":
+        path += " %d" % reading_in_the_app(environ["wsgi.input"])
     body = ("done %s\n" % path).encode("ascii")
     start_response(
         "200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))]
