@@ -27,8 +27,11 @@
 //! `time.sleep` or blocking I/O; and the engine, which polls the link
 //! while the thread is not there, for a worker waiting in its loop (sync
 //! and gthread) or in its event loop (asyncio, gevent, eventlet: they wait
-//! on the engine's epoll descriptor). After the first answer the master
-//! sends no more signals.
+//! on the engine's epoll descriptor); and, for a main thread blocked in
+//! ferrocorn's own waits (the app reading a body, or writing to a slow
+//! client: no Python runs there), the hook those waits run when the
+//! signal interrupts them ([`crate::sys::on_interrupt`]), which peeks at
+//! the link. After the first answer the master sends no more signals.
 //!
 //! Providers describe what threads do not show: the asyncio executor
 //! registers its loop ([`register_asyncio_loop`]) and the task list comes
