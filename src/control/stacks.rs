@@ -19,8 +19,8 @@
 //! 8 % slower with it). So with its first request the master also sends
 //! the worker the stacks signal (a real-time signal,
 //! [`crate::sys::stacks_signal`]; it ignores it itself from before fork,
-//! so a worker is not killed by it before it is ready). Two things in the
-//! worker start the thread ([`start`], once), whichever comes first: a
+//! so a worker is not killed by it before it is ready). Three things in
+//! the worker start the thread ([`start`], once), whichever comes first: a
 //! Python-level handler of the signal ([`arm`], installed once the app is
 //! loaded), which CPython runs on the main thread at the next bytecode
 //! boundary, so while the app computes, and after the signal interrupted a
@@ -113,9 +113,9 @@ impl Link {
             // The worker starts its stacks thread on the first request:
             // the signal reaches it while the app runs on its main thread
             // (the engine's poll sees the request when it is idle).
-            // SAFETY: kill(2) has no memory-safety preconditions; `pid`
-            // is this master's child, not yet reaped (the link is dropped
-            // when it is).
+            // SAFETY: kill(2) has no memory-safety preconditions. `pid`
+            // is a current worker of this master: `service` drops the
+            // links of reaped workers before it handles requests.
             if unsafe { libc::kill(self.pid, crate::sys::stacks_signal()) } != 0 {
                 return Err(io::Error::last_os_error());
             }
