@@ -12,7 +12,9 @@ other requests are answered at once; slow clients holding connections do not
 delay anyone; the access log has its lines; a HUP under load fails no
 request; a greenlet that blocks the hub is timed out, its stack logged,
 and the worker replaced; --max-requests recycles the worker without a failed
-request; TERM lets the requests in flight finish. One line per case, then the
+request; TERM lets the requests in flight finish; the worker has no thread
+but its main one until the first `ctl stacks`, which answers while a
+greenlet computes. One line per case, then the
 totals; the exit status is 1 if any case failed.
 
 Every socket has a timeout, the run has a time limit, and each server runs in
@@ -212,6 +214,40 @@ def case_metrics(ctx):
     check(counts and counts[0] >= 5, f"ferrocorn_requests_total{{status=\"200\"}} is {counts} after 5 requests")
 
 
+def thread_names(pid):
+    """The names of process `pid`'s threads (what `ps -L` lists)."""
+    names = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            names.append(Path(f"/proc/{pid}/task/{tid}/comm").read_text().strip())
+        except OSError:
+            pass
+    return sorted(names)
+
+
+def case_ctl_stacks_first(ctx):
+    # The worker has no stacks thread, and no thread but its main one,
+    # until the first `ctl stacks`; asked while a greenlet computes (the
+    # hub does not run), that one shows the greenlet's frame on the main
+    # thread; the thread then stays.
+    (pid,) = ctx.worker_pids()
+    before = thread_names(pid)
+    check(before == [before[0]], f"the worker has threads before the first ctl stacks: {before}")
+    done = {}
+    t = threading.Thread(target=lambda: done.update(r=http_get(ctx.port, "/compute?s=1.5")), daemon=True)
+    t.start()
+    time.sleep(0.4)
+    out = subprocess.run([str(ctx.binary), "ctl", "--control-socket", str(ctx.ctl_path), "stacks"],
+                         capture_output=True, text=True, timeout=HTTP_TIMEOUT)  # fmt: skip
+    t.join(HTTP_TIMEOUT)
+    check(out.returncode == 0, f"ctl stacks exited {out.returncode}: {out.stderr.strip()[:200]}")
+    text = out.stdout
+    check(", main):" in text and "in computing_for" in text, f"the computing greenlet's frame is not on the main thread:\n{text[:800]}")
+    check(done.get("r", (0,))[0] == 200, f"the request answered {done.get('r')} after ctl stacks")
+    after = thread_names(pid)
+    check(len(after) == 2 and "ferrocorn-stack" in after, f"the worker's threads after the first ctl stacks: {after}")
+
+
 def case_ctl_stacks(ctx):
     # `ferrocorn ctl stacks` shows the greenlet of a request that waits in
     # time.sleep, with the app's function, and leaves it running.
@@ -308,6 +344,7 @@ CASES = [
     ("slow-clients", case_slow_clients),
     ("access-log", case_access_log),
     ("metrics", case_metrics),
+    ("ctl-stacks-first", case_ctl_stacks_first),
     ("ctl-stacks", case_ctl_stacks),
     ("hup-under-load", case_hup_under_load),
     ("hub-blocked", case_hub_blocked),
@@ -353,7 +390,8 @@ def run_library(library, args, tmp, results):
     metrics_port = free_port()
     ctl_path = tmp / f"{library}.ctl"
     extra = ["--metrics-bind", f"127.0.0.1:{metrics_port}", "--control-socket", str(ctl_path)] if args.server == "ferrocorn" else []
-    for name, why in (("metrics", "gunicorn has no Prometheus endpoint"), ("ctl-stacks", "gunicornc has no stacks command")):
+    for name, why in (("metrics", "gunicorn has no Prometheus endpoint"), ("ctl-stacks", "gunicornc has no stacks command"),
+                      ("ctl-stacks-first", "gunicornc has no stacks command")):
         if args.server == "gunicorn" and name in wanted:
             wanted.remove(name)
             results.report(f"{library}-{name}", skip=why)

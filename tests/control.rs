@@ -277,6 +277,134 @@ fn stacks_show_asyncio_tasks() {
     assert_eq!(slow.join().unwrap(), 200);
 }
 
+/// The threads of process `pid`, by name (`ps -L`; the kernel keeps 15
+/// bytes of a name, so the stacks thread is `ferrocorn-stack`).
+fn thread_names(pid: i32) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the worker's threads")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim_end().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+const STACKS_THREAD: &str = "ferrocorn-stack";
+
+/// A new worker of `args` has no stacks thread (and, unless `threaded`,
+/// no thread but its main one) until the first `ctl stacks`, asked while
+/// it serves `path` (None: while idle); that first answer shows the main
+/// thread doing it (`needles`); the thread stays, and only one.
+fn first_stacks(args: &[&str], path: Option<&str>, threaded: bool, needles: &[&str]) {
+    let s = Server::start(args);
+    let sock = sock(&s);
+    let pid = s.wait_workers(1, Duration::from_secs(10))[0];
+    assert!(wait_until(Duration::from_secs(10), || {
+        arr(&ctl_json(&sock, &["show", "workers"])["workers"])
+            .iter()
+            .all(|w| w["booted"].as_bool() == Some(true))
+    }));
+    // Serving requests starts no stacks thread either.
+    assert_eq!(get(s.port, "/").status, 200);
+    let before = thread_names(pid);
+    assert!(!before.iter().any(|n| n == STACKS_THREAD), "{before:?}");
+    if !threaded {
+        assert_eq!(before.len(), 1, "{args:?}: {before:?}");
+    }
+    let req = path.map(|p| {
+        let r = in_flight(s.port, p);
+        thread::sleep(Duration::from_millis(600));
+        r
+    });
+    let out = stacks(&sock);
+    has_all(&out, needles);
+    if let Some(r) = req {
+        assert_eq!(r.join().unwrap(), 200, "{args:?} {path:?}");
+    }
+    let after = thread_names(pid);
+    assert_eq!(after.len(), before.len() + 1, "{after:?}");
+    assert!(after.iter().any(|n| n == STACKS_THREAD), "{after:?}");
+    // Later requests use the same thread.
+    has_all(&stacks(&sock), &["Worker "]);
+    assert_eq!(thread_names(pid), after);
+    assert_eq!(get(s.port, "/").status, 200);
+}
+
+const MAIN: &str = ", main):";
+
+#[test]
+fn the_stacks_thread_starts_with_the_first_sync_request() {
+    let sync = &["-w", "1", "ctl_app:app"];
+    // Idle in the engine's epoll wait.
+    first_stacks(sync, None, false, &["(idle: no Python code running)"]);
+    // In time.sleep, and computing in Python: the signal reaches it.
+    let sleeping: Vec<&str> = SLEEPING.iter().copied().chain([MAIN]).collect();
+    first_stacks(sync, Some("/sleep?s=2"), false, &sleeping);
+    let spinning: Vec<&str> = SPINNING.iter().copied().chain([MAIN]).collect();
+    first_stacks(sync, Some("/spin?s=2"), false, &spinning);
+}
+
+#[test]
+fn the_stacks_thread_starts_with_the_first_gthread_request() {
+    let gthread = &["-w", "1", "-k", "gthread", "--threads", "2", "ctl_app:app"];
+    first_stacks(gthread, None, true, &["Worker "]);
+    first_stacks(gthread, Some("/sleep?s=2"), true, SLEEPING);
+    first_stacks(gthread, Some("/spin?s=2"), true, SPINNING);
+}
+
+#[test]
+fn the_stacks_thread_starts_with_the_first_asyncio_request() {
+    let asgi = &["-w", "1", "-k", "asgi", "ctl_app:asgi"];
+    // The loop idle, and awaiting asyncio.sleep: it waits in epoll.
+    first_stacks(asgi, None, false, &[MAIN]);
+    first_stacks(
+        asgi,
+        Some("/asleep?s=2"),
+        false,
+        &[MAIN, "in awaiting_in_the_app", "asyncio.sleep(seconds)"],
+    );
+    // A coroutine that blocks the loop in time.sleep, or computes.
+    let sleeping: Vec<&str> = SLEEPING.iter().copied().chain([MAIN]).collect();
+    first_stacks(asgi, Some("/sleep?s=2"), false, &sleeping);
+    let spinning: Vec<&str> = SPINNING.iter().copied().chain([MAIN]).collect();
+    first_stacks(asgi, Some("/spin?s=2"), false, &spinning);
+}
+
+#[test]
+fn the_first_stacks_answer_while_the_app_waits_for_a_request_body() {
+    // The app blocked in ferrocorn's own wait for more of the body (no
+    // Python runs on the main thread): the first request still answers.
+    let s = Server::start(&["-w", "1", "ctl_app:app"]);
+    let sock = sock(&s);
+    let pid = s.wait_workers(1, Duration::from_secs(10))[0];
+    assert!(wait_until(Duration::from_secs(10), || {
+        arr(&ctl_json(&sock, &["show", "workers"])["workers"])
+            .iter()
+            .all(|w| w["booted"].as_bool() == Some(true))
+    }));
+    assert_eq!(thread_names(pid).len(), 1);
+    let total = 1024 * 1024;
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        c,
+        "POST /read HTTP/1.1\r\nHost: x\r\nContent-Length: {total}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    // More than the engine buffers before it starts the app.
+    let part = vec![b'x'; 512 * 1024];
+    c.write_all(&part).unwrap();
+    thread::sleep(Duration::from_millis(600));
+    let out = stacks(&sock);
+    has_all(&out, &["in reading_in_the_app", MAIN]);
+    assert!(thread_names(pid).iter().any(|n| n == STACKS_THREAD));
+    c.write_all(&vec![b'y'; total - part.len()]).unwrap();
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(&format!("done /read {total}")), "{answer}");
+}
+
 #[test]
 fn malformed_requests_get_an_error_and_the_master_serves_on() {
     let s = Server::start(&["-w", "1", "ctl_app:app"]);

@@ -5,8 +5,9 @@ written as gevent and eventlet users write theirs: plain blocking calls
 /healthz, /hello, /pid; /patched (what the app sees of the patching, and
 wsgi.multithread/multiprocess); /sleep?S (a long-poll: S seconds, then an
 answer); /sse (5 events, 0.3 s apart, each flushed as it is yielded);
-/spin (a CPU loop that never yields: blocks the hub until the worker is
-timed out).
+/compute?s=S (a CPU loop that does not yield for S seconds, in
+computing_for); /spin (a CPU loop that never yields: blocks the hub until
+the worker is timed out).
 """
 
 import json
@@ -33,6 +34,14 @@ def spin_forever():
     started = time.monotonic()
     while time.monotonic() - started < 120:
         pass
+
+
+def computing_for(seconds):
+    started = time.monotonic()
+    n = 0
+    while time.monotonic() - started < seconds:
+        n += 1
+    return n
 
 
 def events():
@@ -70,6 +79,10 @@ def app(environ, start_response):
         seconds = float(query.get("s", ["1"])[0])
         time.sleep(seconds)
         body = f"slept {seconds}".encode()
+    elif path == "/compute":
+        seconds = float(query.get("s", ["1"])[0])
+        computing_for(seconds)
+        body = f"computed {seconds}".encode()
     elif path == "/spin":
         spin_forever()
         body = b"never"

@@ -180,6 +180,9 @@ impl Server {
 
     /// Before forking a worker: make its stacks link.
     pub fn before_fork(&mut self) {
+        // The new worker ignores the stacks signal until it is ready for
+        // it (its default action would end the worker).
+        crate::sys::ignore_signal_number(crate::sys::stacks_signal());
         self.pending = match LinkPair::new() {
             Ok(p) => Some(p),
             Err(e) => {
@@ -192,7 +195,7 @@ impl Server {
     /// In the master after fork: keep the master's end for `pid`.
     pub fn after_fork(&mut self, pid: i32) {
         if let Some(pair) = self.pending.take() {
-            self.links.insert(pid, Link::new(pair.master));
+            self.links.insert(pid, Link::new(pair.master, pid));
         }
     }
 

@@ -34,11 +34,6 @@ def _one(frame):
     }
 
 
-# The worker's main thread, noted by `set_main` (called on it when the
-# stacks thread starts, before anything runs on the stacks thread).
-_main = None
-
-
 def _this_thread():
     """This thread's ident as sys._current_frames() keys it. Found by frame,
     not threading.get_ident(), which gevent and eventlet patch to name the
@@ -50,17 +45,13 @@ def _this_thread():
     return threading.get_ident()
 
 
-def set_main():
-    global _main
-    _main = _this_thread()
-
-
-def threads(own):
-    """Every thread but `own` that is running Python, main thread first."""
+def threads(own, main):
+    """Every thread but `own` that is running Python, main thread first
+    (`main`: the worker's main thread, or 0 when unknown)."""
     import traceback
 
     names = {ident: t.name for ident, t in dict(threading._active).items()}
-    main = _main if _main is not None else threading.main_thread().ident
+    main = main or threading.main_thread().ident
     names.setdefault(main, "MainThread")
     out = []
     for ident, frame in sys._current_frames().items():
@@ -119,13 +110,13 @@ def asyncio_tasks(loop):
     return out
 
 
-def dump(pid, providers):
+def dump(pid, providers, main):
     """The worker's stacks as JSON text. `providers` is a list of
     (kind, callable): each callable returns a list of entries for `kind`
     ("tasks" for asyncio, "greenlets" for gevent and eventlet)."""
     import json
 
-    result = {"pid": pid, "threads": threads(_this_thread())}
+    result = {"pid": pid, "threads": threads(_this_thread(), main)}
     for kind, provider in providers:
         try:
             result.setdefault(kind, []).extend(provider())

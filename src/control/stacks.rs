@@ -1,18 +1,37 @@
 //! `ctl stacks`: the link between the master and each worker that carries
 //! a request for the worker's Python stacks and the answer, and the
-//! worker's half, a thread that waits on the link.
+//! worker's half, a thread that waits on the link, started by the first
+//! request.
 //!
 //! Before each fork the master makes a socket pair ([`LinkPair`]); it keeps
 //! one end ([`Link`], non-blocking, polled by its loop) and the worker the
-//! other. After the app is loaded the worker starts the *stacks thread*
-//! ([`start`]), which blocks reading its end. A request is 4 bytes, its id;
-//! the thread then takes the GIL (the app's thread releases it in
-//! `time.sleep`, in I/O, and every switch interval while computing), runs
-//! `stacks.py` over `sys._current_frames()` and the registered providers,
-//! and writes `id, length, JSON` back. The worker never stops serving
-//! meanwhile. The master answers its client when every worker did or at
-//! its deadline, whichever comes first; a late answer carries an old id
-//! and is dropped.
+//! other. A request is 4 bytes, its id; the *stacks thread* reads it,
+//! takes the GIL (the app's thread releases it in `time.sleep`, in I/O,
+//! and every switch interval while computing), runs `stacks.py` over
+//! `sys._current_frames()` and the registered providers, and writes `id,
+//! length, JSON` back. The worker never stops serving meanwhile. The
+//! master answers its client when every worker did or at its deadline,
+//! whichever comes first; a late answer carries an old id and is dropped.
+//!
+//! The thread is not there until the first request: a standing thread
+//! makes the worker a multi-threaded process, and glibc and CPython then
+//! take slower paths (a CPU-bound sync worker served hello-world about
+//! 8 % slower with it). So with its first request the master also sends
+//! the worker the stacks signal (a real-time signal,
+//! [`crate::sys::stacks_signal`]; it ignores it itself from before fork,
+//! so a worker is not killed by it before it is ready). Three things in
+//! the worker start the thread ([`start`], once), whichever comes first: a
+//! Python-level handler of the signal ([`arm`], installed once the app is
+//! loaded), which CPython runs on the main thread at the next bytecode
+//! boundary, so while the app computes, and after the signal interrupted a
+//! `time.sleep` or blocking I/O; and the engine, which polls the link
+//! while the thread is not there, for a worker waiting in its loop (sync
+//! and gthread) or in its event loop (asyncio, gevent, eventlet: they wait
+//! on the engine's epoll descriptor); and, for a main thread blocked in
+//! ferrocorn's own waits (the app reading a body, or writing to a slow
+//! client: no Python runs there), the hook those waits run when the
+//! signal interrupts them ([`crate::sys::on_interrupt`]), which peeks at
+//! the link. After the first answer the master sends no more signals.
 //!
 //! Providers describe what threads do not show: the asyncio executor
 //! registers its loop ([`register_asyncio_loop`]) and the task list comes
@@ -21,11 +40,12 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType};
 use pyo3::prelude::*;
-use pyo3::types::PyModule;
+use pyo3::types::{PyCFunction, PyDict, PyModule, PyTuple};
 
 /// The largest answer a worker sends (a larger one says so instead).
 pub const MAX_REPLY: usize = 4 * 1024 * 1024;
@@ -55,13 +75,20 @@ impl LinkPair {
 pub struct Link {
     fd: OwnedFd,
     buf: Vec<u8>,
+    /// The worker's pid, which the stacks signal goes to.
+    pid: i32,
+    /// An answer came: the worker's stacks thread runs, and needs no
+    /// signal to start.
+    answered: bool,
 }
 
 impl Link {
-    pub(super) fn new(fd: OwnedFd) -> Link {
+    pub(super) fn new(fd: OwnedFd, pid: i32) -> Link {
         Link {
             fd,
             buf: Vec::new(),
+            pid,
+            answered: false,
         }
     }
 
@@ -81,6 +108,17 @@ impl Link {
                 io::ErrorKind::WouldBlock,
                 "the worker's link is full",
             ));
+        }
+        if !self.answered {
+            // The worker starts its stacks thread on the first request:
+            // the signal reaches it while the app runs on its main thread
+            // (the engine's poll sees the request when it is idle).
+            // SAFETY: kill(2) has no memory-safety preconditions. `pid`
+            // is a current worker of this master: `service` drops the
+            // links of reaped workers before it handles requests.
+            if unsafe { libc::kill(self.pid, crate::sys::stacks_signal()) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
         }
         Ok(())
     }
@@ -117,36 +155,114 @@ impl Link {
             let body = self.buf[8..8 + len].to_vec();
             self.buf.drain(..8 + len);
             out.push((id, body));
+            self.answered = true;
         }
         Ok(out)
     }
 }
 
-/// The worker's end, kept from fork until the stacks thread starts.
-static WORKER_END: Mutex<Option<OwnedFd>> = Mutex::new(None);
+/// The worker's end of the link, from fork on. It is never closed, so the
+/// engine may poll it and take it out of its poll set at any time (a
+/// closed descriptor's number could be reused by a connection).
+static WORKER_END: OnceLock<OwnedFd> = OnceLock::new();
+
+/// The worker's main thread, as `sys._current_frames()` keys it
+/// (CPython's thread ident is `pthread_self()`), noted by [`arm`].
+static MAIN_THREAD: AtomicU64 = AtomicU64::new(0);
+
+/// The stacks thread was started (or could not be).
+static STARTED: AtomicBool = AtomicBool::new(false);
 
 /// What the stacks show besides threads: `(kind, callable)`.
 static PROVIDERS: Mutex<Vec<(&'static str, Py<PyAny>)>> = Mutex::new(Vec::new());
 
 /// In a new worker: keep its end of the link for [`start`].
 pub(super) fn adopt(fd: OwnedFd) {
-    if let Ok(mut slot) = WORKER_END.lock() {
-        *slot = Some(fd);
+    let _ = WORKER_END.set(fd);
+}
+
+/// The worker's end of the link: the engine polls it until the stacks
+/// thread starts, and a request arriving there starts the thread.
+pub fn link_fd() -> Option<BorrowedFd<'static>> {
+    WORKER_END.get().map(AsFd::as_fd)
+}
+
+/// In the worker, on its main thread, once the app is loaded (when the
+/// master gave this worker a link): get ready to start the stacks thread
+/// on the first request, without starting it. Notes the main thread, and
+/// hands the stacks signal ([`crate::sys::stacks_signal`]) to a Python-level
+/// handler (through `_signal`, which gevent and eventlet do not patch)
+/// that starts the thread: CPython runs it on the main thread at the next
+/// bytecode boundary, so it runs while the app computes, and the signal
+/// interrupts `time.sleep` and blocking I/O, which run it before they go
+/// on. Until here the master's SIG_IGN, inherited at fork, keeps the
+/// signal from killing the worker.
+pub fn arm() {
+    if WORKER_END.get().is_none() {
+        return;
+    }
+    crate::sys::on_interrupt(poke);
+    // SAFETY: pthread_self has no preconditions.
+    let me = unsafe { libc::pthread_self() } as u64;
+    MAIN_THREAD.store(me, Ordering::SeqCst);
+    let armed = Python::attach(|py| -> PyResult<()> {
+        // The helper imports `threading` here, on the main thread, if the
+        // app has not: imported first on the stacks thread, it would take
+        // that thread for the main one.
+        helper(py)?;
+        let handler = PyCFunction::new_closure(
+            py,
+            Some(c"ferrocorn_stacks_signal"),
+            None,
+            |_args: &Bound<'_, PyTuple>, _kwargs: Option<&Bound<'_, PyDict>>| {
+                start();
+            },
+        )?;
+        py.import("_signal")?
+            .getattr("signal")?
+            .call1((crate::sys::stacks_signal(), handler))?;
+        Ok(())
+    });
+    if let Err(e) = armed {
+        // The engine's poll still starts the thread, just not while the
+        // app runs on the main thread: start it now rather than answer
+        // late.
+        crate::warning!("ctl stacks: cannot handle the stacks signal: {e}");
+        start();
     }
 }
 
-/// In the worker, once Python is initialized: start the stacks thread
-/// (when the master gave this worker a link).
-pub fn start() {
-    let Some(fd) = WORKER_END.lock().ok().and_then(|mut s| s.take()) else {
+/// A signal interrupted a wait in ferrocorn's own code (the app reading a
+/// request body, or writing to a slow client): start the thread if a
+/// request is waiting on the link, since no Python runs meanwhile to
+/// handle the stacks signal.
+fn poke() {
+    if STARTED.load(Ordering::SeqCst) {
+        return;
+    }
+    let Some(fd) = WORKER_END.get() else {
         return;
     };
-    // On the worker's main thread: the helper (and `threading`, if the app
-    // has not imported it yet) is imported here, and notes this thread.
-    let noted = Python::attach(|py| helper(py)?.getattr("set_main")?.call0().map(drop));
-    if let Err(e) = noted {
-        crate::warning!("ctl stacks: {e}");
+    let mut byte = [0u8; 1];
+    let peeked = socket::recv(
+        fd.as_raw_fd(),
+        &mut byte,
+        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+    );
+    if matches!(peeked, Ok(n) if n > 0) {
+        start();
     }
+}
+
+/// Start the stacks thread, once (any thread may call this; no GIL
+/// needed): on the first request, from the signal handler or the engine.
+pub fn start() {
+    if STARTED.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let Some(fd) = WORKER_END.get() else {
+        return;
+    };
     let spawned = std::thread::Builder::new()
         .name("ferrocorn-stacks".into())
         .spawn(move || serve(fd));
@@ -192,7 +308,7 @@ fn dump() -> Vec<u8> {
         };
         helper(py)?
             .getattr("dump")?
-            .call1((pid, providers))?
+            .call1((pid, providers, MAIN_THREAD.load(Ordering::SeqCst)))?
             .extract()
     });
     let text = match text {
@@ -208,10 +324,10 @@ fn dump() -> Vec<u8> {
 }
 
 /// The stacks thread: answer each request until the master goes away.
-fn serve(fd: OwnedFd) {
+fn serve(fd: &OwnedFd) {
     loop {
         let mut id = [0u8; 4];
-        if read_exact(&fd, &mut id).is_err() {
+        if read_exact(fd, &mut id).is_err() {
             return;
         }
         let body = dump();
@@ -219,7 +335,7 @@ fn serve(fd: OwnedFd) {
         msg.extend_from_slice(&id);
         msg.extend_from_slice(&(body.len() as u32).to_be_bytes());
         msg.extend_from_slice(&body);
-        if write_all(&fd, &msg).is_err() {
+        if write_all(fd, &msg).is_err() {
             return;
         }
     }

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
@@ -35,6 +36,23 @@ pub fn set_cloexec(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Run by the waits below when a signal interrupts them (before they wait
+/// again): a worker's main thread blocked here runs no Python, so the
+/// `ctl stacks` signal's Python handler cannot start the stacks thread;
+/// this does (see `control/stacks.rs`).
+static ON_INTERRUPT: OnceLock<fn()> = OnceLock::new();
+
+/// Have `f` run whenever a signal interrupts [`wait_fd`] or [`wait_io`].
+pub fn on_interrupt(f: fn()) {
+    let _ = ON_INTERRUPT.set(f);
+}
+
+fn interrupted() {
+    if let Some(f) = ON_INTERRUPT.get() {
+        f();
+    }
+}
+
 /// Wait until `fd` is readable (or `POLLOUT` writable), at most `timeout`.
 /// Returns false on timeout.
 pub fn wait_fd(fd: BorrowedFd<'_>, writable: bool, timeout: Duration) -> io::Result<bool> {
@@ -52,7 +70,7 @@ pub fn wait_fd(fd: BorrowedFd<'_>, writable: bool, timeout: Duration) -> io::Res
         ) {
             Ok(0) => return Ok(false),
             Ok(_) => return Ok(true),
-            Err(nix::errno::Errno::EINTR) => continue,
+            Err(nix::errno::Errno::EINTR) => interrupted(),
             Err(e) => return Err(e.into()),
         }
     }
@@ -103,7 +121,7 @@ pub fn wait_io(fds: &[(BorrowedFd<'_>, bool)], timeout: Duration) -> io::Result<
             PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
         ) {
             Ok(_) => break,
-            Err(nix::errno::Errno::EINTR) => continue,
+            Err(nix::errno::Errno::EINTR) => interrupted(),
             Err(e) => return Err(e.into()),
         }
     }

@@ -24,12 +24,13 @@ mod scoreboard;
 mod signals;
 
 pub use backlog::listen_queue;
-pub use fd::{adopt_fd, set_blocking, set_cloexec, wait_any, wait_fd, wait_io};
+pub use fd::{adopt_fd, on_interrupt, set_blocking, set_cloexec, wait_any, wait_fd, wait_io};
 pub use handoff::{socketpair, spawn_successor, Handoff, UPGRADE_FD_ENV};
 pub use process::{daemonize, drop_privileges, fork, process_running, set_proc_title, Forked};
 pub use scoreboard::{shared_words, Scoreboard, SLOT_BOOTING, SLOT_READY};
 pub use signals::{
-    default_signal, exit_now_when_busy, ignore_signal, unblock_all_signals, Signal, SignalQueue,
+    default_signal, exit_now_when_busy, ignore_signal, ignore_signal_number, stacks_signal,
+    unblock_all_signals, Signal, SignalQueue,
 };
 
 /// Milliseconds on the system-wide monotonic clock (comparable across

@@ -98,6 +98,27 @@ pub fn ignore_signal(sig: Signal) {
     let _ = unsafe { sigaction(sig, &act) };
 }
 
+/// The real-time signal the master sends a worker with its first `ctl
+/// stacks` request, which starts the worker's stacks thread (see
+/// `control/stacks.rs`). glibc keeps the two below SIGRTMIN for itself;
+/// nothing else in ferrocorn uses real-time signals.
+pub fn stacks_signal() -> i32 {
+    libc::SIGRTMIN() + 2
+}
+
+/// Ignore signal number `sig` (for real-time signals, which [`Signal`]
+/// does not name).
+pub fn ignore_signal_number(sig: i32) {
+    // SAFETY: a zeroed sigaction with SIG_IGN and an empty mask installs
+    // no handler code; the old action is not asked for.
+    unsafe {
+        let mut act: libc::sigaction = std::mem::zeroed();
+        act.sa_sigaction = libc::SIG_IGN;
+        libc::sigemptyset(&mut act.sa_mask);
+        libc::sigaction(sig, &act, std::ptr::null_mut());
+    }
+}
+
 /// Unblock every signal (a forked child inherits the parent's mask).
 pub fn unblock_all_signals() {
     let _ = nix::sys::signal::sigprocmask(

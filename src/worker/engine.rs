@@ -38,6 +38,8 @@ const SIGNAL_TOKEN: Token = Token(0);
 pub(super) const LISTENER_BASE: usize = 1;
 pub(super) const CONN_BASE: usize = 1 << 16;
 const WAKER_TOKEN: Token = Token(CONN_BASE - 1);
+/// The `ctl stacks` link, until the stacks thread starts.
+const STACKS_TOKEN: Token = Token(CONN_BASE - 2);
 
 pub struct Worker {
     pub(super) poll: Poll,
@@ -113,6 +115,15 @@ impl Worker {
             SIGNAL_TOKEN,
             Interest::READABLE,
         )?;
+        // A `ctl stacks` request arriving while the loop waits starts the
+        // stacks thread (the stacks signal does while the app runs).
+        if let Some(link) = crate::control::stacks::link_fd() {
+            poll.registry().register(
+                &mut mio::unix::SourceFd(&link.as_raw_fd()),
+                STACKS_TOKEN,
+                Interest::READABLE,
+            )?;
+        }
         let mut wl = Vec::new();
         let mut servers = Vec::new();
         for (i, l) in listeners.iter().enumerate() {
@@ -312,6 +323,17 @@ impl Worker {
             match ev.token() {
                 SIGNAL_TOKEN => signalled = true,
                 WAKER_TOKEN => {}
+                STACKS_TOKEN => {
+                    // The thread reads the link from now on (the
+                    // descriptor stays open, so it is still ours to drop).
+                    if let Some(link) = crate::control::stacks::link_fd() {
+                        let _ = self
+                            .poll
+                            .registry()
+                            .deregister(&mut mio::unix::SourceFd(&link.as_raw_fd()));
+                    }
+                    crate::control::stacks::start();
+                }
                 Token(t) if t >= CONN_BASE => self.enqueue(t - CONN_BASE),
                 Token(t) => {
                     if let Some(l) = self.listeners.get_mut(t - LISTENER_BASE) {

@@ -273,8 +273,9 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
     if settings.reload {
         reload::start(&settings.reload_engine, settings.reload_extra_files.clone());
     }
-    // `ferrocorn ctl stacks`: answered from a thread of its own.
-    crate::control::stacks::start();
+    // `ferrocorn ctl stacks`: answered from a thread of its own, started
+    // by the first request (the worker stays single-threaded until then).
+    crate::control::stacks::arm();
     let code = match worker.exec.take_runner() {
         // The executor's threads run the loop (gthread, asyncio); the
         // runner says when the worker is ready (`Loop::ready`).
