@@ -827,7 +827,9 @@ fn queue_time_atom_and_metric() {
     });
     let q = |l: &str| -> u64 { l.split(' ').nth(3).unwrap().parse().unwrap() };
     assert!(
-        q(&lines[0]) >= 400_000 && q(&lines[0]) < 5_000_000,
+        // From accept, which may come a little after the client's
+        // connect returned.
+        q(&lines[0]) >= 350_000 && q(&lines[0]) < 5_000_000,
         "{lines:?}"
     );
     assert!(q(&lines[1]) < 200_000, "{lines:?}");

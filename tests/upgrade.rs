@@ -265,6 +265,11 @@ fn winch_then_rollback_to_the_old_master() {
     let p2 = pidfile2(&st.pidfile);
     assert!(wait_until(T, || read_pid(&p2).is_some()));
     let new = read_pid(&p2).unwrap();
+    // The successor writes its pidfile just before it says READY; WINCH
+    // counts only once the old master has heard that (before, it is
+    // ignored, and says so).
+    let serving = format!("Upgrade: new master (pid {new}) is serving");
+    assert!(wait_until(T, || st.server.log().contains(&serving)));
     // WINCH: the old master keeps only itself (not daemonized: allowed
     // because a successor exists).
     st.server.signal(libc::SIGWINCH);
