@@ -565,12 +565,3 @@ fn an_ssl_context_hook_sets_what_rustls_can_do() {
     assert_eq!(st.code(), Some(3), "{}", s.log());
     assert!(s.log().contains("SNI callbacks"), "{}", s.log());
 }
-
-#[test]
-fn sessions_resume_on_any_worker() {
-    // Ticket keys are made once, in the master: a client resumes its
-    // session whichever of the 4 workers takes its next connection.
-    let s = start(&["-w", "4", "hello:app"]);
-    let j = py_client(s.port, &["--resume", "12", "GET:/"]);
-    assert_eq!(j.get("resumed").and_then(Json::as_u64), Some(12), "{j:?}");
-}

@@ -36,8 +36,6 @@ def parse_args():
     p.add_argument("--pipeline", action="store_true")
     p.add_argument("--digest", action="store_true")
     p.add_argument("--ws")
-    p.add_argument("--resume", type=int, default=0,
-                   help="then N more connections resuming the first one's session")
     p.add_argument("--hold", type=float, default=0.0,
                    help="seconds to stay connected before the requests")
     return p.parse_intermixed_args()
@@ -130,8 +128,7 @@ def main():
             raw.sendall(a.proxy.encode() + b"\r\n")
         if a.hold:
             time.sleep(a.hold)
-        ctx = context(a)
-        s = ctx.wrap_socket(raw, server_hostname="localhost")
+        s = context(a).wrap_socket(raw, server_hostname="localhost")
         out["version"] = s.version()
         out["cipher"] = s.cipher()[0]
         out["alpn"] = s.selected_alpn_protocol()
@@ -165,17 +162,6 @@ def main():
                 item["body"] = body.decode("utf-8", "replace")
             responses.append(item)
         out["responses"] = responses
-        if a.resume:
-            session, reused = s.session, 0
-            for _ in range(a.resume):
-                raw2 = socket.create_connection(("127.0.0.1", a.port), timeout=10)
-                s2 = ctx.wrap_socket(raw2, server_hostname="localhost", session=session)
-                s2.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
-                read_response(s2.makefile("rb"))
-                reused += s2.session_reused
-                session = s2.session
-                s2.close()
-            out["resumed"] = reused
     except (OSError, EOFError, ValueError) as e:
         out["error"] = "%s: %s" % (type(e).__name__, e)
     print(json.dumps(out))
