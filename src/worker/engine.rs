@@ -92,6 +92,8 @@ pub struct Worker {
     pub(super) next_sweep: Instant,
     /// PROXY protocol and uwsgi (`edge.rs`).
     pub(super) edge: EdgeConfig,
+    /// HTTP/2: its settings, and the gateway once started (`h2c.rs`).
+    pub(super) h2: super::h2c::H2,
 }
 
 impl Worker {
@@ -110,6 +112,8 @@ impl Worker {
             SIGNAL_TOKEN,
             Interest::READABLE,
         )?;
+        // One waker per poll: the gthread pool's and the HTTP/2 gateway's.
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER_TOKEN)?);
         let mut wl = Vec::new();
         let mut servers = Vec::new();
         for (i, l) in listeners.iter().enumerate() {
@@ -199,11 +203,10 @@ impl Worker {
                 let exec: Box<dyn Executor> = if green {
                     Box::new(Green::new(app.clone()))
                 } else if threaded {
-                    let waker = Waker::new(poll.registry(), WAKER_TOKEN)?;
                     Box::new(Threads::new(
                         settings.threads.max(1) as usize,
                         app.clone(),
-                        waker,
+                        waker.clone(),
                     ))
                 } else {
                     Box::new(Inline::new(app.clone()))
@@ -259,6 +262,7 @@ impl Worker {
             events: Events::with_capacity(256),
             next_sweep: Instant::now() + Duration::from_secs(1),
             edge: EdgeConfig::from_settings(settings),
+            h2: super::h2c::H2::from_settings(settings, waker),
         })
     }
 
@@ -330,6 +334,7 @@ impl Worker {
             }
         }
         self.collect_done();
+        self.take_internal();
         for idx in std::mem::take(&mut self.again) {
             self.enqueue(idx);
         }
@@ -390,7 +395,7 @@ impl Worker {
                 return Some(0);
             }
         }
-        if self.stopping && self.live == 0 {
+        if self.stopping && self.live == 0 && self.h2.idle() {
             return Some(0);
         }
         None
@@ -402,6 +407,7 @@ impl Worker {
         }
         self.stopping = true;
         self.exec.drain();
+        self.h2.drain();
         for mut l in self.listeners.drain(..) {
             let _ = match &mut l.sock {
                 ListenSock::Tcp(s) => self.poll.registry().deregister(s),
@@ -473,6 +479,7 @@ impl Worker {
             parser: http::HeadParser::new(),
             proxied: None,
             uwsgi: None,
+            h2: None,
             since: Instant::now(),
             reused: false,
             dead: false,
@@ -509,7 +516,9 @@ impl Worker {
             };
             // A running request is bounded by the app and by the I/O
             // timeouts of its thread, not by the loop.
-            if c.deadline > now || matches!(c.state, State::Busy) {
+            // The gateway's idle internal connections wait for its next
+            // stream; it closes them.
+            if c.deadline > now || matches!(c.state, State::Busy) || (c.h2.is_some() && c.idle()) {
                 continue;
             }
             // An idle keep-alive connection whose next request is already
