@@ -548,7 +548,8 @@ fn continuation_flood_is_cut_off() {
     }
     closed = closed || r.read_for(Duration::from_secs(3));
     assert!(closed, "still open after {sent} bytes of CONTINUATION");
-    assert!(sent < 100_000_000);
+    // The limit is 16 KiB; what the kernel buffers comes on top.
+    assert!(sent < 8_000_000, "{sent} bytes of CONTINUATION taken");
     still_serves(&s);
 }
 
