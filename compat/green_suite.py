@@ -298,6 +298,24 @@ def case_graceful_stop(ctx):
     check(code == 0, f"the server exited with {code} after TERM")
 
 
+def case_http2(ctx):
+    """Ten sleeping requests as streams of one h2c connection (curl
+    multiplexes --parallel transfers): all served at once by greenlets."""
+    urls = [f"http://127.0.0.1:{ctx.port}/sleep?s={SLEEP}&i={i}" for i in range(10)]
+    started = time.monotonic()
+    each = [a for u in urls for a in ("-o", "/dev/null", u)]
+    out = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "--parallel", "--parallel-immediate",
+                          "-w", "%{http_code} %{http_version} %{num_connects}\n", *each],
+                         capture_output=True, text=True, timeout=HTTP_TIMEOUT)  # fmt: skip
+    took = time.monotonic() - started
+    lines = out.stdout.split()
+    check(lines[0::3] == ["200"] * 10, f"statuses {lines[0::3]} (stderr {out.stderr!r})")
+    check(set(lines[1::3]) == {"2"}, f"HTTP versions {set(lines[1::3])}")
+    check(sum(int(n) for n in lines[2::3]) == 1, f"connections made: {lines[2::3]}")
+    check(took < 2 * SLEEP + 1, f"10 streams sleeping {SLEEP} s took {took:.2f} s")
+    return f"10 streams in {took:.2f} s"
+
+
 CASES = [
     ("patched", case_patched),
     ("concurrent-sleeps", case_concurrent_sleeps),
@@ -308,6 +326,7 @@ CASES = [
     ("ctl-stacks", case_ctl_stacks),
     ("hup-under-load", case_hup_under_load),
     ("hub-blocked", case_hub_blocked),
+    ("http2", case_http2),
 ]
 
 
@@ -349,8 +368,9 @@ def run_library(library, args, tmp, results):
     port = free_port()
     metrics_port = free_port()
     ctl_path = tmp / f"{library}.ctl"
-    extra = ["--metrics-bind", f"127.0.0.1:{metrics_port}", "--control-socket", str(ctl_path)] if args.server == "ferrocorn" else []
-    for name, why in (("metrics", "gunicorn has no Prometheus endpoint"), ("ctl-stacks", "gunicornc has no stacks command")):
+    extra = ["--metrics-bind", f"127.0.0.1:{metrics_port}", "--control-socket", str(ctl_path),
+             "--http-protocols", "h1,h2", "--http2-cleartext", "both"] if args.server == "ferrocorn" else []  # fmt: skip
+    for name, why in (("http2", "the reference run does not install gunicorn's h2 extra"), ("metrics", "gunicorn has no Prometheus endpoint"), ("ctl-stacks", "gunicornc has no stacks command")):
         if args.server == "gunicorn" and name in wanted:
             wanted.remove(name)
             results.report(f"{library}-{name}", skip=why)

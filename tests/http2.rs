@@ -681,3 +681,43 @@ fn rss_kb(pid: i32) -> u64 {
         .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         .unwrap_or(0)
 }
+
+/// The ASGI worker through the same gateway: the scope says HTTP/2, a
+/// body arrives, and a streamed response comes block by block.
+#[test]
+fn asgi_streams_over_http2() {
+    let mut args = vec!["-k", "asgi", "asgi_app:app"];
+    args.extend_from_slice(H2C);
+    let s = Server::start(&args);
+    rt().block_on(async {
+        let mut c = connect(s.port, None).await;
+        let r = fetch(&mut c, "POST", "/scope", &[], Some(b"hello".to_vec())).await;
+        assert_eq!(r.status, 200);
+        let j = r.json();
+        assert_eq!(j["http_version"].str(), Some("2"));
+        assert_eq!(j["scheme"].str(), Some("http"));
+        assert_eq!(j["body_len"].as_u64(), Some(5));
+        let req = http::Request::get("http://t/stream?n=3&gap=0.6")
+            .body(())
+            .unwrap();
+        let mut c = c.ready().await.unwrap();
+        let (resp, _) = c.send_request(req, true).unwrap();
+        let t0 = Instant::now();
+        let mut body = resp.await.unwrap().into_body();
+        let mut times = Vec::new();
+        let mut got = Vec::new();
+        while let Some(d) = body.data().await {
+            let d = d.unwrap();
+            let _ = body.flow_control().release_capacity(d.len());
+            if !d.is_empty() {
+                times.push(t0.elapsed());
+                got.extend_from_slice(&d);
+            }
+        }
+        assert_eq!(got, b"chunk-0;chunk-1;chunk-2;");
+        assert!(
+            times[0] + Duration::from_millis(700) < *times.last().unwrap(),
+            "{times:?}"
+        );
+    });
+}

@@ -38,6 +38,9 @@ pub struct Config {
     /// Internal connections one HTTP/2 connection may hold at once: how
     /// many of its streams the executor can run together.
     pub internal_per_conn: usize,
+    /// A connection without an open stream this long gets GOAWAY
+    /// (`--keep-alive`, at least 1 s).
+    pub idle_timeout: std::time::Duration,
 }
 
 impl Config {
@@ -54,6 +57,7 @@ impl Config {
             max_header_list_size: (s.http2_max_header_list_size > 0)
                 .then_some(s.http2_max_header_list_size),
             internal_per_conn,
+            idle_timeout: std::time::Duration::from_secs_f64(s.keepalive.max(1.0)),
         }
     }
 }
@@ -152,6 +156,11 @@ impl Gateway {
 
     /// No HTTP/2 connection is open (all handed over have ended).
     pub fn idle(&self) -> bool {
-        self.open.load(Ordering::SeqCst) == 0
+        self.open() == 0
+    }
+
+    /// HTTP/2 connections open.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
     }
 }

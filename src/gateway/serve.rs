@@ -125,6 +125,7 @@ async fn serve(c: Incoming, shared: &Arc<Shared>) -> io::Result<()> {
         listener: c.listener,
         proxied: c.proxied,
         idle: Mutex::new(Vec::new()),
+        active: AtomicUsize::new(0),
         slots: Arc::new(tokio::sync::Semaphore::new(shared.cfg.internal_per_conn)),
     });
     match c.transport {
@@ -181,11 +182,25 @@ where
         let _ = drain.wait_for(|d| *d).await;
     });
     let mut goaway = false;
+    let idle_for = cfg.idle_timeout;
+    let mut idle = Box::pin(tokio::time::sleep(idle_for));
     loop {
         let next = std::future::poll_fn(|cx| {
             if !goaway && stopping.as_mut().poll(cx).is_ready() {
                 goaway = true;
                 conn.graceful_shutdown();
+            }
+            // Idle: no stream open when the timer fires (so between one
+            // and two --keep-alive periods after the last one ended).
+            while !goaway && idle.as_mut().poll(cx).is_ready() {
+                if link.active.load(Ordering::SeqCst) == 0 {
+                    debug!("Closing an idle HTTP/2 connection");
+                    goaway = true;
+                    conn.graceful_shutdown();
+                } else {
+                    idle.as_mut()
+                        .reset(tokio::time::Instant::now() + idle_for);
+                }
             }
             conn.poll_accept(cx)
         })
@@ -225,6 +240,8 @@ pub(super) struct Link {
     proxied: Option<Arc<crate::proxy::Header>>,
     /// Internal connections between requests, by scheme.
     idle: Mutex<Vec<(bool, UnixStream)>>,
+    /// Streams being served.
+    pub(super) active: AtomicUsize,
     /// One permit per internal connection in use.
     pub(super) slots: Arc<tokio::sync::Semaphore>,
 }

@@ -7,6 +7,7 @@
 //! the internal connection, which the app sees as a client gone.
 
 use std::io;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -43,6 +44,16 @@ pub(super) async fn handle(
     mut respond: SendResponse<Bytes>,
     link: Arc<Link>,
 ) {
+    link.active.fetch_add(1, Ordering::SeqCst);
+    serve_stream(req, &mut respond, &link).await;
+    link.active.fetch_sub(1, Ordering::SeqCst);
+}
+
+async fn serve_stream(
+    req: http::Request<RecvStream>,
+    respond: &mut SendResponse<Bytes>,
+    link: &Link,
+) {
     if req.method() == http::Method::CONNECT {
         let _ = respond.send_response(status_only(501), true);
         return;
@@ -59,7 +70,7 @@ pub(super) async fn handle(
             return;
         }
     };
-    match exchange(req, &mut respond, internal).await {
+    match exchange(req, respond, internal).await {
         Ok(Some(s)) => link.give_back(https, s),
         Ok(None) => {}
         Err(StreamError::Reset) => {}

@@ -102,7 +102,7 @@ impl Worker {
         }
         let batch = if sync { 1 } else { ACCEPT_BATCH };
         for _ in 0..batch {
-            if self.live >= self.max_conns && !self.make_room(li) {
+            if self.clients() >= self.max_conns && !self.make_room(li) {
                 self.accept_paused = true;
                 return;
             }

@@ -369,7 +369,7 @@ impl Worker {
                 _ => {}
             }
         }
-        if self.accept_paused && !self.stopping && self.live < self.max_conns {
+        if self.accept_paused && !self.stopping && self.clients() < self.max_conns {
             self.accept_paused = false;
             for i in 0..self.listeners.len() {
                 self.accept(i, true);
@@ -502,6 +502,9 @@ impl Worker {
             self.release_fresh();
         }
         if let Some(mut c) = self.conns.get_mut(idx).and_then(Option::take) {
+            if c.h2.is_some() {
+                self.h2.internal -= 1;
+            }
             let _ = self.poll.registry().deregister(c.stream.source());
             self.free.push(idx);
             self.live -= 1;

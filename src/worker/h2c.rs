@@ -50,6 +50,8 @@ pub(super) struct H2 {
     allow: AllowList,
     waker: Arc<Waker>,
     gateway: Option<Gateway>,
+    /// Internal connections in the engine's table.
+    pub(super) internal: usize,
 }
 
 impl H2 {
@@ -61,6 +63,7 @@ impl H2 {
             allow: AllowList::new(&s.forwarded_allow_ips),
             waker,
             gateway: None,
+            internal: 0,
         }
     }
 
@@ -87,6 +90,11 @@ impl H2 {
         if let Some(g) = &self.gateway {
             g.drain();
         }
+    }
+
+    /// HTTP/2 connections open (they count toward --worker-connections).
+    pub(super) fn open(&self) -> usize {
+        self.gateway.as_ref().map_or(0, Gateway::open)
     }
 
     /// No HTTP/2 connection is open.
@@ -167,6 +175,12 @@ impl Worker {
         Next::Close
     }
 
+    /// Client connections, for --worker-connections: the HTTP/2 ones count
+    /// once, their internal connections not at all.
+    pub(super) fn clients(&self) -> usize {
+        self.live - self.h2.internal + self.h2.open()
+    }
+
     /// Serve the internal connections the gateway made.
     pub(super) fn take_internal(&mut self) {
         let Some(g) = &self.h2.gateway else { return };
@@ -175,6 +189,7 @@ impl Worker {
             let Some(idx) = self.add_conn(stream, i.peer, i.listener) else {
                 continue;
             };
+            self.h2.internal += 1;
             if let Some(c) = self.conns[idx].as_mut() {
                 c.state = State::Head;
                 c.h2 = Some(i.facts.https);
