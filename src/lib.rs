@@ -47,6 +47,7 @@ pub mod master;
 pub mod metrics;
 pub mod proxy;
 pub mod sys;
+pub mod tls;
 pub mod uwsgi;
 pub mod worker;
 pub mod ws;

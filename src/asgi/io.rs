@@ -2,7 +2,7 @@
 //! writes on a connection's descriptor, completing futures, response
 //! header checks, and starting a request's task.
 
-use std::os::fd::RawFd;
+use crate::tls::Wire;
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -161,58 +161,16 @@ pub(super) fn latin1_string(b: &[u8]) -> String {
     b.iter().map(|&c| c as char).collect()
 }
 
-pub(super) fn write_some(fd: RawFd, buf: &[u8]) -> std::io::Result<usize> {
-    // SAFETY: `buf` is valid for `buf.len()` bytes; the descriptor is the
-    // connection's, open while this cycle holds it.
-    let n = unsafe {
-        libc::send(
-            fd,
-            buf.as_ptr().cast(),
-            buf.len(),
-            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-        )
-    };
-    if n < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+pub(super) fn write_some(wire: &Wire, buf: &[u8]) -> std::io::Result<usize> {
+    wire.send(buf)
 }
 
 /// Append what can be read now (one read of up to READ_CHUNK).
-pub(super) fn read_into(fd: RawFd, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-    buf.reserve(READ_CHUNK);
-    let spare = buf.spare_capacity_mut();
-    // SAFETY: `spare` is writable for its length; recv writes at most that
-    // many bytes, which are then marked initialised.
-    let n = unsafe {
-        libc::recv(
-            fd,
-            spare.as_mut_ptr().cast(),
-            spare.len(),
-            libc::MSG_DONTWAIT,
-        )
-    };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let n = n as usize;
-    // SAFETY: recv initialised `n` bytes of the spare capacity.
-    unsafe { buf.set_len(buf.len() + n) };
-    Ok(n)
+pub(super) fn read_into(wire: &Wire, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    wire.recv_into(buf, READ_CHUNK)
 }
 
 /// The peer closed the connection (a zero-byte peek).
-pub(super) fn peer_closed(fd: RawFd) -> bool {
-    let mut b = [0u8; 1];
-    // SAFETY: one writable byte; MSG_PEEK consumes nothing.
-    let n = unsafe {
-        libc::recv(
-            fd,
-            b.as_mut_ptr().cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    n == 0
+pub(super) fn peer_closed(wire: &Wire) -> bool {
+    wire.peer_closed()
 }

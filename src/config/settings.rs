@@ -291,36 +291,28 @@ settings! {
         help "Serve Prometheus metrics at http://ADDRESS/metrics, from the master (one scrape target for all workers, counts of past workers included). ADDRESS as for --bind: HOST:PORT, [IPV6]:PORT, unix:PATH or fd://FD.";
     keyfile: Option<String> = None;
         section "SSL", flags ["keyfile"], meta "FILE", default_doc "none",
-        unsupported "not available yet: TLS is not implemented in this version",
-        help "TLS private key file.";
+        help "TLS private key file (PEM: PKCS#8, PKCS#1 or SEC1; not encrypted). Without it the key is read from --certfile.";
     certfile: Option<String> = None;
         section "SSL", flags ["certfile"], meta "FILE", default_doc "none",
-        unsupported "not available yet: TLS is not implemented in this version",
-        help "TLS certificate file.";
+        help "TLS certificate file (PEM, the server certificate first, then its chain). Setting it serves HTTPS on every listener; wsgi.url_scheme is https.";
     ssl_version: String = "TLS".to_string();
         section "SSL", flags ["ssl-version"], meta "STRING", default_doc "TLS",
-        unsupported "not available yet: TLS is not implemented in this version",
-        help "TLS protocol version (deprecated in gunicorn, which ignores it).";
+        help "Deprecated in gunicorn and ignored, with a warning: TLS 1.2 and 1.3 are offered (use an ssl_context hook to set minimum_version).";
     cert_reqs: u32 = 0;
         section "SSL", flags ["cert-reqs"], meta "INT", default_doc "0",
-        unsupported "not available yet: TLS is not implemented in this version",
         help "Whether a client certificate is required: 0 none, 1 optional, 2 required.";
     ca_certs: Option<String> = None;
         section "SSL", flags ["ca-certs"], meta "FILE", default_doc "none",
-        unsupported "not available yet: TLS is not implemented in this version",
         help "CA certificates file for checking client certificates.";
     suppress_ragged_eofs: bool = true;
         section "SSL", flags ["suppress-ragged-eofs"], meta "", default_doc "true",
-        unsupported "not available yet: TLS is not implemented in this version",
         help "Treat a TLS connection closed without close_notify as a normal end of stream.";
     do_handshake_on_connect: bool = false;
         section "SSL", flags ["do-handshake-on-connect"], meta "", default_doc "false",
-        unsupported "not available yet: TLS is not implemented in this version",
-        help "Complete the TLS handshake as soon as a connection is accepted.";
+        help "Accepted for gunicorn compatibility; handshakes always complete in the engine as the client's bytes arrive, under --header-timeout, before any request reaches Python.";
     ciphers: Option<String> = None;
         section "SSL", flags ["ciphers"], meta "CIPHERS", default_doc "the TLS library's default",
-        unsupported "not available yet: TLS is not implemented in this version",
-        help "Allowed TLS ciphers, in OpenSSL cipher-list syntax.";
+        help "Allowed TLS 1.2 cipher suites, in OpenSSL cipher-list syntax, in the server's order of preference (TLS 1.3 suites stay on unless named). A list that selects nothing rustls has is an error.";
     http_protocols: String = "h1".to_string();
         section "HTTP/2", flags ["http-protocols"], meta "STRING", default_doc "h1",
         help "Comma-separated protocols to offer, most preferred first: h1 (HTTP/1.1), h2 (HTTP/2). Without TLS, HTTP/2 is served only as h2c (--http2-cleartext), so h2 needs h1 beside it; h3 is refused (not implemented).";

@@ -198,8 +198,7 @@ where
                     goaway = true;
                     conn.graceful_shutdown();
                 } else {
-                    idle.as_mut()
-                        .reset(tokio::time::Instant::now() + idle_for);
+                    idle.as_mut().reset(tokio::time::Instant::now() + idle_for);
                 }
             }
             conn.poll_accept(cx)

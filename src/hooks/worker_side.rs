@@ -47,6 +47,24 @@ impl WorkerHooks {
         })
     }
 
+    /// Run the file's `ssl_context(config, default_ssl_context_factory)`
+    /// and describe the context it returns; None when it defines none.
+    pub fn ssl_context(
+        &self,
+    ) -> Option<Result<(crate::tls::Options, Vec<String>), crate::tls::TlsError>> {
+        Python::attach(|py| {
+            let m = self.module.bind(py);
+            let hook = m
+                .getattr("_ns")
+                .ok()?
+                .get_item("ssl_context")
+                .ok()
+                .filter(|h| h.is_callable())?;
+            let cfg = m.getattr("_cfg").ok()?;
+            Some(crate::tls::from_ssl_context(py, &hook, &cfg))
+        })
+    }
+
     fn worker_state<'py>(&self, py: Python<'py>, hook: &str) -> PyResult<Bound<'py, PyDict>> {
         let worker = PyDict::new(py);
         worker.set_item("pid", std::process::id())?;

@@ -2,7 +2,6 @@
 //! memory, or partly read with the rest still on the socket (and how much
 //! of it, by its framing).
 
-use std::os::fd::RawFd;
 use std::time::Duration;
 
 use super::ChunkedDecoder;
@@ -27,13 +26,13 @@ impl BodyRest {
 pub enum Body {
     /// Complete (possibly empty).
     Buffered(Vec<u8>),
-    /// `decoded` has arrived; the rest is read from `fd`, starting with the
+    /// `decoded` has arrived; the rest is read from `wire`, starting with the
     /// undecoded bytes in `raw`, each wait for more lasting up to `timeout`.
     Streaming {
         decoded: Vec<u8>,
         raw: Vec<u8>,
         rest: BodyRest,
-        fd: RawFd,
+        wire: crate::tls::Wire,
         timeout: Duration,
     },
 }

@@ -88,6 +88,8 @@ pub enum MasterError {
     UpgradeLink(String, std::io::Error),
     #[error("{0}")]
     Metrics(String),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// The master's lifecycle. Each change is logged at debug level as
@@ -222,6 +224,14 @@ impl Arbiter {
         python: wsgi::PyBase,
     ) -> Result<Arbiter, MasterError> {
         let identity = resolve_identity(&settings)?;
+        // TLS: certificates and keys are checked now (each worker loads
+        // them again after fork, before it gives up root).
+        if crate::tls::Tls::load(&settings)?.is_some() {
+            crate::tls::prepare();
+            for w in crate::tls::warnings(&settings) {
+                warning!("{w}");
+            }
+        }
         chown_log_files(&settings, identity);
         let umask = config::parse_umask(&settings.umask).unwrap_or(0);
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(

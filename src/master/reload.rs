@@ -79,6 +79,10 @@ impl Arbiter {
                 error!("Reload: cannot open the error log {}: {e}", fresh.errorlog);
             }
         }
+        if let Err(e) = crate::tls::Tls::load(&fresh) {
+            error!("Reload failed, keeping the current configuration: {e}");
+            return false;
+        }
         chown_log_files(&fresh, self.identity);
         for kv in &fresh.raw_env {
             if let Some((k, v)) = kv.split_once('=') {

@@ -404,6 +404,15 @@ impl Arbiter {
             c.in_child();
         }
         crate::log::after_fork();
+        // Read as root, before the switch below (a key is often readable
+        // by root alone); a HUP's new workers read renewed files.
+        let tls = match crate::tls::Tls::load(&self.settings) {
+            Ok(t) => t.map(std::sync::Arc::new),
+            Err(e) => {
+                error!("{e}");
+                std::process::exit(WORKER_BOOT_ERROR);
+            }
+        };
         sys::set_proc_title(&format!(
             "ferrocorn: worker [{}]",
             proc_name(&self.settings)
@@ -430,6 +439,7 @@ impl Arbiter {
             hooks,
             age: self.next_age,
             python: &self.python,
+            tls,
         };
         let code = crate::worker::run(ctx);
         std::process::exit(code);

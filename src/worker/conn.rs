@@ -1,6 +1,6 @@
-//! One client connection as the worker's loop holds it: the socket (TCP
-//! or unix, or one end of an HTTP/2 gateway's internal connection; TLS
-//! will be another variant), its buffers, where it is in its
+//! One client connection as the worker's loop holds it: the socket (TCP,
+//! unix, TCP under TLS, or one end of an HTTP/2 gateway's internal
+//! connection), its buffers, where it is in its
 //! request/response cycle, and its deadlines. Reading and writing here
 //! never blocks; the protocol drivers (`h1`, and `edge` for PROXY headers
 //! and uwsgi) decide what the bytes mean.
@@ -9,9 +9,12 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 use crate::http::{self, BodyRest, RequestHead};
+use crate::tls::{Session, Wire};
 use crate::wsgi::Peer;
 
 /// Stop reading from a connection whose unprocessed input exceeds this.
@@ -41,7 +44,7 @@ impl Stream {
             Stream::Unix(s) => s,
         }
     }
-    pub(super) fn shutdown_write(&self) {
+    fn shutdown_write(&self) {
         let _ = match self {
             Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Write),
             Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
@@ -147,11 +150,71 @@ pub(super) struct Conn {
     /// requests are HTTP/2 streams, of a client that named `https` as its
     /// scheme (true) or not.
     pub(super) h2: Option<bool>,
+    /// Under TLS, the session that reads and writes `stream` (shared with
+    /// the request while Busy). Set at accept, or after a PROXY header.
+    pub(super) tls: Option<Arc<Session>>,
 }
 
 impl Conn {
+    /// Output queued: plaintext not yet handed to the socket (or to the
+    /// TLS session), plus one for ciphertext still in the session.
     pub(super) fn pending_write(&self) -> usize {
-        self.wbuf.len() - self.wpos
+        self.wbuf.len() - self.wpos + usize::from(self.tls.as_ref().is_some_and(|t| t.pending()))
+    }
+
+    /// How a request's code reads and writes this connection.
+    pub(super) fn wire(&self) -> Wire {
+        match &self.tls {
+            Some(t) => Wire::tls(t.clone()),
+            None => Wire::plain(self.stream.raw()),
+        }
+    }
+
+    /// Put the connection under TLS, with the bytes already read from it
+    /// (after a PROXY header) fed to the session first.
+    pub(super) fn start_tls(&mut self, tls: &crate::tls::Tls) -> io::Result<()> {
+        let session = tls
+            .session(self.stream.raw())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let early = std::mem::take(&mut self.rbuf);
+        if !early.is_empty() {
+            session.feed(&early)?;
+        }
+        self.tls = Some(Arc::new(session));
+        Ok(())
+    }
+
+    /// Under TLS: decrypted input is waiting in the session, which no
+    /// socket event will announce.
+    pub(super) fn tls_buffered(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.buffered())
+    }
+
+    /// Input is waiting (in the kernel, or decrypted in the session).
+    pub(super) fn has_input(&self) -> bool {
+        self.tls_buffered() || has_pending_input(self.stream.raw())
+    }
+
+    /// Half-close: no more output (close_notify first under TLS).
+    pub(super) fn shutdown_write(&self) {
+        if let Some(t) = &self.tls {
+            t.close_notify();
+        }
+        self.stream.shutdown_write();
+    }
+
+    fn read_some(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &self.tls {
+            Some(t) => t.read(buf),
+            None => self.stream.read(buf),
+        }
+    }
+
+    fn write_some(&mut self, from: usize) -> io::Result<usize> {
+        match &self.tls {
+            Some(t) => t.write(&self.wbuf[from..]),
+            None => self.stream.write(&self.wbuf[from..]),
+        }
     }
     pub(super) fn idle(&self) -> bool {
         matches!(self.state, State::Head) && self.rbuf.is_empty() && self.pending_write() == 0
@@ -175,7 +238,7 @@ impl Conn {
     /// hard error.
     pub(super) fn fill(&mut self, scratch: &mut [u8]) -> bool {
         while self.rbuf.len() < READ_CAP && !self.eof {
-            match self.stream.read(scratch) {
+            match self.read_some(scratch) {
                 Ok(0) => self.eof = true,
                 Ok(n) => self.rbuf.extend_from_slice(&scratch[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -190,7 +253,7 @@ impl Conn {
     /// Returns false on a hard error.
     pub(super) fn flush(&mut self, stall: Duration) -> bool {
         while self.wpos < self.wbuf.len() {
-            match self.stream.write(&self.wbuf[self.wpos..]) {
+            match self.write_some(self.wpos) {
                 Ok(0) => return false,
                 Ok(n) => {
                     self.wpos += n;
@@ -207,6 +270,15 @@ impl Conn {
             self.wbuf.clear();
         }
         self.wpos = 0;
+        if let Some(tls) = &self.tls {
+            if tls.pending() {
+                match tls.flush() {
+                    Ok(true) => self.deadline = Instant::now() + stall,
+                    Ok(false) => {}
+                    Err(_) => return false,
+                }
+            }
+        }
         true
     }
 }

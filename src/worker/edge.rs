@@ -47,6 +47,12 @@ impl EdgeConfig {
         }
     }
 
+    /// A connection may start with a PROXY header (which comes before
+    /// any TLS).
+    pub(super) fn proxy_first(&self) -> bool {
+        self.proxy != Mode::Off
+    }
+
     /// Where a new connection starts.
     pub(super) fn first_state(&self) -> State {
         if self.proxy != Mode::Off {
@@ -107,7 +113,7 @@ impl Worker {
             }
             Ok(Parsed::Absent) => {
                 conn.state = self.edge.request_state();
-                None
+                self.after_preface(conn)
             }
             Ok(Parsed::Done { header, len }) => {
                 debug!(
@@ -119,13 +125,30 @@ impl Worker {
                 conn.rbuf.drain(..len);
                 conn.proxied = Some(Arc::new(header));
                 conn.state = self.edge.request_state();
-                None
+                self.after_preface(conn)
             }
             Err(e) => {
                 self.reject(conn, &HttpError::bad_request(e.to_string()));
                 None
             }
         }
+    }
+
+    /// After the PROXY preface: under TLS, the rest is the handshake and
+    /// what follows, so the session starts here, with the bytes already
+    /// read. Returns as `proxy_preface` does.
+    fn after_preface(&mut self, conn: &mut Conn) -> Option<Next> {
+        let tls = self.tls.clone()?;
+        if let Err(e) = conn.start_tls(&tls) {
+            debug!("TLS after a PROXY header failed: {e}");
+            return Some(Next::Close);
+        }
+        // Decrypt what is there already (the next read would otherwise wait
+        // for an event that came before).
+        if !conn.fill(&mut self.scratch) {
+            return Some(Next::Close);
+        }
+        None
     }
 
     /// `State::Uwsgi`: wait for a uwsgi request packet; once it is here,

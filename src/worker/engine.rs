@@ -16,7 +16,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use pyo3::prelude::*;
 
 use super::accept::FRESH_WAIT;
-use super::conn::{has_pending_input, Conn, ListenSock, Next, State, Stream, WorkerListener};
+use super::conn::{Conn, ListenSock, Next, State, Stream, WorkerListener};
 use super::edge::EdgeConfig;
 use super::executor::green::Library;
 use super::executor::{Asyncio, Done, Executor, Green, Inline, Job, Loop, ReopenLogs, Threads};
@@ -94,6 +94,9 @@ pub struct Worker {
     pub(super) edge: EdgeConfig,
     /// HTTP/2: its settings, and the gateway once started (`h2c.rs`).
     pub(super) h2: super::h2c::H2,
+    /// TLS (`--certfile`): every new connection gets a session, right at
+    /// accept, or after its PROXY header.
+    pub(super) tls: Option<Arc<crate::tls::Tls>>,
 }
 
 impl Worker {
@@ -263,6 +266,7 @@ impl Worker {
             next_sweep: Instant::now() + Duration::from_secs(1),
             edge: EdgeConfig::from_settings(settings),
             h2: super::h2c::H2::from_settings(settings, waker),
+            tls: args.tls.clone(),
         })
     }
 
@@ -465,7 +469,7 @@ impl Worker {
             self.free.push(idx);
             return None;
         }
-        self.conns[idx] = Some(Conn {
+        let mut conn = Conn {
             stream,
             peer,
             listener,
@@ -486,7 +490,17 @@ impl Worker {
             queued: true,
             missed: false,
             continue_pending: false,
-        });
+            tls: None,
+        };
+        if let Some(tls) = self.tls.as_ref().filter(|_| !self.edge.proxy_first()) {
+            if let Err(e) = conn.start_tls(tls) {
+                warning!("Cannot start TLS on a connection: {e}");
+                let _ = self.poll.registry().deregister(conn.stream.source());
+                self.free.push(idx);
+                return None;
+            }
+        }
+        self.conns[idx] = Some(conn);
         self.live += 1;
         // The request may already be waiting (edge-triggered: read now).
         // It goes to the front of the queue: a connection that waited in
@@ -527,7 +541,7 @@ impl Worker {
             // An idle keep-alive connection whose next request is already
             // waiting in the kernel (the loop was busy running the app) is
             // not idle: serve it rather than cut it off.
-            if c.idle() && has_pending_input(c.stream.raw()) {
+            if c.idle() && c.has_input() {
                 c.deadline = now + self.head_timeout;
                 self.again.push(idx);
                 continue;
@@ -619,7 +633,11 @@ impl Worker {
         // new input is announced by an event. What else needs a turn:
         // input already buffered (pipelined), a closed peer, a connection
         // to close or linger on.
-        let again = missed || !conn.rbuf.is_empty() || conn.eof || conn.close_after_write;
+        let again = missed
+            || !conn.rbuf.is_empty()
+            || conn.eof
+            || conn.close_after_write
+            || conn.tls_buffered();
         self.conns[idx] = Some(conn);
         if again {
             self.again.push(idx);

@@ -76,7 +76,7 @@ impl Worker {
                     return Next::Keep;
                 }
                 if !matches!(conn.state, State::Lingering) {
-                    conn.stream.shutdown_write();
+                    conn.shutdown_write();
                     conn.state = State::Lingering;
                     conn.deadline = Instant::now() + LINGER;
                 }
@@ -145,7 +145,7 @@ impl Worker {
                                     decoded: Vec::new(),
                                     raw: std::mem::take(&mut conn.rbuf),
                                     rest,
-                                    fd: conn.stream.raw(),
+                                    wire: conn.wire(),
                                     timeout: self.stall_timeout,
                                 };
                                 conn.continue_pending = true;
@@ -207,7 +207,7 @@ impl Worker {
                             decoded: body,
                             raw,
                             rest,
-                            fd: conn.stream.raw(),
+                            wire: conn.wire(),
                             timeout: self.stall_timeout,
                         };
                         self.dispatch(idx, conn, *head, body);
@@ -282,7 +282,7 @@ impl Worker {
         };
         conn.wpos = 0;
         let reply = Reply {
-            fd: conn.stream.raw(),
+            wire: conn.wire(),
             minor: head.minor_version,
             is_head,
             keep_alive,
@@ -303,6 +303,7 @@ impl Worker {
                 proxy: conn.proxied.clone(),
                 uwsgi: conn.uwsgi.take(),
                 http2: conn.h2,
+                tls: conn.tls.is_some(),
             },
             received: conn.since,
         };

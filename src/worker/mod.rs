@@ -63,6 +63,9 @@ pub struct WorkerArgs<'a> {
     pub hooks: Option<(String, Vec<String>)>,
     /// gunicorn's `worker.age`: this worker's number in spawn order.
     pub age: u64,
+    /// TLS, as the master's settings describe it (loaded after fork, before
+    /// the switch to `--user`); an `ssl_context` hook may replace it.
+    pub tls: Option<std::sync::Arc<crate::tls::Tls>>,
 }
 
 /// Entry point of a freshly forked worker. Returns the process exit code.
@@ -227,6 +230,34 @@ pub fn run(mut args: WorkerArgs<'_>) -> i32 {
             return e.exit_code();
         }
     };
+    // gunicorn's ssl_context hook: the SSLContext it returns, as rustls
+    // can have it.
+    if let (Some(tls), Some(h)) = (&args.tls, &hooks) {
+        match h.ssl_context() {
+            None => {}
+            Some(Ok((opts, warnings))) => {
+                for w in warnings {
+                    crate::warning!("ssl_context: {w}");
+                }
+                match crate::tls::build(&opts) {
+                    Ok(config) => {
+                        args.tls = Some(std::sync::Arc::new(crate::tls::Tls {
+                            config,
+                            suppress_ragged: tls.suppress_ragged,
+                        }))
+                    }
+                    Err(e) => {
+                        error!("ssl_context: {e}");
+                        return wsgi::WORKER_BOOT_ERROR;
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                error!("{e}");
+                return wsgi::WORKER_BOOT_ERROR;
+            }
+        }
+    }
     let request_hooks = hooks.as_deref().and_then(hooks::WorkerHooks::request_hooks);
     let mut worker = match Worker::new(args, app, signals, request_hooks) {
         Ok(w) => w,

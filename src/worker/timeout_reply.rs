@@ -53,8 +53,11 @@ pub struct Waiting(Option<usize>);
 impl Waiting {
     /// Claim a slot for `fd` (nothing when the handler is not installed or
     /// every slot is taken). `is_head`: the 500 goes without its body.
-    pub fn claim(fd: i32, is_head: bool) -> Waiting {
-        if !(0..i32::MAX / 2).contains(&fd) || !INSTALLED.load(Ordering::Relaxed) {
+    /// Under TLS there is no claim: a signal handler cannot encrypt, and
+    /// the client sees its connection closed instead.
+    pub fn claim(wire: &crate::tls::Wire, is_head: bool) -> Waiting {
+        let fd = wire.fd();
+        if wire.is_tls() || !(0..i32::MAX / 2).contains(&fd) || !INSTALLED.load(Ordering::Relaxed) {
             return Waiting(None);
         }
         let entry = fd * 2 + i32::from(is_head);

@@ -76,7 +76,7 @@ fn run_job(py: Python<'_>, shared: &WsgiApp, job: Job) -> Done {
     let no_server = ServerInfo::default();
     let server = shared.servers.get(listener).unwrap_or(&no_server);
     let wsgi = &shared.wsgi;
-    let fd = responder.fd();
+    let wire = responder.wire().clone();
     // The environ as the app leaves it, for the access log's atoms.
     let mut env_dict: Option<Bound<'_, PyDict>> = None;
     // post_request's arguments, once the response is complete.
@@ -91,7 +91,7 @@ fn run_job(py: Python<'_>, shared: &WsgiApp, job: Job) -> Done {
         };
         let socket = Bound::new(
             py,
-            ConnSocket::new(responder.clone().unbind(), fd, early, family),
+            ConnSocket::new(responder.clone().unbind(), &wire, early, family),
         )?;
         let script_name = wsgi.script_name(&head, &peer);
         let refused = wsgi.forwarding.refused(&head, &peer);
@@ -133,7 +133,9 @@ fn run_job(py: Python<'_>, shared: &WsgiApp, job: Job) -> Done {
                     (Ok(environ), _) => wsgi.app.bind(py).call1((environ, &responder)),
                 };
                 let res = match result {
-                    Ok(iterable) => write_iterable(py, &responder, &iterable, wsgi.sendfile),
+                    Ok(iterable) => {
+                        write_iterable(py, &responder, &iterable, wsgi.sendfile && !wire.is_tls())
+                    }
                     Err(e) => Err(e),
                 };
                 if let (Some(Ok(req)), Ok(environ), Some(h)) = (&req, &environ, &shared.hooks) {

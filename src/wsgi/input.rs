@@ -1,14 +1,13 @@
 //! `wsgi.input`: the request body, buffered by the event loop when it is
 //! small, streamed from the socket (GIL released while waiting) when not.
 
-use std::os::fd::RawFd;
+use crate::tls::Wire;
 use std::time::Duration;
 
 use pyo3::exceptions::{PyIOError, PyStopIteration};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
-use super::sockio::borrow_sock;
 use super::IO_TIMEOUT;
 use crate::http::{Body, BodyRest, HttpError};
 
@@ -21,7 +20,7 @@ pub struct Input {
     /// Raw, undecoded bytes read from the socket after the head.
     raw: Vec<u8>,
     rest: Option<BodyRest>,
-    fd: RawFd,
+    wire: Option<Wire>,
     active: bool,
     /// The client went away or sent a malformed chunk.
     failed: bool,
@@ -39,9 +38,9 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Read what the socket has for a request body into `dst`, waiting (GIL
 /// released) up to `timeout` when nothing has arrived. End of stream
 /// before the body is complete is an error.
-fn read_body(py: Python<'_>, fd: RawFd, timeout: Duration, dst: &mut [u8]) -> PyResult<usize> {
+fn read_body(py: Python<'_>, wire: &Wire, timeout: Duration, dst: &mut [u8]) -> PyResult<usize> {
     loop {
-        match nix::unistd::read(borrow_sock(fd), dst) {
+        match wire.recv(dst) {
             Ok(0) => {
                 return Err(PyIOError::new_err(
                     "client disconnected before sending the whole body",
@@ -51,13 +50,18 @@ fn read_body(py: Python<'_>, fd: RawFd, timeout: Duration, dst: &mut [u8]) -> Py
                 super::sockio::note_progress();
                 return Ok(n);
             }
-            Err(nix::errno::Errno::EAGAIN) => {
-                let ready = super::sockio::wait_ready(py, fd, false, Some(timeout));
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let ready = super::sockio::wait_ready(py, wire.fd(), false, Some(timeout));
                 if !matches!(ready, Ok(true)) {
                     return Err(PyIOError::new_err("timed out reading the request body"));
                 }
             }
-            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(PyIOError::new_err(
+                    "client disconnected before sending the whole body (no TLS close_notify)",
+                ))
+            }
             Err(e) => return Err(PyIOError::new_err(format!("reading the request body: {e}"))),
         }
     }
@@ -77,7 +81,7 @@ impl Input {
                 pos: 0,
                 raw: Vec::new(),
                 rest: None,
-                fd: -1,
+                wire: None,
                 active: false,
                 failed: false,
                 bad_body: None,
@@ -87,14 +91,14 @@ impl Input {
                 decoded,
                 raw,
                 rest,
-                fd,
+                wire,
                 timeout,
             } => Input {
                 buf: decoded,
                 pos: 0,
                 raw,
                 rest: Some(rest),
-                fd,
+                wire: Some(wire),
                 active: true,
                 failed: false,
                 bad_body: None,
@@ -166,7 +170,12 @@ impl Input {
                     "the request body is no longer available",
                 ));
             }
-            let (fd, timeout) = (self.fd, self.timeout);
+            let Some(wire) = self.wire.clone() else {
+                return Err(PyIOError::new_err(
+                    "the request body is no longer available",
+                ));
+            };
+            let timeout = self.timeout;
             // A Content-Length body with nothing pending to decode is read
             // straight into the decoded buffer: no intermediate copies.
             if self.raw.is_empty() {
@@ -174,7 +183,7 @@ impl Input {
                     let room = (*left).min(READ_CHUNK as u64) as usize;
                     let start = self.buf.len();
                     self.buf.resize(start + room, 0);
-                    match read_body(py, fd, timeout, &mut self.buf[start..]) {
+                    match read_body(py, &wire, timeout, &mut self.buf[start..]) {
                         Ok(n) => {
                             self.buf.truncate(start + n);
                             *left -= n as u64;
@@ -190,7 +199,7 @@ impl Input {
             }
             let start = self.raw.len();
             self.raw.resize(start + READ_CHUNK, 0);
-            match read_body(py, fd, timeout, &mut self.raw[start..]) {
+            match read_body(py, &wire, timeout, &mut self.raw[start..]) {
                 Ok(n) => self.raw.truncate(start + n),
                 Err(e) => {
                     self.raw.truncate(start);

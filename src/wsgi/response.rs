@@ -11,6 +11,8 @@
 //! for the client with the GIL released, bounded by the I/O timeout.
 
 use std::os::fd::{BorrowedFd, RawFd};
+
+use crate::tls::Wire;
 use std::time::Duration;
 
 use pyo3::exceptions::{PyIOError, PyTypeError, PyValueError};
@@ -49,7 +51,7 @@ fn is_hop_by_hop(lname: &str) -> bool {
 /// receives; its `write` method is PEP 3333's write().
 #[pyclass(module = "ferrocorn", name = "StartResponse")]
 pub struct Responder {
-    fd: RawFd,
+    wire: Wire,
     active: bool,
     minor: u8,
     is_head: bool,
@@ -81,7 +83,7 @@ impl Responder {
     /// The writer for a request, as the engine asked for it.
     pub fn new(reply: Reply) -> Responder {
         let Reply {
-            fd,
+            wire,
             minor,
             is_head,
             keep_alive,
@@ -92,12 +94,12 @@ impl Responder {
         // Not after a pipelined predecessor's unwritten output: a 500 would
         // read as the answer to that one.
         let waiting = if out.is_empty() {
-            Waiting::claim(fd, is_head)
+            Waiting::claim(&wire, is_head)
         } else {
             Waiting::default()
         };
         Responder {
-            fd,
+            wire,
             active: true,
             minor,
             is_head,
@@ -134,7 +136,17 @@ impl Responder {
     }
 
     pub fn fd(&self) -> RawFd {
-        self.fd
+        self.wire.fd()
+    }
+
+    /// The connection, as the response is written to it.
+    pub fn wire(&self) -> &Wire {
+        &self.wire
+    }
+
+    /// sendfile(2) can send to the connection (not under TLS).
+    pub fn can_sendfile(&self) -> bool {
+        !self.wire.is_tls()
     }
 
     pub fn io_timeout(&self) -> Duration {
@@ -258,7 +270,7 @@ impl Responder {
             return;
         }
         self.waiting.release();
-        match send_now(self.fd, &self.out) {
+        match send_now(&self.wire, &self.out) {
             Ok(n) => {
                 self.out.drain(..n);
             }
@@ -271,7 +283,7 @@ impl Responder {
         if self.out.len() <= SPILL_MAX {
             return;
         }
-        if send_all(py, self.fd, &self.out, self.timeout).is_err() {
+        if send_all(py, &self.wire, &self.out, self.timeout).is_err() {
             self.broken = true;
         }
         self.out.clear();
@@ -285,7 +297,7 @@ impl Responder {
         if self.out.is_empty() || self.broken || self.taken {
             return;
         }
-        if send_all(py, self.fd, &self.out, self.timeout).is_err() {
+        if send_all(py, &self.wire, &self.out, self.timeout).is_err() {
             self.broken = true;
         }
         self.out.clear();
@@ -322,7 +334,7 @@ impl Responder {
             self.flush(py);
             let mut rest = data;
             if !self.broken && self.out.is_empty() {
-                match send_now(self.fd, rest) {
+                match send_now(&self.wire, rest) {
                     Ok(n) => rest = &rest[n..],
                     Err(_) => self.broken = true,
                 }
@@ -333,12 +345,12 @@ impl Responder {
                 self.out.extend_from_slice(rest);
             } else {
                 if !self.out.is_empty() {
-                    if send_all(py, self.fd, &self.out, self.timeout).is_err() {
+                    if send_all(py, &self.wire, &self.out, self.timeout).is_err() {
                         self.broken = true;
                     }
                     self.out.clear();
                 }
-                if !self.broken && send_all(py, self.fd, rest, self.timeout).is_err() {
+                if !self.broken && send_all(py, &self.wire, rest, self.timeout).is_err() {
                     self.broken = true;
                 }
             }
@@ -404,7 +416,7 @@ impl Responder {
         let mut off = offset as libc::off_t;
         let sent_total = count;
         while count > 0 && !self.broken {
-            let sock = borrow_sock(self.fd);
+            let sock = borrow_sock(self.wire.fd());
             match nix::sys::sendfile::sendfile(
                 sock,
                 file,
@@ -414,7 +426,7 @@ impl Responder {
                 Ok(0) => break, // the file shrank
                 Ok(n) => count -= n as u64,
                 Err(nix::errno::Errno::EAGAIN) => {
-                    let (fd, timeout) = (self.fd, self.timeout);
+                    let (fd, timeout) = (self.wire.fd(), self.timeout);
                     let ready = super::sockio::wait_ready(py, fd, true, Some(timeout));
                     if !matches!(ready, Ok(true)) {
                         self.broken = true;

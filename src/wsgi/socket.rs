@@ -37,6 +37,9 @@ pub struct ConnSocket {
     responder: Py<Responder>,
     /// The connection's descriptor, valid while the request is active.
     fd: RawFd,
+    /// The connection is TLS: it cannot be taken over (the session's
+    /// state is the server's).
+    tls: bool,
     #[pyo3(get)]
     family: i32,
     state: Mutex<SockState>,
@@ -60,10 +63,16 @@ fn bad_fd() -> PyErr {
 
 impl ConnSocket {
     /// `family`: AF_INET, AF_INET6 or AF_UNIX, as the connection is.
-    pub fn new(responder: Py<Responder>, fd: RawFd, early: Vec<u8>, family: i32) -> ConnSocket {
+    pub fn new(
+        responder: Py<Responder>,
+        wire: &crate::tls::Wire,
+        early: Vec<u8>,
+        family: i32,
+    ) -> ConnSocket {
         ConnSocket {
             responder,
-            fd,
+            fd: wire.fd(),
+            tls: wire.is_tls(),
             family,
             state: Mutex::new(SockState {
                 owned: None,
@@ -90,6 +99,12 @@ impl ConnSocket {
 
     /// The descriptor to use, taking the connection over on first use.
     fn take_over(&self, py: Python<'_>) -> PyResult<Arc<OwnedFd>> {
+        if self.tls {
+            return Err(PyOSError::new_err(
+                "gunicorn.socket cannot be taken over on a TLS connection (the TLS session \
+                 belongs to the server); serve WebSockets with -k asgi",
+            ));
+        }
         {
             let st = self.state();
             if st.closed {

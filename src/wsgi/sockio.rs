@@ -11,6 +11,7 @@ use std::time::Duration;
 use pyo3::prelude::*;
 
 use crate::sys;
+use crate::tls::Wire;
 
 /// Where a thread running a request reports that the request is making
 /// progress (bytes reached the client, or came from it on a taken-over
@@ -113,14 +114,8 @@ pub(crate) fn borrow_sock<'a>(fd: RawFd) -> BorrowedFd<'a> {
     unsafe { BorrowedFd::borrow_raw(fd) }
 }
 
-pub(crate) fn send_some(fd: RawFd, data: &[u8]) -> io::Result<usize> {
-    let sock = borrow_sock(fd);
-    let n = nix::sys::socket::send(
-        std::os::fd::AsRawFd::as_raw_fd(&sock),
-        data,
-        nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
-    )
-    .map_err(io::Error::from)?;
+pub(crate) fn send_some(wire: &Wire, data: &[u8]) -> io::Result<usize> {
+    let n = wire.send(data)?;
     if n > 0 {
         note_progress();
     }
@@ -132,21 +127,21 @@ pub(crate) fn send_some(fd: RawFd, data: &[u8]) -> io::Result<usize> {
 /// threads of a gthread worker run meanwhile.
 pub(crate) fn send_all(
     py: Python<'_>,
-    fd: RawFd,
+    wire: &Wire,
     data: &[u8],
     timeout: Duration,
 ) -> io::Result<()> {
     if data.len() >= DIRECT_WRITE_AT && !green() {
-        return py.detach(|| send_all_detached(fd, data, timeout));
+        return py.detach(|| send_all_detached(wire, data, timeout));
     }
-    send_all_attached(py, fd, data, timeout)
+    send_all_attached(py, wire, data, timeout)
 }
 
 /// Write what the socket takes now, without waiting. Returns the count.
-pub(crate) fn send_now(fd: RawFd, data: &[u8]) -> io::Result<usize> {
+pub(crate) fn send_now(wire: &Wire, data: &[u8]) -> io::Result<usize> {
     let mut sent = 0;
     while sent < data.len() {
-        match send_some(fd, &data[sent..]) {
+        match send_some(wire, &data[sent..]) {
             Ok(0) => break,
             Ok(n) => sent += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -157,12 +152,12 @@ pub(crate) fn send_now(fd: RawFd, data: &[u8]) -> io::Result<usize> {
     Ok(sent)
 }
 
-pub(crate) fn send_all_detached(fd: RawFd, mut data: &[u8], timeout: Duration) -> io::Result<()> {
+pub(crate) fn send_all_detached(wire: &Wire, mut data: &[u8], timeout: Duration) -> io::Result<()> {
     while !data.is_empty() {
-        match send_some(fd, data) {
+        match send_some(wire, data) {
             Ok(n) => data = &data[n..],
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if !sys::wait_fd(borrow_sock(fd), true, timeout)? {
+                if !sys::wait_fd(borrow_sock(wire.fd()), true, timeout)? {
                     return Err(io::Error::new(io::ErrorKind::TimedOut, "send timed out"));
                 }
             }
@@ -175,15 +170,15 @@ pub(crate) fn send_all_detached(fd: RawFd, mut data: &[u8], timeout: Duration) -
 
 pub(crate) fn send_all_attached(
     py: Python<'_>,
-    fd: RawFd,
+    wire: &Wire,
     mut data: &[u8],
     timeout: Duration,
 ) -> io::Result<()> {
     while !data.is_empty() {
-        match send_some(fd, data) {
+        match send_some(wire, data) {
             Ok(n) => data = &data[n..],
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let ready = wait_ready(py, fd, true, Some(timeout))?;
+                let ready = wait_ready(py, wire.fd(), true, Some(timeout))?;
                 if !ready {
                     return Err(io::Error::new(io::ErrorKind::TimedOut, "send timed out"));
                 }

@@ -74,7 +74,7 @@ pub struct HttpCycle {
     /// Unique in the worker (the `running` list's key).
     id: u64,
     idx: usize,
-    fd: RawFd,
+    wire: crate::tls::Wire,
     head: RequestHead,
     peer: Peer,
     /// Who the request is from (a PROXY header's or uwsgi's client, else
@@ -160,7 +160,7 @@ pub fn start(py: Python<'_>, hub: &Rc<Hub>, job: Job) {
         hub: hub.clone(),
         id,
         idx,
-        fd: reply.fd,
+        wire: reply.wire.clone(),
         is_head: head.method == "HEAD",
         keep_alive: reply.keep_alive,
         date: reply.date,
@@ -193,7 +193,7 @@ pub fn start(py: Python<'_>, hub: &Rc<Hub>, job: Job) {
         last_progress: now,
         disconnected_at: None,
         quiet_end: false,
-        waiting: Waiting::claim(reply.fd, head.method == "HEAD"),
+        waiting: Waiting::claim(&reply.wire, head.method == "HEAD"),
         head,
     };
     // Requests a trusted proxy's headers make ambiguous are refused before
@@ -362,7 +362,7 @@ impl HttpCycle {
     /// Decode what has arrived of a streamed body, reading the socket
     /// when nothing is decoded yet.
     fn pull(&mut self) -> Pull {
-        let fd = self.fd;
+        let wire = self.wire.clone();
         loop {
             let ReqBody::Stream { decoded, raw, rest } = &mut self.body else {
                 return Pull::Wait;
@@ -395,7 +395,7 @@ impl HttpCycle {
                 }
                 return Pull::Data(chunk, more);
             }
-            match read_into(fd, raw) {
+            match read_into(&wire, raw) {
                 Ok(0) => return Pull::Eof,
                 Ok(_) => self.last_progress = Instant::now(),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Pull::Wait,
@@ -456,7 +456,7 @@ impl HttpCycle {
         match &self.body {
             ReqBody::Whole(_) => {
                 while self.extra.len() < EXTRA_CAP {
-                    match read_into(self.fd, &mut self.extra) {
+                    match read_into(&self.wire, &mut self.extra) {
                         Ok(0) => {
                             self.eof = true;
                             self.mark_disconnected();
@@ -475,7 +475,7 @@ impl HttpCycle {
             ReqBody::Stream { .. } => {
                 // Body bytes stay in the kernel until the app asks; only
                 // a closed connection is noticed.
-                if peer_closed(self.fd) {
+                if peer_closed(&self.wire) {
                     self.eof = true;
                     self.mark_disconnected();
                 }

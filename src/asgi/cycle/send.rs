@@ -407,7 +407,7 @@ impl HttpCycle {
         }
         loop {
             while self.opos < self.out.len() {
-                match write_some(self.fd, &self.out[self.opos..]) {
+                match write_some(&self.wire, &self.out[self.opos..]) {
                     Ok(n) => {
                         self.opos += n;
                         self.last_progress = Instant::now();
@@ -438,13 +438,13 @@ impl HttpCycle {
                 continue;
             }
             let step = f.left.min(1 << 20) as usize;
-            let r = if self.hub.opts.sendfile {
+            let r = if self.hub.opts.sendfile && !self.wire.is_tls() {
                 let mut off = f.offset as libc::off_t;
                 // SAFETY: both descriptors are open (the connection's is the
                 // engine's until this cycle hands it back; the file's is
                 // owned or kept open by the waiting app); `off` is a valid
                 // pointer for the call's duration.
-                let n = unsafe { libc::sendfile(self.fd, f.fd, &mut off, step) };
+                let n = unsafe { libc::sendfile(self.wire.fd(), f.fd, &mut off, step) };
                 if n < 0 {
                     Err(std::io::Error::last_os_error())
                 } else {
@@ -461,7 +461,7 @@ impl HttpCycle {
                 ) {
                     Ok(n) => {
                         buf.truncate(n);
-                        match write_some(self.fd, &buf) {
+                        match write_some(&self.wire, &buf) {
                             Ok(w) => {
                                 // What the socket did not take is queued.
                                 self.out.extend_from_slice(&buf[w..]);

@@ -21,7 +21,6 @@
 //! session closes with 1001.
 
 use std::collections::VecDeque;
-use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -65,7 +64,7 @@ pub struct WsCycle {
     hub: Rc<Hub>,
     id: u64,
     idx: usize,
-    fd: RawFd,
+    wire: crate::tls::Wire,
     head: RequestHead,
     peer: Peer,
     /// Who the request is from (a PROXY header's client, else `peer`).
@@ -142,7 +141,7 @@ pub fn start(py: Python<'_>, hub: &Rc<Hub>, job: Job) {
                 .into_iter()
                 .chain(out.into_bytes())
                 .collect::<Vec<u8>>();
-            let n = write_some(reply.fd, &out).unwrap_or(0);
+            let n = write_some(&reply.wire, &out).unwrap_or(0);
             out.drain(..n);
             hand_back(
                 &hub.inbox,
@@ -169,7 +168,7 @@ pub fn start(py: Python<'_>, hub: &Rc<Hub>, job: Job) {
         hub: hub.clone(),
         id,
         idx,
-        fd: reply.fd,
+        wire: reply.wire.clone(),
         peer,
         client,
         date: reply.date,
@@ -199,7 +198,7 @@ pub fn start(py: Python<'_>, hub: &Rc<Hub>, job: Job) {
         last_progress: now,
         disconnected_at: None,
         quiet_end: false,
-        waiting: Waiting::claim(reply.fd, is_head),
+        waiting: Waiting::claim(&reply.wire, is_head),
         head,
     };
     let subprotocols = cycle.up.subprotocols.clone();
@@ -355,7 +354,7 @@ impl WsCycle {
                 return;
             }
             if buf.is_empty() {
-                match read_into(self.fd, &mut buf) {
+                match read_into(&self.wire, &mut buf) {
                     Ok(0) => {
                         self.failed(1006, "", false);
                         return;
@@ -469,7 +468,7 @@ impl WsCycle {
             return;
         }
         while self.opos < self.out.len() {
-            match write_some(self.fd, &self.out[self.opos..]) {
+            match write_some(&self.wire, &self.out[self.opos..]) {
                 Ok(n) => {
                     self.opos += n;
                     self.last_progress = Instant::now();
@@ -496,7 +495,9 @@ impl WsCycle {
         self.flush();
         if matches!(self.phase, Phase::Open | Phase::Closing(_)) {
             self.read_frames();
-        } else if matches!(self.phase, Phase::Connecting | Phase::Denying) && peer_closed(self.fd) {
+        } else if matches!(self.phase, Phase::Connecting | Phase::Denying)
+            && peer_closed(&self.wire)
+        {
             self.failed(1006, "", false);
         }
         self.flush();

@@ -41,8 +41,9 @@ use crate::wsgi::Peer;
 
 /// How the response to a request is to be written.
 pub struct Reply {
-    /// The connection's descriptor (open for as long as the request runs).
-    pub fd: RawFd,
+    /// The connection (its descriptor open for as long as the request
+    /// runs), plain or TLS.
+    pub wire: crate::tls::Wire,
     /// HTTP/1.`minor` of the request.
     pub minor: u8,
     pub is_head: bool,
@@ -92,6 +93,8 @@ pub struct Edge {
     /// The request is an HTTP/2 stream (through the gateway, `gateway/`);
     /// true when its `:scheme` was https.
     pub http2: Option<bool>,
+    /// The connection is TLS (`--certfile`).
+    pub tls: bool,
 }
 
 impl Edge {
@@ -110,10 +113,10 @@ impl Edge {
         }
     }
 
-    /// The proxy said the client spoke HTTPS (uwsgi's `HTTPS`,
-    /// `UWSGI_SCHEME`).
+    /// The client spoke HTTPS: to us (TLS), or to the proxy, which said
+    /// so (uwsgi's `HTTPS`, `UWSGI_SCHEME`).
     pub fn https(&self) -> bool {
-        self.uwsgi.as_ref().is_some_and(|v| v.https()) || self.http2 == Some(true)
+        self.tls || self.uwsgi.as_ref().is_some_and(|v| v.https()) || self.http2 == Some(true)
     }
 }
 
