@@ -24,6 +24,7 @@ import asyncio
 import importlib.metadata
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -299,21 +300,19 @@ def case_graceful_stop(ctx):
 
 
 def case_http2(ctx):
-    """Ten sleeping requests as streams of one h2c connection (curl
-    multiplexes --parallel transfers): all served at once by greenlets."""
-    urls = [f"http://127.0.0.1:{ctx.port}/sleep?s={SLEEP}&i={i}" for i in range(10)]
+    """Ten sleeping requests as ten streams of one h2c connection (h2load,
+    Debian's nghttp2-client: curl 7.88 cannot multiplex with prior
+    knowledge): all served at once by greenlets."""
+    if not shutil.which("h2load"):
+        return "skipped: no h2load (apt-get install nghttp2-client)"
     started = time.monotonic()
-    each = [a for u in urls for a in ("-o", "/dev/null", u)]
-    out = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "--parallel", "--parallel-immediate",
-                          "-w", "%{http_code} %{http_version} %{num_connects}\n", *each],
+    out = subprocess.run(["h2load", "-n", "10", "-c", "1", "-m", "10", f"http://127.0.0.1:{ctx.port}/sleep?s={SLEEP}"],
                          capture_output=True, text=True, timeout=HTTP_TIMEOUT)  # fmt: skip
     took = time.monotonic() - started
-    lines = out.stdout.split()
-    check(lines[0::3] == ["200"] * 10, f"statuses {lines[0::3]} (stderr {out.stderr!r})")
-    check(set(lines[1::3]) == {"2"}, f"HTTP versions {set(lines[1::3])}")
-    check(sum(int(n) for n in lines[2::3]) == 1, f"connections made: {lines[2::3]}")
+    check("10 succeeded" in out.stdout, f"h2load: {out.stdout[-400:]!r} {out.stderr[-200:]!r}")
+    check("status codes: 10 2xx" in out.stdout, f"h2load: {out.stdout[-400:]!r}")
     check(took < 2 * SLEEP + 1, f"10 streams sleeping {SLEEP} s took {took:.2f} s")
-    return f"10 streams in {took:.2f} s"
+    return f"10 streams on one connection in {took:.2f} s"
 
 
 CASES = [

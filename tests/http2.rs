@@ -721,3 +721,136 @@ fn asgi_streams_over_http2() {
         );
     });
 }
+
+// --- HTTP/2 over TLS, negotiated by ALPN ---
+
+fn tls_client(alpn: &[&[u8]]) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls_pki_types::pem::PemObject;
+    let cert = repo_dir().join("tests/data/h2-cert.pem");
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from_pem_file(&cert).unwrap())
+        .unwrap();
+    let mut cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    std::sync::Arc::new(cfg)
+}
+
+type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+fn tls_connect(port: u16, alpn: &[&[u8]]) -> Option<TlsStream> {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(tls_client(alpn), name).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, tcp);
+    while s.conn.is_handshaking() {
+        if let Err(e) = s.conn.complete_io(&mut s.sock) {
+            eprintln!("handshake: {e}");
+            return None;
+        }
+    }
+    Some(s)
+}
+
+/// GET `path` as stream 1 of a new HTTP/2 connection over `s`; the
+/// response's first header byte (0x88 is `:status 200`) and its body.
+fn tls_h2_get(s: &mut TlsStream, path: &str) -> (u8, Vec<u8>) {
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend_from_slice(&frame(SETTINGS, 0, 0, &[]));
+    out.extend_from_slice(&frame(
+        HEADERS,
+        END_STREAM | END_HEADERS,
+        1,
+        &get_block(path),
+    ));
+    s.write_all(&out).unwrap();
+    s.flush().unwrap();
+    let mut seen = Vec::new();
+    let (mut status, mut body) = (0u8, Vec::new());
+    let mut buf = [0u8; 16384];
+    loop {
+        let n = s.read(&mut buf).unwrap_or(0);
+        assert!(n > 0, "the connection ended before the response");
+        seen.extend_from_slice(&buf[..n]);
+        while seen.len() >= 9 {
+            let len = u32::from_be_bytes([0, seen[0], seen[1], seen[2]]) as usize;
+            if seen.len() < 9 + len {
+                break;
+            }
+            let (kind, flags) = (seen[3], seen[4]);
+            let sid = u32::from_be_bytes([seen[5], seen[6], seen[7], seen[8]]);
+            let payload = seen[9..9 + len].to_vec();
+            seen.drain(..9 + len);
+            if sid == 1 && kind == HEADERS {
+                status = payload[0];
+            }
+            if sid == 1 && kind == DATA {
+                body.extend_from_slice(&payload);
+            }
+            if sid == 1 && flags & END_STREAM != 0 {
+                return (status, body);
+            }
+        }
+    }
+}
+
+/// With TLS, ALPN offers h2 (preferred here) and http/1.1: a client that
+/// picks h2 is served HTTP/2 (https in the environ), one that offers only
+/// http/1.1 or nothing is served HTTP/1.1 on the same port.
+#[test]
+fn alpn_h2_over_tls() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let bind = format!("127.0.0.1:{port}");
+    let cert = repo_dir().join("tests/data/h2-cert.pem");
+    let key = repo_dir().join("tests/data/h2-key.pem");
+    let s = Server::spawn(
+        &[
+            "h2app:app",
+            "-k",
+            "gthread",
+            "-b",
+            &bind,
+            "--certfile",
+            cert.to_str().unwrap(),
+            "--keyfile",
+            key.to_str().unwrap(),
+            "--http-protocols",
+            "h2,h1",
+        ],
+        &[],
+    );
+    let mut tls = None;
+    wait_until(Duration::from_secs(20), || {
+        tls = tls_connect(port, &[b"h2", b"http/1.1"]);
+        tls.is_some()
+    });
+    let mut tls = tls.unwrap_or_else(|| panic!("no TLS handshake; log:\n{}", s.log()));
+    assert_eq!(tls.conn.alpn_protocol(), Some(&b"h2"[..]));
+    let (status, body) = tls_h2_get(&mut tls, "/info");
+    assert_eq!(status, 0x88, "not :status 200; log:\n{}", s.log());
+    let j = Json::parse(std::str::from_utf8(&body).unwrap()).unwrap();
+    assert_eq!(j["SERVER_PROTOCOL"].str(), Some("HTTP/2.0"));
+    assert_eq!(j["wsgi.url_scheme"].str(), Some("https"));
+
+    for alpn in [&[&b"http/1.1"[..]][..], &[]] {
+        let mut c = tls_connect(port, alpn).unwrap();
+        assert_ne!(c.conn.alpn_protocol(), Some(&b"h2"[..]));
+        c.write_all(b"GET /info HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut got = Vec::new();
+        let _ = c.read_to_end(&mut got);
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(text.contains("\"SERVER_PROTOCOL\": \"HTTP/1.1\""), "{text}");
+    }
+}

@@ -315,7 +315,7 @@ settings! {
         help "Allowed TLS 1.2 cipher suites, in OpenSSL cipher-list syntax, in the server's order of preference (TLS 1.3 suites stay on unless named). A list that selects nothing rustls has is an error.";
     http_protocols: String = "h1".to_string();
         section "HTTP/2", flags ["http-protocols"], meta "STRING", default_doc "h1",
-        help "Comma-separated protocols to offer, most preferred first: h1 (HTTP/1.1), h2 (HTTP/2). Without TLS, HTTP/2 is served only as h2c (--http2-cleartext), so h2 needs h1 beside it; h3 is refused (not implemented).";
+        help "Comma-separated protocols to offer, most preferred first: h1 (HTTP/1.1), h2 (HTTP/2). Under TLS they are offered by ALPN in this order; without TLS, h2 needs --http2-cleartext. h2 needs h1 beside it; h3 is refused (not implemented).";
     http2_cleartext: String = "off".to_string();
         section "HTTP/2", flags ["http2-cleartext"], meta "STRING", default_doc "off",
         help "HTTP/2 without TLS (h2c), for a trusted proxy in front (--forwarded-allow-ips; a unix-socket peer is always trusted): off; prior-knowledge (connections that open with the HTTP/2 preface; anything else from a trusted peer gets 400); both (the preface or HTTP/1.1). upgrade (Upgrade: h2c) is refused: not implemented. true/false mean prior-knowledge/off. Needs h2 in --http-protocols. Other peers are served HTTP/1.1 as if it were off.";

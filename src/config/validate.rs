@@ -352,7 +352,7 @@ fn check_http2(s: &mut Settings) -> Result<(), ConfigError> {
         return Err(invalid(
             "--http-protocols",
             s.http_protocols.clone(),
-            "HTTP/2 alone needs TLS with ALPN, which this version does not have: add h1",
+            "HTTP/2 alone is not supported (a client that does not offer h2 would get nothing): add h1",
         ));
     }
     let mode = s.http2_cleartext.trim().to_ascii_lowercase();
@@ -363,11 +363,11 @@ fn check_http2(s: &mut Settings) -> Result<(), ConfigError> {
     };
     match s.http2_cleartext.as_str() {
         "off" => {
-            if h2 {
+            if h2 && s.certfile.is_none() {
                 return Err(invalid(
                     "--http-protocols",
                     s.http_protocols.clone(),
-                    "h2 needs TLS (not in this version) or --http2-cleartext",
+                    "h2 needs TLS (--certfile, for ALPN) or --http2-cleartext",
                 ));
             }
         }
@@ -384,6 +384,13 @@ fn check_http2(s: &mut Settings) -> Result<(), ConfigError> {
                     "--http2-cleartext",
                     s.http2_cleartext.clone(),
                     "not with --protocol uwsgi",
+                ));
+            }
+            if s.certfile.is_some() {
+                return Err(invalid(
+                    "--http2-cleartext",
+                    s.http2_cleartext.clone(),
+                    "cleartext HTTP/2 is for plain TCP; under TLS h2 is offered by ALPN",
                 ));
             }
         }

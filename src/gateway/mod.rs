@@ -19,6 +19,7 @@
 mod response;
 mod serve;
 mod stream;
+mod tls;
 
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -77,6 +78,9 @@ pub struct Facts {
 pub enum Transport {
     Tcp(std::net::TcpStream),
     Unix(UnixStream),
+    /// TLS that negotiated `h2` by ALPN: the socket and its session (over
+    /// that socket's descriptor).
+    Tls(std::net::TcpStream, Box<crate::tls::Session>),
 }
 
 /// A connection handed to the gateway: its socket, the bytes the engine

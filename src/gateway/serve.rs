@@ -120,6 +120,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
 
 async fn serve(c: Incoming, shared: &Arc<Shared>) -> io::Result<()> {
     let link = Arc::new(Link {
+        tls: matches!(c.transport, Transport::Tls(..)),
         shared: shared.clone(),
         peer: c.peer,
         listener: c.listener,
@@ -133,6 +134,20 @@ async fn serve(c: Incoming, shared: &Arc<Shared>) -> io::Result<()> {
             s.set_nonblocking(true)?;
             let _ = s.set_nodelay(true);
             let io = tokio::net::TcpStream::from_std(s)?;
+            serve_h2(
+                Rewind {
+                    pre: c.read,
+                    pos: 0,
+                    io,
+                },
+                link,
+            )
+            .await
+        }
+        Transport::Tls(s, session) => {
+            s.set_nonblocking(true)?;
+            let _ = s.set_nodelay(true);
+            let io = super::tls::TlsIo::new(tokio::net::TcpStream::from_std(s)?, *session);
             serve_h2(
                 Rewind {
                     pre: c.read,
@@ -234,6 +249,8 @@ fn to_io(e: h2::Error) -> io::Error {
 /// One HTTP/2 connection's side of its internal connections.
 pub(super) struct Link {
     shared: Arc<Shared>,
+    /// The connection is TLS: every stream is https.
+    pub(super) tls: bool,
     peer: Peer,
     listener: usize,
     proxied: Option<Arc<crate::proxy::Header>>,

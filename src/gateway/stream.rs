@@ -61,7 +61,7 @@ async fn serve_stream(
     let Ok(_slot) = link.slots.clone().acquire_owned().await else {
         return;
     };
-    let https = req.uri().scheme_str() == Some("https");
+    let https = link.tls || req.uri().scheme_str() == Some("https");
     let internal = match link.internal(https) {
         Ok(s) => s,
         Err(e) => {

@@ -121,7 +121,7 @@ impl Worker {
             }
             match accepted {
                 Ok((stream, peer)) => {
-                    let idx = self.add_conn(stream, peer, li);
+                    let idx = self.add_conn(stream, peer, li, None);
                     if sync {
                         if let Some(idx) = idx {
                             self.fresh = Some((idx, Instant::now()));

@@ -32,7 +32,7 @@ pub(super) struct EdgeConfig {
     pub(super) proxy_allow: AllowList,
     pub(super) uwsgi: bool,
     pub(super) uwsgi_allow: AllowList,
-    /// h2c with prior knowledge (`h2c.rs`).
+    /// h2c with prior knowledge, or ALPN h2 under TLS (`h2c.rs`).
     pub(super) h2c: bool,
 }
 
@@ -43,7 +43,7 @@ impl EdgeConfig {
             proxy_allow: AllowList::new(&s.proxy_allow_ips),
             uwsgi: s.protocol == "uwsgi",
             uwsgi_allow: AllowList::new(&s.uwsgi_allow_ips),
-            h2c: super::h2c::prior_knowledge(s),
+            h2c: super::h2c::prior_knowledge(s) || super::h2c::alpn_h2(s),
         }
     }
 

@@ -450,11 +450,15 @@ impl Worker {
     }
 
     /// Returns the new connection's index (None if it could not be added).
+    /// `h2`: an internal connection of the HTTP/2 gateway (no edge
+    /// protocols, no TLS: it starts at the request head), with its
+    /// client's scheme.
     pub(super) fn add_conn(
         &mut self,
         mut stream: Stream,
         peer: Peer,
         listener: usize,
+        h2: Option<bool>,
     ) -> Option<usize> {
         let idx = self.free.pop().unwrap_or_else(|| {
             self.conns.push(None);
@@ -476,14 +480,18 @@ impl Worker {
             rbuf: Vec::new(),
             wbuf: Vec::new(),
             wpos: 0,
-            state: self.edge.first_state(),
+            state: if h2.is_some() {
+                State::Head
+            } else {
+                self.edge.first_state()
+            },
             deadline: Instant::now() + self.head_timeout,
             close_after_write: false,
             eof: false,
             parser: http::HeadParser::new(),
             proxied: None,
             uwsgi: None,
-            h2: None,
+            h2,
             since: Instant::now(),
             reused: false,
             dead: false,
@@ -492,7 +500,11 @@ impl Worker {
             continue_pending: false,
             tls: None,
         };
-        if let Some(tls) = self.tls.as_ref().filter(|_| !self.edge.proxy_first()) {
+        if let Some(tls) = self
+            .tls
+            .as_ref()
+            .filter(|_| !self.edge.proxy_first() && h2.is_none())
+        {
             if let Err(e) = conn.start_tls(tls) {
                 warning!("Cannot start TLS on a connection: {e}");
                 let _ = self.poll.registry().deregister(conn.stream.source());

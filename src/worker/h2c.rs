@@ -11,11 +11,15 @@
 //! and served as HTTP/1.1 under `both`; other peers are served HTTP/1.1
 //! as if h2c were off.
 //!
+//! Under TLS (`--certfile`) with h2 in `--http-protocols`, ALPN offers h2,
+//! and a connection that agreed on it goes to the gateway in the same way
+//! once its handshake is done, with its rustls session.
+//!
 //! The gateway's internal connections come back here (`take_internal`)
 //! and are served like accepted ones, kept open between streams.
 
 use std::net::IpAddr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,6 +43,12 @@ pub(super) fn prior_knowledge(s: &Settings) -> bool {
     matches!(s.http2_cleartext.as_str(), "prior-knowledge" | "both")
         && s.http_protocols.split(',').any(|p| p == "h2")
         && s.protocol == "http"
+        && s.certfile.is_none()
+}
+
+/// Whether HTTP/2 is offered by ALPN (TLS on, h2 in --http-protocols).
+pub(super) fn alpn_h2(s: &Settings) -> bool {
+    s.certfile.is_some() && s.http_protocols.split(',').any(|p| p == "h2") && s.protocol == "http"
 }
 
 /// The engine's HTTP/2 state.
@@ -56,7 +66,7 @@ pub(super) struct H2 {
 
 impl H2 {
     pub(super) fn from_settings(s: &Settings, waker: Arc<Waker>) -> H2 {
-        let on = prior_knowledge(s);
+        let on = prior_knowledge(s) || alpn_h2(s);
         H2 {
             cfg: on.then(|| gateway::Config::from_settings(s)),
             only: s.http2_cleartext == "prior-knowledge",
@@ -115,6 +125,18 @@ impl Worker {
     /// the connection when it must wait or is gone; None when the state
     /// moved on (the driver carries on with HTTP/1.1).
     pub(super) fn h2c_preface(&mut self, conn: &mut Conn) -> Option<Next> {
+        if let Some(t) = &conn.tls {
+            // Under TLS, ALPN decides, once the handshake is done.
+            if !t.established() && !conn.reused {
+                conn.state = State::Preface;
+                return Some(if conn.eof { Next::Close } else { Next::Keep });
+            }
+            if t.alpn().as_deref() == Some(b"h2") && !conn.reused {
+                return Some(self.hand_over(conn));
+            }
+            conn.state = State::Head;
+            return None;
+        }
         if conn.reused || !self.h2.allow.allows(peer_ip(&conn.peer)) {
             conn.state = State::Head;
             return None;
@@ -157,9 +179,19 @@ impl Worker {
                 return Next::Close;
             }
         };
-        let transport = match conn.stream {
-            Stream::Tcp(_) => Transport::Tcp(std::net::TcpStream::from(fd)),
-            Stream::Unix(_) => Transport::Unix(std::os::unix::net::UnixStream::from(fd)),
+        let transport = match (&conn.stream, conn.tls.take()) {
+            (Stream::Tcp(_), Some(session)) => {
+                // The session moves with the socket; the engine keeps no
+                // reference to it (it is not shared while not Busy).
+                let Ok(session) = Arc::try_unwrap(session) else {
+                    warning!("A TLS session for HTTP/2 is still shared; closing");
+                    return Next::Close;
+                };
+                let session = session.rebind(fd.as_raw_fd());
+                Transport::Tls(std::net::TcpStream::from(fd), Box::new(session))
+            }
+            (Stream::Tcp(_), None) => Transport::Tcp(std::net::TcpStream::from(fd)),
+            (Stream::Unix(_), _) => Transport::Unix(std::os::unix::net::UnixStream::from(fd)),
         };
         let incoming = Incoming {
             transport,
@@ -186,13 +218,11 @@ impl Worker {
         let Some(g) = &self.h2.gateway else { return };
         for i in g.take_new() {
             let stream = Stream::Unix(mio::net::UnixStream::from_std(i.stream));
-            let Some(idx) = self.add_conn(stream, i.peer, i.listener) else {
+            let Some(idx) = self.add_conn(stream, i.peer, i.listener, Some(i.facts.https)) else {
                 continue;
             };
             self.h2.internal += 1;
             if let Some(c) = self.conns[idx].as_mut() {
-                c.state = State::Head;
-                c.h2 = Some(i.facts.https);
                 c.proxied = i.facts.proxied;
             }
         }
