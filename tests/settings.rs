@@ -168,14 +168,34 @@ fn refused_settings_name_themselves_and_say_why() {
     let dir = TempDir::new("refused");
     for (args, needle, why) in [
         (
-            &["--certfile", "/x.pem"][..],
-            "--certfile",
-            "not available yet: TLS",
+            &["--http-protocols", "h2"][..],
+            "--http-protocols",
+            "HTTP/2 alone is not supported",
         ),
         (
-            &["--http-protocols", "h2"],
+            &["--http-protocols", "h1,h2"],
             "--http-protocols",
-            "not available yet: HTTP/2",
+            "h2 needs TLS (--certfile, for ALPN) or --http2-cleartext",
+        ),
+        (
+            &["--http-protocols", "h1,h3"],
+            "--http-protocols",
+            "h3 (HTTP/3) is not implemented",
+        ),
+        (
+            &["--http-protocols", "h1,h2", "--http2-cleartext", "upgrade"],
+            "--http2-cleartext",
+            "upgrade (Upgrade: h2c) is not implemented",
+        ),
+        (
+            &["--http2-cleartext", "prior-knowledge"],
+            "--http2-cleartext",
+            "needs h2 in --http-protocols",
+        ),
+        (
+            &["--http2-max-frame-size", "1000"],
+            "--http2-max-frame-size",
+            "must be between 16384 and 16777215",
         ),
         (
             &["--proxy-protocol", "v3"],
