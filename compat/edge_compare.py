@@ -18,6 +18,7 @@ import os
 import shlex
 import socket
 import struct
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,8 @@ DELIBERATE = {
 }
 # Whole cases that differ on purpose: case -> why.
 DELIBERATE_CASES = {
+    "v1 then TLS": "the PROXY header comes before the TLS handshake, as HAProxy (send-proxy with ssl) and load balancers send it; gunicorn looks for it inside TLS and fails the handshake",
+    "v2 then TLS": "as v1 then TLS",
     "v2 UNSPEC": "accepted with the real endpoints, as the specification allows; gunicorn answers 500",
     "v1 UNKNOWN": "accepted with the real endpoints, as the specification says; gunicorn answers 400",
     "v2 bad version": "400, as for a malformed v1 line; gunicorn answers 500 (its handler does not know the error)",
@@ -86,8 +89,21 @@ def start(cmd, port):
     sys.exit("server did not start: %s\n%s" % (cmd, log.read().decode(errors="replace")))
 
 
-def send(port, data):
+CERTS = os.path.join(APPS, "tls")
+
+
+def send(port, data, tls=False):
     s = socket.create_connection(("127.0.0.1", port), 5)
+    if tls:
+        # A PROXY header (bytes before the first b"\x00TLS\x00") goes in
+        # the clear, the rest over TLS.
+        before, sep, data = data.rpartition(b"\x00TLS\x00")
+        s.sendall(before)
+        ctx = ssl.create_default_context(cafile=os.path.join(CERTS, "ca.pem"))
+        try:
+            s = ctx.wrap_socket(s, server_hostname="localhost")
+        except (ssl.SSLError, OSError):
+            return -1, {}
     s.sendall(data)
     out = b""
     try:
@@ -159,6 +175,16 @@ CASES = {
         ("v1 malformed", b"PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n" + GET),
         ("v2 bad version", v2(0x11, 0x11, bytes(12)) + GET),
     ],
+    "tls": [
+        ("GET", GET),
+        ("POST body", b"POST /f?x=%41 HTTP/1.1\r\nHost: h:8443\r\nContent-Length: 5\r\n\r\nhello"),
+        ("X-Forwarded-Proto http", b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-Proto: http\r\n\r\n"),
+        ("bad request", b"GET /\x01 HTTP/1.1\r\n\r\n"),
+    ],
+    "tls+proxy": [
+        ("v1 then TLS", b"PROXY TCP4 192.0.2.7 198.51.100.1 56324 443\r\n\x00TLS\x00" + GET),
+        ("v2 then TLS", v2(0x21, 0x11, bytes([203, 0, 113, 5, 10, 0, 0, 1]) + struct.pack(">HH", 61000, 80)) + b"\x00TLS\x00" + GET),
+    ],
     "uwsgi": [
         ("nginx POST", uwsgi(NGINX, b"hello")),
         ("bare GET", uwsgi([("PATH_INFO", "/g"), ("REQUEST_METHOD", "GET")])),
@@ -179,13 +205,20 @@ def main():
     a = ap.parse_args()
     failed = 0
     for kind, cases in CASES.items():
-        flags = ["--proxy-protocol", "auto"] if kind == "proxy" else ["--protocol", "uwsgi"]
+        tls = ["--certfile", os.path.join(CERTS, "server.pem"), "--keyfile", os.path.join(CERTS, "server-key.pem")]
+        flags = {
+            "proxy": ["--proxy-protocol", "auto"],
+            "tls": tls,
+            "tls+proxy": ["--proxy-protocol", "auto", *tls],
+            "uwsgi": ["--protocol", "uwsgi"],
+        }[kind]
         gp, fp = free_port(), free_port()
         g = start([*shlex.split(a.gunicorn), "-b", "127.0.0.1:%d" % gp, *flags, "edge:app"], gp)
         f = start([a.ferrocorn, "-b", "127.0.0.1:%d" % fp, *flags, "edge:app"], fp)
         try:
             for name, data in cases:
-                (gs, ge), (fs, fe) = send(gp, data), send(fp, data)
+                secure = kind.startswith("tls")
+                (gs, ge), (fs, fe) = send(gp, data, secure), send(fp, data, secure)
                 diffs = []
                 if gs != fs:
                     diffs.append(("status", gs, fs))
@@ -198,13 +231,13 @@ def main():
                     diffs.append((k, gv, fv))
                 print("%-6s %-16s %s" % (kind, name, "same" if not diffs else "differs:"))
                 if not a.v and diffs and all(
-                    DELIBERATE_CASES.get(name) or DELIBERATE[kind].get(k) or (kind == "uwsgi" and gv is None)
+                    DELIBERATE_CASES.get(name) or DELIBERATE.get(kind, {}).get(k) or (kind == "uwsgi" and gv is None)
                     for k, gv, _ in diffs
                 ):
                     print("    (deliberate: %s)" % (DELIBERATE_CASES.get(name) or ", ".join(k for k, _, _ in diffs)))
                     continue
                 for k, gv, fv in diffs:
-                    why = DELIBERATE_CASES.get(name) or DELIBERATE[kind].get(k)
+                    why = DELIBERATE_CASES.get(name) or DELIBERATE.get(kind, {}).get(k)
                     if why is None and kind == "uwsgi" and gv is None:
                         why = DELIBERATE[kind]["*other vars"]
                     print("    %-16s gunicorn=%r ferrocorn=%r  %s" % (k, gv, fv, "(deliberate: %s)" % why if why else "UNEXPECTED"))

@@ -80,10 +80,13 @@ def http_get(port, target, timeout=HTTP_TIMEOUT):
     return status, body, took
 
 
-async def _many(port, n, target):
+async def _many(port, n, target, tls=None):
     async def one():
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), HTTP_TIMEOUT)
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection("127.0.0.1", port, ssl=tls, server_hostname="localhost" if tls else None),
+                HTTP_TIMEOUT,
+            )
             writer.write(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
             data = await asyncio.wait_for(reader.read(), HTTP_TIMEOUT)
             writer.close()
@@ -354,7 +357,7 @@ def server_argv(args, library, port, extra=()):
 
 
 def run_library(library, args, tmp, results):
-    wanted = [name for name, _ in CASES] + ["max-requests", "graceful-stop"]
+    wanted = [name for name, _ in CASES] + ["max-requests", "graceful-stop", "tls-sleeps"]
     if args.names:
         wanted = [n for n in wanted if any(s in f"{library}-{n}" for s in args.names)]
     if not wanted:
@@ -387,6 +390,8 @@ def run_library(library, args, tmp, results):
                 results.run(f"{library}-graceful-stop", case_graceful_stop, ctx)
         if "max-requests" in wanted:
             results.run(f"{library}-max-requests", case_max_requests, args, library, tmp)
+        if "tls-sleeps" in wanted:
+            results.run(f"{library}-tls-sleeps", case_tls_sleeps, args, library, tmp)
     except ServerError as exc:
         for n in wanted:
             if f"{library}-{n}" not in results.reported:
@@ -417,6 +422,27 @@ def case_max_requests(args, library, tmp):
         check(not bad, f"requests failed while the worker was recycled: {bad}")
         check(len(pids) >= 3, f"60 requests at --max-requests 20 were served by {len(pids)} worker(s)")
         return f"{len(pids)} workers"
+
+
+def case_tls_sleeps(args, library, tmp):
+    """--certfile: 200 concurrent HTTPS requests that each sleep 1 s finish
+    in about 1 s (every TLS read and write waits on the hub)."""
+    import ssl
+
+    certs = REPO_ROOT / "tests" / "apps" / "tls"
+    tls_args = ["--certfile", str(certs / "server.pem"), "--keyfile", str(certs / "server-key.pem")]
+    log_path = tmp / f"{library}-tls.log"
+    port = free_port()
+    ctx = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    with Server(server_argv(args, library, port, tls_args), log_path, port, tls=str(certs / "ca.pem")) as server:
+        server.wait_ready()
+        started = time.monotonic()
+        codes = asyncio.run(_many(port, 200, f"/sleep?s={SLEEP}", tls=ctx))
+        took = time.monotonic() - started
+        bad = [c for c in codes if c != "200"]
+        check(not bad, f"{len(bad)} of 200 failed: {sorted(set(bad))}")
+        check(took < CONCURRENT_LIMIT, f"200 HTTPS requests sleeping {SLEEP} s took {took:.2f} s (limit {CONCURRENT_LIMIT})")
+        return f"200 in {took:.2f} s"
 
 
 class Results:

@@ -238,10 +238,12 @@ class Server:
     """A server process started in a session of its own; stop() kills the
     whole process group (master and workers) whatever state it is in."""
 
-    def __init__(self, argv, log_path, port):
+    def __init__(self, argv, log_path, port, tls=None):
+        """`tls`: the CA file that verifies an HTTPS server."""
         self.argv = argv
         self.log_path = log_path
         self.port = port
+        self.tls = tls
         self.proc = None
 
     def __enter__(self):
@@ -265,13 +267,16 @@ class Server:
 
     def wait_ready(self):
         url = f"http://127.0.0.1:{self.port}/healthz"
+        verify = True
+        if self.tls:
+            url, verify = f"https://localhost:{self.port}/healthz", self.tls
         deadline = time.monotonic() + BOOT_TIMEOUT
         with client() as http:
             while time.monotonic() < deadline:
                 if (code := self.proc.poll()) is not None:
                     raise ServerError(f"server exited with status {code} before serving")
                 try:
-                    if http.get(url, timeout=2).text == "ok":
+                    if http.get(url, timeout=2, verify=verify).text == "ok":
                         return
                 except requests.RequestException:
                     pass

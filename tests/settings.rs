@@ -168,7 +168,12 @@ fn refused_settings_name_themselves_and_say_why() {
     let dir = TempDir::new("refused");
     for (args, needle, why) in [
         (
-            &["--http-protocols", "h2"][..],
+            &["--cert-reqs", "5"][..],
+            "--cert-reqs",
+            "expected 0 (none), 1 (optional) or 2",
+        ),
+        (
+            &["--http-protocols", "h2"],
             "--http-protocols",
             "HTTP/2 alone is not supported",
         ),

@@ -100,7 +100,12 @@ impl ScopeBase {
         let (peer, client, edge) = from;
         let uwsgi = edge.uwsgi.as_deref();
         let scope = PyDict::new(py);
-        let https = forwarding.says_https(head, peer) || edge.https();
+        let said = forwarding.scheme(head, peer);
+        let https = if edge.tls {
+            said.unwrap_or(true)
+        } else {
+            said.unwrap_or(false) || edge.https()
+        };
         scope.set_item(
             pyo3::intern!(py, "type"),
             if ws {

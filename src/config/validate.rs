@@ -36,6 +36,13 @@ pub(super) fn finish(
             "at least one worker is needed",
         ));
     }
+    if s.cert_reqs > 2 {
+        return Err(invalid(
+            "--cert-reqs",
+            s.cert_reqs.to_string(),
+            "expected 0 (none), 1 (optional) or 2 (required)",
+        ));
+    }
     if let Some(reason) = logger_class_refusal(&s.logger_class) {
         return Err(invalid("--logger-class", s.logger_class.clone(), reason));
     }

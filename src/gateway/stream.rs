@@ -13,7 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixStream;
 
@@ -98,18 +98,49 @@ async fn exchange(
     let has_body = !body.is_end_stream();
     let chunked = has_body && !parts.headers.contains_key(http::header::CONTENT_LENGTH);
     let head = response::request_head(&parts, chunked);
+    if !has_body {
+        // Request and response one after the other on the whole
+        // connection (no split, no second task).
+        drop(body);
+        let mut internal = internal;
+        internal.write_all(&head).await?;
+        let (reusable, _tx) = relay_response(&mut internal, respond, is_head).await?;
+        return Ok(reusable.then_some(internal));
+    }
+    // The body goes in beside the response coming back.
     let (mut rd, mut wr) = internal.into_split();
     wr.write_all(&head).await?;
-    let pump = if has_body {
-        Some(tokio::spawn(pump_body(body, wr, chunked)))
-    } else {
-        drop(body);
-        // Kept for reuse.
-        Some(tokio::spawn(async move { Ok(wr) }))
-    };
+    let pump = tokio::spawn(pump_body(body, wr, chunked));
+    let (reusable, tx) = relay_response(&mut rd, respond, is_head).await?;
+    // What the app did not read of the body decides whether the internal
+    // connection can be reused.
+    if !reusable || !pump.is_finished() {
+        pump.abort();
+        if !pump.is_finished() {
+            // The app answered without reading the whole body: the client
+            // may stop sending it (RFC 9113 8.1).
+            if let Some(mut tx) = tx {
+                tx.send_reset(h2::Reason::NO_ERROR);
+            }
+        }
+        return Ok(None);
+    }
+    match pump.await {
+        Ok(Ok(wr)) => Ok(rd.reunite(wr).ok()),
+        _ => Ok(None),
+    }
+}
 
+/// Read the response from the internal connection and send it on the
+/// stream. Returns whether the connection can carry another request, and
+/// the stream's sending half (None when the response had no body).
+async fn relay_response<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    respond: &mut SendResponse<Bytes>,
+    is_head: bool,
+) -> Result<(bool, Option<SendStream<Bytes>>), StreamError> {
     // The response head (interim ones skipped).
-    let mut buf: Vec<u8> = Vec::with_capacity(8 * 1024);
+    let mut buf: Vec<u8> = Vec::with_capacity(4 * 1024);
     let head = loop {
         if let Some(h) = response::parse_head(&buf, is_head)? {
             if h.status < 200 {
@@ -118,7 +149,7 @@ async fn exchange(
             }
             break h;
         }
-        if read_more(&mut rd, &mut buf, respond).await? == 0 {
+        if read_more(rd, &mut buf, respond).await? == 0 {
             return Err(StreamError::Truncated);
         }
     };
@@ -130,30 +161,16 @@ async fn exchange(
     let mut framing = head.framing;
     let empty = matches!(framing, Framing::None);
     let mut tx = respond.send_response(resp, empty)?;
-    if !empty {
-        forward_body(&mut framing, &mut rd, &mut buf, &mut tx).await?;
+    if empty {
+        return Ok((head.reusable && buf.is_empty(), None));
     }
-    // What the app did not read of the body, or did not send back,
-    // decides whether the internal connection can be reused.
-    let Some(pump) = pump else { return Ok(None) };
-    if !head.reusable || !buf.is_empty() || !pump.is_finished() {
-        pump.abort();
-        if !pump.is_finished() {
-            // The app answered without reading the whole body: the client
-            // may stop sending it (RFC 9113 8.1).
-            tx.send_reset(h2::Reason::NO_ERROR);
-        }
-        return Ok(None);
-    }
-    match pump.await {
-        Ok(Ok(wr)) => Ok(rd.reunite(wr).ok()),
-        _ => Ok(None),
-    }
+    forward_body(&mut framing, rd, &mut buf, &mut tx).await?;
+    Ok((head.reusable && buf.is_empty(), Some(tx)))
 }
 
 /// Read more of the response, unless the client resets the stream first.
-async fn read_more(
-    rd: &mut tokio::net::unix::OwnedReadHalf,
+async fn read_more<R: AsyncRead + Unpin>(
+    rd: &mut R,
     buf: &mut Vec<u8>,
     respond: &mut SendResponse<Bytes>,
 ) -> Result<usize, StreamError> {
@@ -168,9 +185,9 @@ async fn read_more(
 
 /// Send the response body: decode what the internal connection carries,
 /// and read more only once the client's window took what was read.
-async fn forward_body(
+async fn forward_body<R: AsyncRead + Unpin>(
     framing: &mut Framing,
-    rd: &mut tokio::net::unix::OwnedReadHalf,
+    rd: &mut R,
     buf: &mut Vec<u8>,
     tx: &mut SendStream<Bytes>,
 ) -> Result<(), StreamError> {

@@ -74,6 +74,16 @@ impl Listener {
         }
     }
 
+    /// As `describe`, with the scheme clients use: https under TLS (the
+    /// "Listening at" line, as gunicorn writes it).
+    pub fn url(&self, tls: bool) -> String {
+        let d = self.describe();
+        match d.strip_prefix("http://") {
+            Some(rest) if tls => format!("https://{rest}"),
+            _ => d,
+        }
+    }
+
     /// Server name and port for the WSGI environ when no Host header is sent.
     pub fn server_name_port(&self) -> (String, String) {
         match self.local {

@@ -381,7 +381,11 @@ impl Arbiter {
     pub fn run(mut self) -> i32 {
         info!("Starting ferrocorn {}", env!("CARGO_PKG_VERSION"));
         for l in &self.listeners {
-            info!("Listening at: {} ({})", l.describe(), self.pid);
+            info!(
+                "Listening at: {} ({})",
+                l.url(self.settings.certfile.is_some()),
+                self.pid
+            );
         }
         self.metrics.announce();
         info!("Using worker: {}", self.settings.worker_class);

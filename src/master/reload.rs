@@ -94,7 +94,11 @@ impl Arbiter {
             match listeners::bind_all(&fresh) {
                 Ok(l) => {
                     for l in &l {
-                        info!("Listening at: {} ({})", l.describe(), self.pid);
+                        info!(
+                            "Listening at: {} ({})",
+                            l.url(fresh.certfile.is_some()),
+                            self.pid
+                        );
                     }
                     Some(l)
                 }

@@ -97,11 +97,27 @@ impl Wire {
 
     /// Append what can be read now (up to `chunk` bytes) to `buf`.
     pub fn recv_into(&self, buf: &mut Vec<u8>, chunk: usize) -> io::Result<usize> {
-        let start = buf.len();
-        buf.resize(start + chunk, 0);
-        let r = self.recv(&mut buf[start..]);
-        buf.truncate(start + *r.as_ref().unwrap_or(&0));
-        r
+        if self.tls.is_some() {
+            let start = buf.len();
+            buf.resize(start + chunk, 0);
+            let r = self.recv(&mut buf[start..]);
+            buf.truncate(start + *r.as_ref().unwrap_or(&0));
+            return r;
+        }
+        // Plain: straight into the spare capacity, with no zeroing.
+        buf.reserve(chunk);
+        let spare = buf.spare_capacity_mut();
+        let len = spare.len().min(chunk);
+        // SAFETY: `spare` is writable for `len` bytes; recv writes at most
+        // that many, which are then marked initialised.
+        let n = unsafe { libc::recv(self.fd, spare.as_mut_ptr().cast(), len, libc::MSG_DONTWAIT) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        // SAFETY: recv initialised `n` bytes of the spare capacity.
+        unsafe { buf.set_len(buf.len() + n) };
+        Ok(n)
     }
 
     /// Ciphertext is still waiting to go out (always false for plain
@@ -120,37 +136,26 @@ impl Wire {
 
     /// Input is waiting: decrypted in the session, or in the kernel.
     pub fn has_input(&self) -> bool {
-        if self.tls.as_ref().is_some_and(|s| s.buffered()) {
-            return true;
-        }
-        let mut b = [0u8; 1];
-        // SAFETY: one writable byte; MSG_PEEK consumes nothing.
-        let n = unsafe {
-            libc::recv(
-                self.fd,
-                b.as_mut_ptr().cast(),
-                1,
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
-        };
-        n > 0
+        self.tls.as_ref().is_some_and(|s| s.buffered()) || self.peek() > 0
     }
 
     /// The peer closed its side (a zero-byte peek on the socket).
     pub fn peer_closed(&self) -> bool {
-        if self.tls.as_ref().is_some_and(|s| s.buffered()) {
-            return false;
-        }
+        !self.tls.as_ref().is_some_and(|s| s.buffered()) && self.peek() == 0
+    }
+
+    /// A one-byte peek at the socket: 1 (input waiting), 0 (closed), or
+    /// negative (nothing yet, or an error).
+    fn peek(&self) -> isize {
         let mut b = [0u8; 1];
-        // SAFETY: as in `has_input`.
-        let n = unsafe {
+        // SAFETY: one writable byte; MSG_PEEK consumes nothing.
+        unsafe {
             libc::recv(
                 self.fd,
                 b.as_mut_ptr().cast(),
                 1,
                 libc::MSG_PEEK | libc::MSG_DONTWAIT,
             )
-        };
-        n == 0
+        }
     }
 }

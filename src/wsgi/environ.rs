@@ -121,14 +121,15 @@ impl Forwarding {
 
     /// Whether a trusted peer's first scheme header says https (the
     /// scheme an app sees, WSGI's `wsgi.url_scheme` and ASGI's `scheme`).
-    pub fn says_https(&self, head: &RequestHead, peer: &Peer) -> bool {
+    /// What a trusted peer's scheme header says: `Some(https?)`, or None
+    /// without one.
+    pub fn scheme(&self, head: &RequestHead, peer: &Peer) -> Option<bool> {
         if self.secure.is_empty() || !self.trusts(peer) {
-            return false;
+            return None;
         }
         head.headers
             .iter()
             .find_map(|(name, value)| self.scheme_says_https(name, value))
-            .unwrap_or(false)
     }
 
     /// `Some(https?)` when `name` is one of the scheme headers.
@@ -395,7 +396,13 @@ impl Wsgi {
                 None => env.set_item(key, PyString::new(py, value))?,
             }
         }
-        let secure = secure.unwrap_or(false) || edge.https();
+        // As gunicorn: a TLS connection is https unless a trusted proxy's
+        // scheme header says otherwise.
+        let secure = if edge.tls {
+            secure.unwrap_or(true)
+        } else {
+            secure.unwrap_or(false) || edge.https()
+        };
         let k = &self.keys;
         let default_port = if secure { "443" } else { "80" };
         // As gunicorn: the address the request arrived on for TCP; on a

@@ -64,6 +64,14 @@ impl Json {
         matches!(self, Json::Null)
     }
 
+    /// The value at `key` of an object, when there is one (not null).
+    pub fn get(&self, key: &str) -> Option<&Json> {
+        match self {
+            Json::Obj(m) => m.get(key).filter(|v| !v.is_null()),
+            _ => None,
+        }
+    }
+
     pub fn has(&self, key: &str) -> bool {
         matches!(self, Json::Obj(m) if m.contains_key(key))
     }

@@ -65,6 +65,8 @@ pub struct Server {
     pub port: u16,
     /// The unix socket path when bound to `unix:PATH`.
     pub unix: Option<PathBuf>,
+    /// It serves HTTPS ("Listening at: https://...").
+    pub tls: bool,
     /// Holds the log; removed when the server is dropped.
     pub dir: TempDir,
     log_path: PathBuf,
@@ -176,6 +178,7 @@ impl Server {
             pid,
             port: 0,
             unix: None,
+            tls: false,
             dir,
             log_path,
             exit: None,
@@ -219,7 +222,14 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        if let Some(hostport) = addr.strip_prefix("http://") {
+        if let Some(hostport) = addr.strip_prefix("https://") {
+            self.tls = true;
+            self.port = hostport
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse::<u16>().ok())
+                .unwrap_or_else(|| panic!("cannot parse the port in {addr:?}"));
+        } else if let Some(hostport) = addr.strip_prefix("http://") {
             let port = hostport
                 .rsplit(':')
                 .next()
@@ -254,6 +264,11 @@ impl Server {
 
     /// One `GET /` with `Connection: close`; true on any HTTP response.
     fn probe(&self) -> bool {
+        if self.tls {
+            // The master says so once every worker is ready (a probe would
+            // need the client certificate an mTLS server asks for).
+            return self.log().contains("] Ready: ");
+        }
         let stream = match &self.unix {
             Some(p) => UnixStream::connect(p).map(Stream::Unix),
             None => TcpStream::connect(("127.0.0.1", self.port)).map(Stream::Tcp),
