@@ -26,6 +26,7 @@ import asyncio
 import importlib.metadata
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -337,6 +338,22 @@ def case_graceful_stop(ctx):
     check(code == 0, f"the server exited with {code} after TERM")
 
 
+def case_http2(ctx):
+    """Ten sleeping requests as ten streams of one h2c connection (h2load,
+    Debian's nghttp2-client: curl 7.88 cannot multiplex with prior
+    knowledge): all served at once by greenlets."""
+    if not shutil.which("h2load"):
+        return "skipped: no h2load (apt-get install nghttp2-client)"
+    started = time.monotonic()
+    out = subprocess.run(["h2load", "-n", "10", "-c", "1", "-m", "10", f"http://127.0.0.1:{ctx.port}/sleep?s={SLEEP}"],
+                         capture_output=True, text=True, timeout=HTTP_TIMEOUT)  # fmt: skip
+    took = time.monotonic() - started
+    check("10 succeeded" in out.stdout, f"h2load: {out.stdout[-400:]!r} {out.stderr[-200:]!r}")
+    check("status codes: 10 2xx" in out.stdout, f"h2load: {out.stdout[-400:]!r}")
+    check(took < 2 * SLEEP + 1, f"10 streams sleeping {SLEEP} s took {took:.2f} s")
+    return f"10 streams on one connection in {took:.2f} s"
+
+
 CASES = [
     ("patched", case_patched),
     ("concurrent-sleeps", case_concurrent_sleeps),
@@ -348,6 +365,7 @@ CASES = [
     ("ctl-stacks", case_ctl_stacks),
     ("hup-under-load", case_hup_under_load),
     ("hub-blocked", case_hub_blocked),
+    ("http2", case_http2),
 ]
 
 
@@ -389,9 +407,10 @@ def run_library(library, args, tmp, results):
     port = free_port()
     metrics_port = free_port()
     ctl_path = tmp / f"{library}.ctl"
-    extra = ["--metrics-bind", f"127.0.0.1:{metrics_port}", "--control-socket", str(ctl_path)] if args.server == "ferrocorn" else []
-    for name, why in (("metrics", "gunicorn has no Prometheus endpoint"), ("ctl-stacks", "gunicornc has no stacks command"),
-                      ("ctl-stacks-first", "gunicornc has no stacks command")):
+    extra = ["--metrics-bind", f"127.0.0.1:{metrics_port}", "--control-socket", str(ctl_path),
+             "--http-protocols", "h1,h2", "--http2-cleartext", "both"] if args.server == "ferrocorn" else []  # fmt: skip
+    for name, why in (("http2", "the reference run does not install gunicorn's h2 extra"), ("metrics", "gunicorn has no Prometheus endpoint"),
+                      ("ctl-stacks", "gunicornc has no stacks command"), ("ctl-stacks-first", "gunicornc has no stacks command")):
         if args.server == "gunicorn" and name in wanted:
             wanted.remove(name)
             results.report(f"{library}-{name}", skip=why)

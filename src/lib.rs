@@ -19,6 +19,8 @@
 //! - [`worker`]: the per-process connection engine (one epoll loop that
 //!   owns every connection), HTTP/1.1 on a connection, and the executors
 //!   that run requests (inline for sync, threads for gthread).
+//! - [`gateway`]: HTTP/2 in a worker: one thread with the `h2` crate that
+//!   turns each stream into an HTTP/1.1 request on an internal connection.
 //! - [`http`]: the protocol's types: strict request-head parsing, chunked
 //!   bodies, body framing.
 //! - [`proxy`], [`uwsgi`]: the PROXY protocol header and the uwsgi request
@@ -37,6 +39,7 @@
 pub mod asgi;
 pub mod config;
 pub mod control;
+pub mod gateway;
 pub mod hooks;
 pub mod http;
 pub mod log;

@@ -175,7 +175,32 @@ fn refused_settings_name_themselves_and_say_why() {
         (
             &["--http-protocols", "h2"],
             "--http-protocols",
-            "not available yet: HTTP/2",
+            "HTTP/2 alone is not supported",
+        ),
+        (
+            &["--http-protocols", "h1,h2"],
+            "--http-protocols",
+            "h2 needs TLS (--certfile, for ALPN) or --http2-cleartext",
+        ),
+        (
+            &["--http-protocols", "h1,h3"],
+            "--http-protocols",
+            "h3 (HTTP/3) is not implemented",
+        ),
+        (
+            &["--http-protocols", "h1,h2", "--http2-cleartext", "upgrade"],
+            "--http2-cleartext",
+            "upgrade (Upgrade: h2c) is not implemented",
+        ),
+        (
+            &["--http2-cleartext", "prior-knowledge"],
+            "--http2-cleartext",
+            "needs h2 in --http-protocols",
+        ),
+        (
+            &["--http2-max-frame-size", "1000"],
+            "--http2-max-frame-size",
+            "must be between 16384 and 16777215",
         ),
         (
             &["--proxy-protocol", "v3"],

@@ -116,6 +116,11 @@ impl ScopeBase {
         )?;
         scope.set_item(pyo3::intern!(py, "asgi"), self.asgi3.bind(py))?;
         let http10 = match uwsgi.and_then(|v| v.get("SERVER_PROTOCOL")) {
+            // A stream through the HTTP/2 gateway.
+            _ if edge.http2.is_some() => {
+                scope.set_item(pyo3::intern!(py, "http_version"), "2")?;
+                None
+            }
             // uwsgi is served with HTTP/1.0 framing; the version is the
             // client's, as the proxy says.
             Some(p) if p.starts_with("HTTP/2") => {

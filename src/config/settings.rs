@@ -315,28 +315,22 @@ settings! {
         help "Allowed TLS 1.2 cipher suites, in OpenSSL cipher-list syntax, in the server's order of preference (TLS 1.3 suites stay on unless named). A list that selects nothing rustls has is an error.";
     http_protocols: String = "h1".to_string();
         section "HTTP/2", flags ["http-protocols"], meta "STRING", default_doc "h1",
-        unsupported "not available yet: HTTP/2 is not implemented in this version",
-        help "Comma-separated protocols to offer, most preferred first (h1, h2).";
+        help "Comma-separated protocols to offer, most preferred first: h1 (HTTP/1.1), h2 (HTTP/2). Under TLS they are offered by ALPN in this order; without TLS, h2 needs --http2-cleartext. h2 needs h1 beside it; h3 is refused (not implemented).";
     http2_cleartext: String = "off".to_string();
         section "HTTP/2", flags ["http2-cleartext"], meta "STRING", default_doc "off",
-        unsupported "not available yet: HTTP/2 is not implemented in this version",
-        help "HTTP/2 without TLS: off, prior-knowledge, upgrade or both.";
+        help "HTTP/2 without TLS (h2c), for a trusted proxy in front (--forwarded-allow-ips; a unix-socket peer is always trusted): off; prior-knowledge (connections that open with the HTTP/2 preface; anything else from a trusted peer gets 400); both (the preface or HTTP/1.1). upgrade (Upgrade: h2c) is refused: not implemented. true/false mean prior-knowledge/off. Needs h2 in --http-protocols. Other peers are served HTTP/1.1 as if it were off.";
     http2_max_concurrent_streams: u32 = 100;
         section "HTTP/2", flags ["http2-max-concurrent-streams"], meta "INT", default_doc "100",
-        unsupported "not available yet: HTTP/2 is not implemented in this version",
-        help "Most streams open at once on one HTTP/2 connection.";
+        help "Most streams open at once on one HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS); a client opening more has them refused.";
     http2_initial_window_size: u32 = 65_535;
         section "HTTP/2", flags ["http2-initial-window-size"], meta "INT", default_doc "65535",
-        unsupported "not available yet: HTTP/2 is not implemented in this version",
-        help "Initial HTTP/2 flow-control window, in bytes.";
+        help "Initial HTTP/2 flow-control window of each stream, in bytes (at most 2147483647): how much of a request body a client may send before the app reads it.";
     http2_max_frame_size: u32 = 16_384;
         section "HTTP/2", flags ["http2-max-frame-size"], meta "INT", default_doc "16384",
-        unsupported "not available yet: HTTP/2 is not implemented in this version",
-        help "Largest HTTP/2 frame payload accepted, in bytes.";
+        help "Largest HTTP/2 frame payload accepted, in bytes (16384 to 16777215).";
     http2_max_header_list_size: u32 = 65_536;
         section "HTTP/2", flags ["http2-max-header-list-size"], meta "INT", default_doc "65536",
-        unsupported "not available yet: HTTP/2 is not implemented in this version",
-        help "Largest HTTP/2 header list accepted, in bytes.";
+        help "Largest HTTP/2 header list accepted after HPACK decoding, in bytes (the defence against HPACK bombs and CONTINUATION floods); 0 means the h2 library's own bound (16 MiB).";
     dirty_apps: Vec<String> = Vec::new();
         section "Dirty Arbiters", flags ["dirty-app"], meta "STRING", default_doc "none",
         unsupported "this version has no dirty-arbiter pool",

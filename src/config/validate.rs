@@ -198,6 +198,7 @@ pub(super) fn finish(
             "expected http or uwsgi",
         ));
     }
+    check_http2(&mut s)?;
     s.header_map = s.header_map.trim().to_ascii_lowercase();
     if !matches!(s.header_map.as_str(), "drop" | "refuse" | "dangerous") {
         return Err(invalid(
@@ -309,6 +310,136 @@ pub fn parse_umask(s: &str) -> Result<u32, String> {
 }
 
 /// A cheap syntactic check of APP_MODULE; the worker does the real parse.
+/// The HTTP/2 settings: gunicorn 27's values, normalized, and what this
+/// version cannot do refused with the reason.
+fn check_http2(s: &mut Settings) -> Result<(), ConfigError> {
+    let invalid = |setting: &str, value: String, reason: &str| ConfigError::InvalidValue {
+        setting: setting.to_string(),
+        value,
+        reason: reason.to_string(),
+    };
+    let mut protocols: Vec<String> = Vec::new();
+    for p in s.http_protocols.split(',') {
+        let p = p.trim().to_ascii_lowercase();
+        if p.is_empty() {
+            continue;
+        }
+        match p.as_str() {
+            "h1" | "h2" => {}
+            "h3" => {
+                return Err(invalid(
+                    "--http-protocols",
+                    s.http_protocols.clone(),
+                    "h3 (HTTP/3) is not implemented",
+                ))
+            }
+            _ => {
+                return Err(invalid(
+                    "--http-protocols",
+                    s.http_protocols.clone(),
+                    &format!("unknown protocol {p:?}: expected h1 or h2"),
+                ))
+            }
+        }
+        if protocols.contains(&p) {
+            return Err(invalid(
+                "--http-protocols",
+                s.http_protocols.clone(),
+                "a protocol is named twice",
+            ));
+        }
+        protocols.push(p);
+    }
+    if protocols.is_empty() {
+        protocols.push("h1".into());
+    }
+    s.http_protocols = protocols.join(",");
+    let h2 = protocols.iter().any(|p| p == "h2");
+    if !protocols.iter().any(|p| p == "h1") {
+        return Err(invalid(
+            "--http-protocols",
+            s.http_protocols.clone(),
+            "HTTP/2 alone is not supported (a client that does not offer h2 would get nothing): add h1",
+        ));
+    }
+    let mode = s.http2_cleartext.trim().to_ascii_lowercase();
+    s.http2_cleartext = match mode.as_str() {
+        "true" => "prior-knowledge".into(),
+        "false" | "" => "off".into(),
+        _ => mode,
+    };
+    match s.http2_cleartext.as_str() {
+        "off" => {
+            if h2 && s.certfile.is_none() {
+                return Err(invalid(
+                    "--http-protocols",
+                    s.http_protocols.clone(),
+                    "h2 needs TLS (--certfile, for ALPN) or --http2-cleartext",
+                ));
+            }
+        }
+        "prior-knowledge" | "both" => {
+            if !h2 {
+                return Err(invalid(
+                    "--http2-cleartext",
+                    s.http2_cleartext.clone(),
+                    "needs h2 in --http-protocols",
+                ));
+            }
+            if s.protocol == "uwsgi" {
+                return Err(invalid(
+                    "--http2-cleartext",
+                    s.http2_cleartext.clone(),
+                    "not with --protocol uwsgi",
+                ));
+            }
+            if s.certfile.is_some() {
+                return Err(invalid(
+                    "--http2-cleartext",
+                    s.http2_cleartext.clone(),
+                    "cleartext HTTP/2 is for plain TCP; under TLS h2 is offered by ALPN",
+                ));
+            }
+        }
+        "upgrade" => {
+            return Err(invalid(
+                "--http2-cleartext",
+                s.http2_cleartext.clone(),
+                "upgrade (Upgrade: h2c) is not implemented; use prior-knowledge",
+            ))
+        }
+        _ => {
+            return Err(invalid(
+                "--http2-cleartext",
+                s.http2_cleartext.clone(),
+                "expected off, prior-knowledge, upgrade or both",
+            ))
+        }
+    }
+    if !(16_384..=16_777_215).contains(&s.http2_max_frame_size) {
+        return Err(invalid(
+            "--http2-max-frame-size",
+            s.http2_max_frame_size.to_string(),
+            "must be between 16384 and 16777215",
+        ));
+    }
+    if s.http2_initial_window_size > 0x7fff_ffff {
+        return Err(invalid(
+            "--http2-initial-window-size",
+            s.http2_initial_window_size.to_string(),
+            "at most 2147483647",
+        ));
+    }
+    if s.http2_max_concurrent_streams == 0 {
+        return Err(invalid(
+            "--http2-max-concurrent-streams",
+            "0".into(),
+            "at least 1",
+        ));
+    }
+    Ok(())
+}
+
 fn check_app_spec(app: &str) -> Result<(), ConfigError> {
     let bad = |reason: &str| ConfigError::InvalidValue {
         setting: "APP_MODULE".into(),

@@ -118,7 +118,16 @@ impl Options {
             ciphers: s.ciphers.clone(),
             tls13_only: false,
             tls12_only: false,
-            alpn: vec![b"http/1.1".to_vec()],
+            // --http-protocols, in its order of preference.
+            alpn: s
+                .http_protocols
+                .split(',')
+                .filter_map(|p| match p {
+                    "h1" => Some(b"http/1.1".to_vec()),
+                    "h2" => Some(b"h2".to_vec()),
+                    _ => None,
+                })
+                .collect(),
         }))
     }
 }

@@ -97,6 +97,14 @@ impl Session {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The same session over another descriptor of its socket (a `dup`,
+    /// when the connection moves to the HTTP/2 gateway and the engine
+    /// closes its own).
+    pub fn rebind(mut self, fd: RawFd) -> Session {
+        self.fd = fd;
+        self
+    }
+
     /// The socket's descriptor (to wait on).
     pub fn fd(&self) -> RawFd {
         self.fd

@@ -102,7 +102,7 @@ impl Worker {
         }
         let batch = if sync { 1 } else { ACCEPT_BATCH };
         for _ in 0..batch {
-            if self.live >= self.max_conns && !self.make_room(li) {
+            if self.clients() >= self.max_conns && !self.make_room(li) {
                 self.accept_paused = true;
                 return;
             }
@@ -121,7 +121,7 @@ impl Worker {
             }
             match accepted {
                 Ok((stream, peer)) => {
-                    let idx = self.add_conn(stream, peer, li);
+                    let idx = self.add_conn(stream, peer, li, None);
                     if sync {
                         if let Some(idx) = idx {
                             self.fresh = Some((idx, Instant::now()));

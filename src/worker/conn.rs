@@ -1,5 +1,6 @@
 //! One client connection as the worker's loop holds it: the socket (TCP,
-//! unix, or TCP under TLS), its buffers, where it is in its
+//! unix, TCP under TLS, or one end of an HTTP/2 gateway's internal
+//! connection), its buffers, where it is in its
 //! request/response cycle, and its deadlines. Reading and writing here
 //! never blocks; the protocol drivers (`h1`, and `edge` for PROXY headers
 //! and uwsgi) decide what the bytes mean.
@@ -92,6 +93,10 @@ pub(super) enum State {
     /// `--protocol uwsgi`: waiting for (the rest of) a uwsgi request
     /// packet (`edge.rs`).
     Uwsgi,
+    /// `--http2-cleartext prior-knowledge`: waiting to see whether a
+    /// connection from a trusted peer opens with the HTTP/2 preface
+    /// (`h2c.rs`).
+    Preface,
     /// Waiting for (the rest of) a request head.
     Head,
     /// Reading a body that will be handed to the app in one piece.
@@ -141,6 +146,10 @@ pub(super) struct Conn {
     pub(super) proxied: Option<std::sync::Arc<crate::proxy::Header>>,
     /// The vars of the uwsgi request being read, until it is dispatched.
     pub(super) uwsgi: Option<Box<crate::uwsgi::Vars>>,
+    /// An internal connection of the HTTP/2 gateway (`h2c.rs`): its
+    /// requests are HTTP/2 streams, of a client that named `https` as its
+    /// scheme (true) or not.
+    pub(super) h2: Option<bool>,
     /// Under TLS, the session that reads and writes `stream` (shared with
     /// the request while Busy). Set at accept, or after a PROXY header.
     pub(super) tls: Option<Arc<Session>>,
@@ -215,8 +224,9 @@ impl Conn {
     pub(super) fn evictable(&self, now: Instant) -> bool {
         match self.state {
             State::Lingering => true,
-            State::Head | State::Proxy | State::Uwsgi => {
-                self.pending_write() == 0
+            State::Head | State::Proxy | State::Uwsgi | State::Preface => {
+                self.h2.is_none()
+                    && self.pending_write() == 0
                     && now.saturating_duration_since(self.since) >= EVICT_AFTER
             }
             _ => false,

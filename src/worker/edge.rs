@@ -32,6 +32,8 @@ pub(super) struct EdgeConfig {
     pub(super) proxy_allow: AllowList,
     pub(super) uwsgi: bool,
     pub(super) uwsgi_allow: AllowList,
+    /// h2c with prior knowledge, or ALPN h2 under TLS (`h2c.rs`).
+    pub(super) h2c: bool,
 }
 
 impl EdgeConfig {
@@ -41,6 +43,7 @@ impl EdgeConfig {
             proxy_allow: AllowList::new(&s.proxy_allow_ips),
             uwsgi: s.protocol == "uwsgi",
             uwsgi_allow: AllowList::new(&s.uwsgi_allow_ips),
+            h2c: super::h2c::prior_knowledge(s) || super::h2c::alpn_h2(s),
         }
     }
 
@@ -63,6 +66,8 @@ impl EdgeConfig {
     fn request_state(&self) -> State {
         if self.uwsgi {
             State::Uwsgi
+        } else if self.h2c {
+            State::Preface
         } else {
             State::Head
         }

@@ -94,6 +94,8 @@ pub struct Worker {
     pub(super) next_sweep: Instant,
     /// PROXY protocol and uwsgi (`edge.rs`).
     pub(super) edge: EdgeConfig,
+    /// HTTP/2: its settings, and the gateway once started (`h2c.rs`).
+    pub(super) h2: super::h2c::H2,
     /// TLS (`--certfile`): every new connection gets a session, right at
     /// accept, or after its PROXY header.
     pub(super) tls: Option<Arc<crate::tls::Tls>>,
@@ -124,6 +126,8 @@ impl Worker {
                 Interest::READABLE,
             )?;
         }
+        // One waker per poll: the gthread pool's and the HTTP/2 gateway's.
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER_TOKEN)?);
         let mut wl = Vec::new();
         let mut servers = Vec::new();
         for (i, l) in listeners.iter().enumerate() {
@@ -213,11 +217,10 @@ impl Worker {
                 let exec: Box<dyn Executor> = if green {
                     Box::new(Green::new(app.clone()))
                 } else if threaded {
-                    let waker = Waker::new(poll.registry(), WAKER_TOKEN)?;
                     Box::new(Threads::new(
                         settings.threads.max(1) as usize,
                         app.clone(),
-                        waker,
+                        waker.clone(),
                     ))
                 } else {
                     Box::new(Inline::new(app.clone()))
@@ -273,6 +276,7 @@ impl Worker {
             events: Events::with_capacity(256),
             next_sweep: Instant::now() + Duration::from_secs(1),
             edge: EdgeConfig::from_settings(settings),
+            h2: super::h2c::H2::from_settings(settings, waker),
             tls: args.tls.clone(),
         })
     }
@@ -356,6 +360,7 @@ impl Worker {
             }
         }
         self.collect_done();
+        self.take_internal();
         for idx in std::mem::take(&mut self.again) {
             self.enqueue(idx);
         }
@@ -390,7 +395,7 @@ impl Worker {
                 _ => {}
             }
         }
-        if self.accept_paused && !self.stopping && self.live < self.max_conns {
+        if self.accept_paused && !self.stopping && self.clients() < self.max_conns {
             self.accept_paused = false;
             for i in 0..self.listeners.len() {
                 self.accept(i, true);
@@ -416,7 +421,7 @@ impl Worker {
                 return Some(0);
             }
         }
-        if self.stopping && self.live == 0 {
+        if self.stopping && self.live == 0 && self.h2.idle() {
             return Some(0);
         }
         None
@@ -428,6 +433,7 @@ impl Worker {
         }
         self.stopping = true;
         self.exec.drain();
+        self.h2.drain();
         for mut l in self.listeners.drain(..) {
             let _ = match &mut l.sock {
                 ListenSock::Tcp(s) => self.poll.registry().deregister(s),
@@ -466,11 +472,15 @@ impl Worker {
     }
 
     /// Returns the new connection's index (None if it could not be added).
+    /// `h2`: an internal connection of the HTTP/2 gateway (no edge
+    /// protocols, no TLS: it starts at the request head), with its
+    /// client's scheme.
     pub(super) fn add_conn(
         &mut self,
         mut stream: Stream,
         peer: Peer,
         listener: usize,
+        h2: Option<bool>,
     ) -> Option<usize> {
         let idx = self.free.pop().unwrap_or_else(|| {
             self.conns.push(None);
@@ -492,13 +502,18 @@ impl Worker {
             rbuf: Vec::new(),
             wbuf: Vec::new(),
             wpos: 0,
-            state: self.edge.first_state(),
+            state: if h2.is_some() {
+                State::Head
+            } else {
+                self.edge.first_state()
+            },
             deadline: Instant::now() + self.head_timeout,
             close_after_write: false,
             eof: false,
             parser: http::HeadParser::new(),
             proxied: None,
             uwsgi: None,
+            h2,
             since: Instant::now(),
             reused: false,
             dead: false,
@@ -507,7 +522,11 @@ impl Worker {
             continue_pending: false,
             tls: None,
         };
-        if let Some(tls) = self.tls.as_ref().filter(|_| !self.edge.proxy_first()) {
+        if let Some(tls) = self
+            .tls
+            .as_ref()
+            .filter(|_| !self.edge.proxy_first() && h2.is_none())
+        {
             if let Err(e) = conn.start_tls(tls) {
                 warning!("Cannot start TLS on a connection: {e}");
                 let _ = self.poll.registry().deregister(conn.stream.source());
@@ -531,6 +550,9 @@ impl Worker {
             self.release_fresh();
         }
         if let Some(mut c) = self.conns.get_mut(idx).and_then(Option::take) {
+            if c.h2.is_some() {
+                self.h2.internal -= 1;
+            }
             let _ = self.poll.registry().deregister(c.stream.source());
             self.free.push(idx);
             self.live -= 1;
@@ -545,7 +567,9 @@ impl Worker {
             };
             // A running request is bounded by the app and by the I/O
             // timeouts of its thread, not by the loop.
-            if c.deadline > now || matches!(c.state, State::Busy) {
+            // The gateway's idle internal connections wait for its next
+            // stream; it closes them.
+            if c.deadline > now || matches!(c.state, State::Busy) || (c.h2.is_some() && c.idle()) {
                 continue;
             }
             // An idle keep-alive connection whose next request is already

@@ -102,6 +102,11 @@ impl Worker {
                         return next;
                     }
                 }
+                State::Preface => {
+                    if let Some(next) = self.h2c_preface(conn) {
+                        return next;
+                    }
+                }
                 State::Head => {
                     if conn.pending_write() >= WRITE_HIGH {
                         return Next::Keep;
@@ -237,7 +242,13 @@ impl Worker {
 
     /// Hand one request to the executor: it runs here (sync), or on a
     /// thread (gthread) while the connection is parked until it comes back.
-    pub(super) fn dispatch(&mut self, idx: usize, conn: &mut Conn, head: RequestHead, body: Body) {
+    pub(super) fn dispatch(
+        &mut self,
+        idx: usize,
+        conn: &mut Conn,
+        mut head: RequestHead,
+        body: Body,
+    ) {
         self.requests += 1;
         if self.fresh.is_some_and(|(f, _)| f == idx) {
             self.release_fresh();
@@ -247,7 +258,16 @@ impl Worker {
         // app answers (a 101 it then takes over, or a refusal), the
         // connection ends with the response.
         let upgrade = head.method == "CONNECT" || head.header("upgrade").is_some();
-        let keep_alive = head.keep_alive && !upgrade && !self.stopping && !self.keepalive.is_zero();
+        // An internal connection of the HTTP/2 gateway is kept between
+        // streams whatever --keep-alive says (that applies to clients),
+        // and its requests are HTTP/2 as the app sees them.
+        let keep_alive = head.keep_alive
+            && !upgrade
+            && !self.stopping
+            && (!self.keepalive.is_zero() || conn.h2.is_some());
+        if conn.h2.is_some() {
+            head.protocol = Some("HTTP/2.0".to_string());
+        }
         let is_head = head.method == "HEAD";
         // The app reads a streamed body from the socket itself and may
         // leave input there that no new event will announce.
@@ -282,6 +302,7 @@ impl Worker {
             edge: Edge {
                 proxy: conn.proxied.clone(),
                 uwsgi: conn.uwsgi.take(),
+                http2: conn.h2,
                 tls: conn.tls.is_some(),
             },
             received: conn.since,

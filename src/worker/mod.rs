@@ -28,6 +28,7 @@ mod edge;
 mod engine;
 pub mod executor;
 mod h1;
+mod h2c;
 mod reload;
 pub mod timeout_reply;
 

@@ -83,12 +83,16 @@ pub struct Job {
 }
 
 /// What a request's connection said beyond HTTP/1.1 (`worker/edge.rs`):
-/// the PROXY header it began with, and a uwsgi request's vars. Both None
-/// unless `--proxy-protocol` / `--protocol uwsgi` are on.
+/// the PROXY header it began with, a uwsgi request's vars, and whether it
+/// is an HTTP/2 stream. All None unless `--proxy-protocol` /
+/// `--protocol uwsgi` / HTTP/2 are on.
 #[derive(Debug, Clone, Default)]
 pub struct Edge {
     pub proxy: Option<std::sync::Arc<crate::proxy::Header>>,
     pub uwsgi: Option<Box<crate::uwsgi::Vars>>,
+    /// The request is an HTTP/2 stream (through the gateway, `gateway/`);
+    /// true when its `:scheme` was https.
+    pub http2: Option<bool>,
     /// The connection is TLS (`--certfile`).
     pub tls: bool,
 }
@@ -112,7 +116,7 @@ impl Edge {
     /// The client spoke HTTPS: to us (TLS), or to the proxy, which said
     /// so (uwsgi's `HTTPS`, `UWSGI_SCHEME`).
     pub fn https(&self) -> bool {
-        self.tls || self.uwsgi.as_ref().is_some_and(|v| v.https())
+        self.tls || self.uwsgi.as_ref().is_some_and(|v| v.https()) || self.http2 == Some(true)
     }
 }
 

@@ -59,7 +59,7 @@ struct Mailbox {
     busy_since: Arc<Vec<AtomicU64>>,
     /// A wake-up of the loop is already on its way.
     wake_pending: AtomicBool,
-    waker: Waker,
+    waker: Arc<Waker>,
     /// The loop's seat, moved on (+1) at every change: even while a thread
     /// holds it (runs the loop), odd while its holder runs a request
     /// itself. Whoever moves it from odd to even (the holder, back from
@@ -129,7 +129,7 @@ pub struct Threads {
 impl Threads {
     /// The executor for `threads` concurrent requests; the threads start
     /// when the runner runs. Called in the worker, after fork.
-    pub fn new(threads: usize, app: Arc<dyn App>, waker: Waker) -> Threads {
+    pub fn new(threads: usize, app: Arc<dyn App>, waker: Arc<Waker>) -> Threads {
         // One thread more than --threads: one always holds the seat.
         let n = threads.max(1) + 1;
         let mail = Arc::new(Mailbox {
