@@ -148,9 +148,10 @@ impl Arbiter {
         if let (Some(w), Some(_)) = (&self.watchdog_usec, self.watchdog) {
             env.push(("WATCHDOG_USEC".into(), w.into()));
         }
+        let argv: Vec<OsString> = self.exec_prefix.iter().chain(&self.args).cloned().collect();
         let handoff = sys::Handoff {
             exe: &self.exe,
-            args: &self.args,
+            args: &argv,
             dir: &self.start_dir,
             env,
             listeners: self

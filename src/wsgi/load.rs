@@ -237,14 +237,34 @@ pub struct PySetup<'a> {
 /// configuration, so nothing is added to the environment: the app's
 /// `os.environ` and its subprocesses see PYTHONHASHSEED as the user set it.
 fn initialize(seed: u32) -> Result<(), LoadError> {
-    use pyo3::ffi;
-    use std::os::raw::{c_int, c_ulong};
     // SAFETY: Py_IsInitialized may be called at any time.
-    if unsafe { ffi::Py_IsInitialized() } != 0 {
-        // Already running (nothing starts it twice today): keep it as is.
+    if unsafe { pyo3::ffi::Py_IsInitialized() } != 0 {
+        // Already running: the interpreter of the wheel's `ferrocorn`
+        // command, whose master forked this worker (or a --preload
+        // master's): keep it as it is, with its own hash seed, which every
+        // worker of this master shares.
         Python::initialize();
         return Ok(());
     }
+    #[cfg(feature = "wheel")]
+    {
+        // The extension module is only ever loaded by a running Python.
+        let _ = seed;
+        Err(LoadError::Boot(
+            "the ferrocorn extension module found no running Python".into(),
+        ))
+    }
+    #[cfg(not(feature = "wheel"))]
+    initialize_from_config(seed)
+}
+
+/// [`initialize`] for the standalone binary: a `PyConfig` as
+/// `Py_InitializeEx(0)` would make, with the hash seed. (The stable ABI of
+/// the wheel's extension module has no `PyConfig`, nor needs one.)
+#[cfg(not(feature = "wheel"))]
+fn initialize_from_config(seed: u32) -> Result<(), LoadError> {
+    use pyo3::ffi;
+    use std::os::raw::{c_int, c_ulong};
     let mut config = std::mem::MaybeUninit::<ffi::PyConfig>::uninit();
     // SAFETY: PyConfig_InitPythonConfig initializes every field of the
     // struct it is given (and allocates nothing).
@@ -315,6 +335,7 @@ fn initialize(seed: u32) -> Result<(), LoadError> {
 }
 
 /// The text of a failed PyStatus.
+#[cfg(not(feature = "wheel"))]
 fn status_message(status: &pyo3::ffi::PyStatus) -> String {
     let text = |p: *const std::os::raw::c_char| {
         if p.is_null() {
