@@ -43,6 +43,18 @@ def arm_faulthandler(fd):
     import faulthandler
     faulthandler.enable(file=fd, all_threads=True)
 
+def sync_environ(env):
+    # os.environ is the interpreter's copy, made when it started; in a
+    # worker of the wheel's master (or of a --preload master) that was
+    # before the master changed the process environment (--env set, the
+    # socket-activation and notify variables taken away). The app sees the
+    # process's environment as it is now, as a fresh interpreter would.
+    for key in [k for k in os.environ if k not in env]:
+        del os.environ[key]
+    for key, value in env.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
+
 def setup(cwd, launch_dir, pythonpath, venv):
     if venv:
         venv = os.path.abspath(venv)
@@ -380,6 +392,11 @@ pub fn init_python(setup: &PySetup<'_>) -> Result<(), LoadError> {
         let boot = bootstrap(py).map_err(|e| LoadError::Boot(format_exception(py, &e)))?;
         boot.getattr("arm_faulthandler")
             .and_then(|f| f.call1((crate::log::raw_fd(),)))
+            .map_err(|e| LoadError::Boot(format_exception(py, &e)))?;
+        let env: std::collections::HashMap<std::ffi::OsString, std::ffi::OsString> =
+            std::env::vars_os().collect();
+        boot.getattr("sync_environ")
+            .and_then(|f| f.call1((env,)))
             .map_err(|e| LoadError::Boot(format_exception(py, &e)))?;
         let base = setup.base;
         boot.getattr("setup")
