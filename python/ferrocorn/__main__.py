@@ -3,21 +3,41 @@
 Installed as a console script and run by ``python -m ferrocorn``. This
 process becomes the master; a USR2 upgrade re-executes the same interpreter
 with the same options and entry point, then the same arguments.
+
+It imports nothing beyond ``sys`` and ``os`` (already loaded at start-up):
+every module imported here would stay in the master's memory for its whole
+life.
 """
 
 import os
 import sys
 
 
-def _interpreter_options():
-    # -X, -W, -O, -E and the like, as this interpreter was started with
-    # (the stdlib's own helper for re-running an interpreter the same way).
-    try:
-        import subprocess
+def _flags():
+    # Python 3.9 has no sys.orig_argv: the options that change how the
+    # interpreter runs code, rebuilt from sys.flags, -W and -X.
+    f = sys.flags
+    out = []
+    for letter, on in (("E", f.ignore_environment), ("I", f.isolated),
+                       ("s", f.no_user_site), ("S", f.no_site),
+                       ("B", f.dont_write_bytecode)):
+        if on and not (letter in "Es" and f.isolated):
+            out.append("-" + letter)
+    out += ["-O"] * f.optimize + ["-b"] * f.bytes_warning
+    out += ["-W" + w for w in sys.warnoptions]
+    for k, v in getattr(sys, "_xoptions", {}).items():
+        out.append("-X%s" % k if v is True else "-X%s=%s" % (k, v))
+    return out
 
-        return subprocess._args_from_interpreter_flags()
-    except Exception:
-        return []
+
+def _prefix(entry):
+    # What came before the ferrocorn arguments on this interpreter's command
+    # line: its options and the entry point, exactly as given.
+    orig = getattr(sys, "orig_argv", None)
+    n = len(sys.argv) - 1
+    if orig and len(orig) > n and orig[len(orig) - n:] == sys.argv[1:]:
+        return orig[1:len(orig) - n]
+    return _flags() + entry
 
 
 def _run(entry):
@@ -26,7 +46,7 @@ def _run(entry):
     exe = sys.executable
     if not exe:
         sys.exit("ferrocorn: error: sys.executable is unknown: cannot serve")
-    return run(sys.argv[1:], exe, _interpreter_options() + entry)
+    return run(sys.argv[1:], exe, _prefix(entry))
 
 
 def main():

@@ -170,9 +170,17 @@ impl Arbiter {
         match sys::spawn_successor(handoff) {
             Ok(pid) => {
                 drop(theirs);
+                // The wheel's master names the interpreter, its options
+                // and the entry point it re-ran.
+                let prefix: Vec<_> = self
+                    .exec_prefix
+                    .iter()
+                    .map(|a| format!(" {}", a.to_string_lossy()))
+                    .collect();
                 info!(
-                    "Upgrade: started new master (pid {pid}) from {}",
-                    self.exe.display()
+                    "Upgrade: started new master (pid {pid}) from {}{}",
+                    self.exe.display(),
+                    prefix.concat()
                 );
                 let boot =
                     config::seconds(self.settings.timeout.max(30.0)) + Duration::from_secs(30);
