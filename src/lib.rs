@@ -3,6 +3,9 @@
 //! the pieces fit.
 //!
 //! Architecture, by module:
+//! - [`command`]: the `ferrocorn` command line (serve, `--check-config`,
+//!   `ctl`, `upgrade`), run by the binary and by the wheel's Python
+//!   command (`python`, the extension module, feature `wheel`).
 //! - [`config`]: every setting defined once (CLI flag, TOML key, default,
 //!   help), the command line, the TOML file, and the docs generated from
 //!   the table ([`config::docs`]).
@@ -37,6 +40,7 @@
 //!   endpoint over per-worker counters in shared memory.
 
 pub mod asgi;
+pub mod command;
 pub mod config;
 pub mod control;
 pub mod gateway;
@@ -46,6 +50,8 @@ pub mod log;
 pub mod master;
 pub mod metrics;
 pub mod proxy;
+#[cfg(feature = "wheel")]
+mod python;
 pub mod sys;
 pub mod tls;
 pub mod uwsgi;

@@ -4,6 +4,8 @@
 
 use crate::tls::Wire;
 
+#[cfg(feature = "wheel")]
+use crate::wsgi::abi::ToStr as _;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};

@@ -45,11 +45,34 @@ def _this_thread():
     return threading.get_ident()
 
 
+# The youngest frame of the command's entry point beneath the worker: in a
+# worker of the wheel's master the main thread still runs inside the
+# console script's call into ferrocorn (`set_entry`'s caller); None under
+# the binary. Those frames are not the app's and are left out.
+_entry = None
+
+
+def set_entry():
+    """Called on the main thread when the worker arms `ctl stacks`."""
+    global _entry
+    _entry = sys._getframe().f_back
+
+
+def _stack(frame):
+    """`frame`'s stack, outermost first, down to (without) the entry point."""
+    import traceback
+
+    walk = []
+    while frame is not None and frame is not _entry:
+        walk.append((frame, frame.f_lineno))
+        frame = frame.f_back
+    walk.reverse()
+    return traceback.StackSummary.extract(walk)
+
+
 def threads(own, main):
     """Every thread but `own` that is running Python, main thread first
     (`main`: the worker's main thread, or 0 when unknown)."""
-    import traceback
-
     names = {ident: t.name for ident, t in dict(threading._active).items()}
     main = main or threading.main_thread().ident
     names.setdefault(main, "MainThread")
@@ -57,12 +80,16 @@ def threads(own, main):
     for ident, frame in sys._current_frames().items():
         if ident == own:
             continue
+        frames = _stack(frame)
+        if not frames:
+            # Only the entry point: as idle as a main thread with no frame.
+            continue
         out.append(
             {
                 "id": ident,
                 "name": names.get(ident, "Thread-%d" % ident),
                 "main": ident == main,
-                "frames": _frame_list(traceback.extract_stack(frame)),
+                "frames": _frame_list(frames),
             }
         )
     out.sort(key=lambda t: (not t["main"], t["name"]))

@@ -209,7 +209,7 @@ pub fn arm() {
         // The helper imports `threading` here, on the main thread, if the
         // app has not: imported first on the stacks thread, it would take
         // that thread for the main one.
-        helper(py)?;
+        helper(py)?.getattr("set_entry")?.call0()?;
         let handler = PyCFunction::new_closure(
             py,
             Some(c"ferrocorn_stacks_signal"),

@@ -167,6 +167,9 @@ pub struct Arbiter {
     pid: u32,
     /// The binary USR2 re-executes.
     exe: PathBuf,
+    /// Its arguments before `args`: the interpreter's options and the
+    /// entry point when the wheel's Python command is the master.
+    exec_prefix: Vec<OsString>,
     /// systemd's notification socket (`Type=notify`).
     notifier: Option<Notifier>,
     /// `WATCHDOG_USEC` as received, handed on to a successor.
@@ -334,6 +337,7 @@ impl Arbiter {
             python,
             pid,
             exe,
+            exec_prefix: Vec::new(),
             notifier: inherited.notifier,
             watchdog_usec: inherited.watchdog_usec,
             watchdog,
@@ -378,6 +382,13 @@ impl Arbiter {
     }
 
     /// Run until stopped; returns the process exit code.
+    /// A USR2 successor is `exe` with `prefix` then the command line
+    /// (the wheel's command: `python -m ferrocorn ARGS...`).
+    pub fn with_exec_prefix(mut self, prefix: Vec<OsString>) -> Arbiter {
+        self.exec_prefix = prefix;
+        self
+    }
+
     pub fn run(mut self) -> i32 {
         info!("Starting ferrocorn {}", env!("CARGO_PKG_VERSION"));
         for l in &self.listeners {

@@ -148,9 +148,10 @@ impl Arbiter {
         if let (Some(w), Some(_)) = (&self.watchdog_usec, self.watchdog) {
             env.push(("WATCHDOG_USEC".into(), w.into()));
         }
+        let argv: Vec<OsString> = self.exec_prefix.iter().chain(&self.args).cloned().collect();
         let handoff = sys::Handoff {
             exe: &self.exe,
-            args: &self.args,
+            args: &argv,
             dir: &self.start_dir,
             env,
             listeners: self
@@ -169,9 +170,17 @@ impl Arbiter {
         match sys::spawn_successor(handoff) {
             Ok(pid) => {
                 drop(theirs);
+                // The wheel's master names the interpreter, its options
+                // and the entry point it re-ran.
+                let prefix: Vec<_> = self
+                    .exec_prefix
+                    .iter()
+                    .map(|a| format!(" {}", a.to_string_lossy()))
+                    .collect();
                 info!(
-                    "Upgrade: started new master (pid {pid}) from {}",
-                    self.exe.display()
+                    "Upgrade: started new master (pid {pid}) from {}{}",
+                    self.exe.display(),
+                    prefix.concat()
                 );
                 let boot =
                     config::seconds(self.settings.timeout.max(30.0)) + Duration::from_secs(30);

@@ -293,22 +293,13 @@ impl Arbiter {
         }
         let forked = match &self.preloaded {
             None => sys::fork(),
+            // sys::fork runs CPython's fork hooks (the interpreter is up).
             Some(_) => Python::attach(|py| {
-                // SAFETY: the GIL is held (inside attach), as
-                // PyOS_BeforeFork/AfterFork require; each path after fork
-                // calls the matching AfterFork function exactly once.
-                unsafe { pyo3::ffi::PyOS_BeforeFork() };
                 let r = sys::fork();
-                match r {
-                    Ok(Forked::Child) => {
-                        // SAFETY: see above; we are the child.
-                        unsafe { pyo3::ffi::PyOS_AfterFork_Child() };
-                        // Release the GIL for the worker's loop, which
-                        // attaches per request.
-                        py.detach(|| self.become_worker(slot));
-                    }
-                    // SAFETY: see above; we are the parent.
-                    _ => unsafe { pyo3::ffi::PyOS_AfterFork_Parent() },
+                if let Ok(Forked::Child) = r {
+                    // Release the GIL for the worker's loop, which
+                    // attaches per request.
+                    py.detach(|| self.become_worker(slot));
                 }
                 r
             }),

@@ -16,7 +16,35 @@ pub enum Forked {
 /// The master calls this only from its single thread (no runtime, no
 /// helper threads exist in the master), so the child gets a consistent copy
 /// of every lock and allocator state.
+///
+/// When this process runs a Python interpreter (the wheel's command, whose
+/// Python process is the master, or a `--preload` master), the fork goes
+/// through CPython's fork hooks, as `os.fork()` does: PyOS_BeforeFork
+/// takes the interpreter's locks, and the child's PyOS_AfterFork_Child
+/// makes the forking thread the interpreter's only one, so a worker goes
+/// on with the interpreter it already has (it never initializes another).
 pub fn fork() -> nix::Result<Forked> {
+    // SAFETY: Py_IsInitialized may be called at any time, GIL or not.
+    if unsafe { pyo3::ffi::Py_IsInitialized() } == 0 {
+        return fork_plain();
+    }
+    pyo3::Python::attach(|_py| {
+        // SAFETY: the GIL is held (inside attach), as PyOS_BeforeFork and
+        // PyOS_AfterFork_* require; after fork exactly one AfterFork
+        // function runs on each side, the child's first of all.
+        unsafe { pyo3::ffi::PyOS_BeforeFork() };
+        let r = fork_plain();
+        match r {
+            // SAFETY: see above; we are the child.
+            Ok(Forked::Child) => unsafe { pyo3::ffi::PyOS_AfterFork_Child() },
+            // SAFETY: see above; the parent, also when fork failed.
+            _ => unsafe { pyo3::ffi::PyOS_AfterFork_Parent() },
+        }
+        r
+    })
+}
+
+fn fork_plain() -> nix::Result<Forked> {
     // SAFETY: the caller is the single-threaded master (principle 1 of the
     // architecture: no threads before fork), so no other thread can hold a
     // lock, the allocator's or anyone else's, at the instant of fork. The

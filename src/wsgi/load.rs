@@ -43,6 +43,18 @@ def arm_faulthandler(fd):
     import faulthandler
     faulthandler.enable(file=fd, all_threads=True)
 
+def sync_environ(env):
+    # os.environ is the interpreter's copy, made when it started; in a
+    # worker of the wheel's master (or of a --preload master) that was
+    # before the master changed the process environment (--env set, the
+    # socket-activation and notify variables taken away). The app sees the
+    # process's environment as it is now, as a fresh interpreter would.
+    for key in [k for k in os.environ if k not in env]:
+        del os.environ[key]
+    for key, value in env.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
+
 def setup(cwd, launch_dir, pythonpath, venv):
     if venv:
         venv = os.path.abspath(venv)
@@ -237,14 +249,34 @@ pub struct PySetup<'a> {
 /// configuration, so nothing is added to the environment: the app's
 /// `os.environ` and its subprocesses see PYTHONHASHSEED as the user set it.
 fn initialize(seed: u32) -> Result<(), LoadError> {
-    use pyo3::ffi;
-    use std::os::raw::{c_int, c_ulong};
     // SAFETY: Py_IsInitialized may be called at any time.
-    if unsafe { ffi::Py_IsInitialized() } != 0 {
-        // Already running (nothing starts it twice today): keep it as is.
+    if unsafe { pyo3::ffi::Py_IsInitialized() } != 0 {
+        // Already running: the interpreter of the wheel's `ferrocorn`
+        // command, whose master forked this worker (or a --preload
+        // master's): keep it as it is, with its own hash seed, which every
+        // worker of this master shares.
         Python::initialize();
         return Ok(());
     }
+    #[cfg(feature = "wheel")]
+    {
+        // The extension module is only ever loaded by a running Python.
+        let _ = seed;
+        Err(LoadError::Boot(
+            "the ferrocorn extension module found no running Python".into(),
+        ))
+    }
+    #[cfg(not(feature = "wheel"))]
+    initialize_from_config(seed)
+}
+
+/// [`initialize`] for the standalone binary: a `PyConfig` as
+/// `Py_InitializeEx(0)` would make, with the hash seed. (The stable ABI of
+/// the wheel's extension module has no `PyConfig`, nor needs one.)
+#[cfg(not(feature = "wheel"))]
+fn initialize_from_config(seed: u32) -> Result<(), LoadError> {
+    use pyo3::ffi;
+    use std::os::raw::{c_int, c_ulong};
     let mut config = std::mem::MaybeUninit::<ffi::PyConfig>::uninit();
     // SAFETY: PyConfig_InitPythonConfig initializes every field of the
     // struct it is given (and allocates nothing).
@@ -315,6 +347,7 @@ fn initialize(seed: u32) -> Result<(), LoadError> {
 }
 
 /// The text of a failed PyStatus.
+#[cfg(not(feature = "wheel"))]
 fn status_message(status: &pyo3::ffi::PyStatus) -> String {
     let text = |p: *const std::os::raw::c_char| {
         if p.is_null() {
@@ -359,6 +392,11 @@ pub fn init_python(setup: &PySetup<'_>) -> Result<(), LoadError> {
         let boot = bootstrap(py).map_err(|e| LoadError::Boot(format_exception(py, &e)))?;
         boot.getattr("arm_faulthandler")
             .and_then(|f| f.call1((crate::log::raw_fd(),)))
+            .map_err(|e| LoadError::Boot(format_exception(py, &e)))?;
+        let env: std::collections::HashMap<std::ffi::OsString, std::ffi::OsString> =
+            std::env::vars_os().collect();
+        boot.getattr("sync_environ")
+            .and_then(|f| f.call1((env,)))
             .map_err(|e| LoadError::Boot(format_exception(py, &e)))?;
         let base = setup.base;
         boot.getattr("setup")

@@ -15,6 +15,8 @@
 //! descriptor only while the request is active; the worker deactivates
 //! them when the request ends.
 
+#[cfg(feature = "wheel")]
+pub(crate) mod abi;
 mod call;
 mod environ;
 mod input;

@@ -15,6 +15,8 @@ use std::os::fd::{BorrowedFd, RawFd};
 use crate::tls::Wire;
 use std::time::Duration;
 
+#[cfg(feature = "wheel")]
+use super::abi::ToStr as _;
 use pyo3::exceptions::{PyIOError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};

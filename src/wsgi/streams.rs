@@ -1,6 +1,8 @@
 //! `wsgi.errors` (text to the error log) and `wsgi.file_wrapper` (a file
 //! iterated in blocks; the worker sends real files with sendfile(2)).
 
+#[cfg(feature = "wheel")]
+use super::abi::ToStr as _;
 use pyo3::exceptions::{PyStopIteration, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};

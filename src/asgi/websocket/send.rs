@@ -5,6 +5,8 @@
 
 use std::time::Instant;
 
+#[cfg(feature = "wheel")]
+use crate::wsgi::abi::ToStr as _;
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
