@@ -71,6 +71,13 @@ pub(super) struct Rewind<T> {
     io: T,
 }
 
+impl<T> Rewind<T> {
+    /// `io`, with the bytes the engine already read from it first.
+    fn new(pre: Vec<u8>, io: T) -> Rewind<T> {
+        Rewind { pre, pos: 0, io }
+    }
+}
+
 impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -134,42 +141,18 @@ async fn serve(c: Incoming, shared: &Arc<Shared>) -> io::Result<()> {
             s.set_nonblocking(true)?;
             let _ = s.set_nodelay(true);
             let io = tokio::net::TcpStream::from_std(s)?;
-            serve_h2(
-                Rewind {
-                    pre: c.read,
-                    pos: 0,
-                    io,
-                },
-                link,
-            )
-            .await
+            serve_h2(Rewind::new(c.read, io), link).await
         }
         Transport::Tls(s, session) => {
             s.set_nonblocking(true)?;
             let _ = s.set_nodelay(true);
             let io = super::tls::TlsIo::new(tokio::net::TcpStream::from_std(s)?, *session);
-            serve_h2(
-                Rewind {
-                    pre: c.read,
-                    pos: 0,
-                    io,
-                },
-                link,
-            )
-            .await
+            serve_h2(Rewind::new(c.read, io), link).await
         }
         Transport::Unix(s) => {
             s.set_nonblocking(true)?;
             let io = UnixStream::from_std(s)?;
-            serve_h2(
-                Rewind {
-                    pre: c.read,
-                    pos: 0,
-                    io,
-                },
-                link,
-            )
-            .await
+            serve_h2(Rewind::new(c.read, io), link).await
         }
     }
 }
