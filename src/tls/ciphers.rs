@@ -12,7 +12,7 @@
 //! OpenSSL. A list that leaves no suite at all is an error naming it.
 
 use rustls::crypto::ring::cipher_suite as cs;
-use rustls::{CipherSuite, SupportedCipherSuite};
+use rustls::SupportedCipherSuite;
 
 /// A suite and what OpenSSL's keywords say about it.
 struct Entry {
@@ -183,8 +183,9 @@ pub fn select(list: &str) -> Result<Vec<SupportedCipherSuite>, String> {
         .collect())
 }
 
-/// OpenSSL's name for a suite (what gunicorn's environ and logs show).
-pub fn openssl_name(suite: CipherSuite) -> String {
+/// OpenSSL's name for a suite (the tests' way of naming what was chosen).
+#[cfg(test)]
+fn openssl_name(suite: rustls::CipherSuite) -> String {
     entries()
         .into_iter()
         .find(|e| e.suite.suite() == suite)

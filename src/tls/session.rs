@@ -212,28 +212,6 @@ impl Session {
     pub fn alpn(&self) -> Option<Vec<u8>> {
         self.lock().conn.alpn_protocol().map(<[u8]>::to_vec)
     }
-
-    /// The client's certificate chain, leaf first (DER), if it sent one.
-    pub fn peer_certificates(&self) -> Vec<Vec<u8>> {
-        self.lock()
-            .conn
-            .peer_certificates()
-            .map(|c| c.iter().map(|d| d.as_ref().to_vec()).collect())
-            .unwrap_or_default()
-    }
-
-    /// The negotiated protocol version and cipher suite, for the environ
-    /// (`SSL_PROTOCOL`, `SSL_CIPHER`).
-    pub fn negotiated(&self) -> Option<(&'static str, String)> {
-        let g = self.lock();
-        let version = match g.conn.protocol_version()? {
-            rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
-            rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
-            _ => "TLS",
-        };
-        let suite = g.conn.negotiated_cipher_suite()?;
-        Some((version, super::ciphers::openssl_name(suite.suite())))
-    }
 }
 
 /// Process newly read records; a protocol error sends its alert and fails
