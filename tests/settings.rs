@@ -188,9 +188,9 @@ fn refused_settings_name_themselves_and_say_why() {
             "h3 (HTTP/3) is not implemented",
         ),
         (
-            &["--http-protocols", "h1,h2", "--http2-cleartext", "upgrade"],
+            &["--http2-cleartext", "upgrade"],
             "--http2-cleartext",
-            "upgrade (Upgrade: h2c) is not implemented",
+            "needs h2 in --http-protocols",
         ),
         (
             &["--http2-cleartext", "prior-knowledge"],

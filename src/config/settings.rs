@@ -318,7 +318,7 @@ settings! {
         help "Comma-separated protocols to offer, most preferred first: h1 (HTTP/1.1), h2 (HTTP/2). Under TLS they are offered by ALPN in this order; without TLS, h2 needs --http2-cleartext. h2 needs h1 beside it; h3 is refused (not implemented).";
     http2_cleartext: String = "off".to_string();
         section "HTTP/2", flags ["http2-cleartext"], meta "STRING", default_doc "off",
-        help "HTTP/2 without TLS (h2c), for a trusted proxy in front (--forwarded-allow-ips; a unix-socket peer is always trusted): off; prior-knowledge (connections that open with the HTTP/2 preface; anything else from a trusted peer gets 400); both (the preface or HTTP/1.1). upgrade (Upgrade: h2c) is refused: not implemented. true/false mean prior-knowledge/off. Needs h2 in --http-protocols. Other peers are served HTTP/1.1 as if it were off.";
+        help "HTTP/2 without TLS (h2c), for a trusted proxy in front (--forwarded-allow-ips; a unix-socket peer is always trusted): off; prior-knowledge (connections that open with the HTTP/2 preface; anything else from a trusted peer gets 400); upgrade (an HTTP/1.1 request with Upgrade: h2c gets 101 and is answered as stream 1; other HTTP/1.1 is served as usual); both (either). true/false mean prior-knowledge/off. Needs h2 in --http-protocols. Other peers are served HTTP/1.1 as if it were off.";
     http2_max_concurrent_streams: u32 = 100;
         section "HTTP/2", flags ["http2-max-concurrent-streams"], meta "INT", default_doc "100",
         help "Most streams open at once on one HTTP/2 connection (SETTINGS_MAX_CONCURRENT_STREAMS); a client opening more has them refused.";

@@ -378,7 +378,7 @@ fn check_http2(s: &mut Settings) -> Result<(), ConfigError> {
                 ));
             }
         }
-        "prior-knowledge" | "both" => {
+        "prior-knowledge" | "upgrade" | "both" => {
             if !h2 {
                 return Err(invalid(
                     "--http2-cleartext",
@@ -400,13 +400,6 @@ fn check_http2(s: &mut Settings) -> Result<(), ConfigError> {
                     "cleartext HTTP/2 is for plain TCP; under TLS h2 is offered by ALPN",
                 ));
             }
-        }
-        "upgrade" => {
-            return Err(invalid(
-                "--http2-cleartext",
-                s.http2_cleartext.clone(),
-                "upgrade (Upgrade: h2c) is not implemented; use prior-knowledge",
-            ))
         }
         _ => {
             return Err(invalid(

@@ -1,6 +1,6 @@
 //! The HTTP/2 gateway of a worker. The engine (`worker/h2c.rs`) hands it
-//! every connection that speaks HTTP/2 (the h2c preface today, TLS with
-//! ALPN `h2` later) and forgets it. The gateway is one thread, started on
+//! every connection that speaks HTTP/2 (the h2c preface, an HTTP/1.1
+//! `Upgrade: h2c`, TLS with ALPN `h2`) and forgets it. The gateway is one thread, started on
 //! the first such connection, running a current-thread tokio runtime with
 //! the `h2` crate: it serves the HTTP/2 framing, flow control and the
 //! defences (`serve.rs`), and turns each stream into one HTTP/1.1 request
@@ -20,6 +20,7 @@ mod response;
 mod serve;
 mod stream;
 mod tls;
+pub mod upgrade;
 
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -94,6 +95,9 @@ pub struct Incoming {
     pub peer: Peer,
     pub listener: usize,
     pub proxied: Option<Arc<crate::proxy::Header>>,
+    /// An HTTP/1.1 request that asked for h2c (`upgrade.rs`); `read` then
+    /// holds what followed its head.
+    pub upgrade: Option<Box<upgrade::Upgrade>>,
 }
 
 /// An internal connection for the engine to serve as an accepted one.

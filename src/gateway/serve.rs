@@ -126,33 +126,46 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
 }
 
 async fn serve(c: Incoming, shared: &Arc<Shared>) -> io::Result<()> {
-    let link = Arc::new(Link {
-        tls: matches!(c.transport, Transport::Tls(..)),
-        shared: shared.clone(),
-        peer: c.peer,
-        listener: c.listener,
-        proxied: c.proxied,
-        idle: Mutex::new(Vec::new()),
-        active: AtomicUsize::new(0),
-        slots: Arc::new(tokio::sync::Semaphore::new(shared.cfg.internal_per_conn)),
-    });
-    match c.transport {
+    let Incoming {
+        transport,
+        read,
+        peer,
+        listener,
+        proxied,
+        upgrade,
+    } = c;
+    let link = |tls: bool, first_body: Option<bytes::Bytes>| {
+        Arc::new(Link {
+            tls,
+            shared: shared.clone(),
+            peer,
+            listener,
+            proxied,
+            first_body: Mutex::new(first_body),
+            idle: Mutex::new(Vec::new()),
+            active: AtomicUsize::new(0),
+            slots: Arc::new(tokio::sync::Semaphore::new(shared.cfg.internal_per_conn)),
+        })
+    };
+    match transport {
         Transport::Tcp(s) => {
             s.set_nonblocking(true)?;
             let _ = s.set_nodelay(true);
-            let io = tokio::net::TcpStream::from_std(s)?;
-            serve_h2(Rewind::new(c.read, io), link).await
+            let mut io = tokio::net::TcpStream::from_std(s)?;
+            let (read, body) = super::upgrade::begin(&mut io, upgrade, read).await?;
+            serve_h2(Rewind::new(read, io), link(false, body)).await
         }
         Transport::Tls(s, session) => {
             s.set_nonblocking(true)?;
             let _ = s.set_nodelay(true);
             let io = super::tls::TlsIo::new(tokio::net::TcpStream::from_std(s)?, *session);
-            serve_h2(Rewind::new(c.read, io), link).await
+            serve_h2(Rewind::new(read, io), link(true, None)).await
         }
         Transport::Unix(s) => {
             s.set_nonblocking(true)?;
-            let io = UnixStream::from_std(s)?;
-            serve_h2(Rewind::new(c.read, io), link).await
+            let mut io = UnixStream::from_std(s)?;
+            let (read, body) = super::upgrade::begin(&mut io, upgrade, read).await?;
+            serve_h2(Rewind::new(read, io), link(false, body)).await
         }
     }
 }
@@ -237,6 +250,9 @@ pub(super) struct Link {
     peer: Peer,
     listener: usize,
     proxied: Option<Arc<crate::proxy::Header>>,
+    /// After an h2c upgrade: the body of the request that asked for it,
+    /// for stream 1 (it came over HTTP/1.1, not as DATA frames).
+    pub(super) first_body: Mutex<Option<bytes::Bytes>>,
     /// Internal connections between requests, by scheme.
     idle: Mutex<Vec<(bool, UnixStream)>>,
     /// Streams being served.

@@ -70,7 +70,14 @@ async fn serve_stream(
             return;
         }
     };
-    match exchange(req, respond, internal).await {
+    // Stream 1 of an upgraded connection is the HTTP/1.1 request that
+    // asked for the upgrade: its body was read before the switch.
+    let first = if u32::from(respond.stream_id()) == 1 {
+        link.first_body.lock().ok().and_then(|mut b| b.take())
+    } else {
+        None
+    };
+    match exchange(req, respond, internal, first).await {
         Ok(Some(s)) => link.give_back(https, s),
         Ok(None) => {}
         Err(StreamError::Reset) => {}
@@ -92,8 +99,9 @@ async fn exchange(
     req: http::Request<RecvStream>,
     respond: &mut SendResponse<Bytes>,
     internal: UnixStream,
+    first: Option<Bytes>,
 ) -> Result<Option<UnixStream>, StreamError> {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
     let is_head = parts.method == http::Method::HEAD;
     let has_body = !body.is_end_stream();
     let chunked = has_body && !parts.headers.contains_key(http::header::CONTENT_LENGTH);
@@ -103,7 +111,19 @@ async fn exchange(
         // connection (no split, no second task).
         drop(body);
         let mut internal = internal;
-        internal.write_all(&head).await?;
+        match first.filter(|b| !b.is_empty()) {
+            Some(b) => {
+                parts.headers.insert(
+                    http::header::CONTENT_LENGTH,
+                    http::HeaderValue::from(b.len()),
+                );
+                internal
+                    .write_all(&response::request_head(&parts, false))
+                    .await?;
+                internal.write_all(&b).await?;
+            }
+            None => internal.write_all(&head).await?,
+        }
         let (reusable, _tx) = relay_response(&mut internal, respond, is_head).await?;
         return Ok(reusable.then_some(internal));
     }

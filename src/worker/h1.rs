@@ -130,6 +130,9 @@ impl Worker {
                         Ok(Some((head, used))) => {
                             conn.rbuf.drain(..used);
                             conn.deadline = Instant::now() + self.stall_timeout;
+                            if let Some(next) = self.h2c_upgrade(conn, &head) {
+                                return next;
+                            }
                             let expects = head.expect_continue
                                 && head.minor_version >= 1
                                 && head.body != BodyKind::None;

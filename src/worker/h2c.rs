@@ -9,7 +9,10 @@
 //! in gunicorn 27, anything else from a trusted peer is refused with 400
 //! under `prior-knowledge` (such a peer is expected to speak HTTP/2),
 //! and served as HTTP/1.1 under `both`; other peers are served HTTP/1.1
-//! as if h2c were off.
+//! as if h2c were off. With `upgrade` (or `both`), an HTTP/1.1 request
+//! from such a peer that asks for `Upgrade: h2c` hands the connection
+//! over in the same way once its head is parsed (`h2c_upgrade`; the
+//! switch itself is `gateway/upgrade.rs`).
 //!
 //! Under TLS (`--certfile`) with h2 in `--http-protocols`, ALPN offers h2,
 //! and a connection that agreed on it goes to the gateway in the same way
@@ -28,8 +31,9 @@ use mio::Waker;
 use super::conn::{Conn, Next, State, Stream};
 use super::engine::Worker;
 use crate::config::{AllowList, Settings};
+use crate::gateway::upgrade::Upgrade;
 use crate::gateway::{self, Gateway, Incoming, Transport};
-use crate::http::HttpError;
+use crate::http::{HttpError, RequestHead};
 use crate::wsgi::Peer;
 use crate::{debug, warning};
 
@@ -46,6 +50,15 @@ pub(super) fn prior_knowledge(s: &Settings) -> bool {
         && s.certfile.is_none()
 }
 
+/// Whether HTTP/1.1 `Upgrade: h2c` is honoured (the settings were
+/// validated).
+pub(super) fn upgrade(s: &Settings) -> bool {
+    matches!(s.http2_cleartext.as_str(), "upgrade" | "both")
+        && s.http_protocols.split(',').any(|p| p == "h2")
+        && s.protocol == "http"
+        && s.certfile.is_none()
+}
+
 /// Whether HTTP/2 is offered by ALPN (TLS on, h2 in --http-protocols).
 pub(super) fn alpn_h2(s: &Settings) -> bool {
     s.certfile.is_some() && s.http_protocols.split(',').any(|p| p == "h2") && s.protocol == "http"
@@ -57,6 +70,8 @@ pub(super) struct H2 {
     cfg: Option<gateway::Config>,
     /// Prior knowledge alone: a trusted peer must speak HTTP/2.
     only: bool,
+    /// `Upgrade: h2c` is honoured.
+    upgrade: bool,
     allow: AllowList,
     waker: Arc<Waker>,
     gateway: Option<Gateway>,
@@ -66,10 +81,11 @@ pub(super) struct H2 {
 
 impl H2 {
     pub(super) fn from_settings(s: &Settings, waker: Arc<Waker>) -> H2 {
-        let on = prior_knowledge(s) || alpn_h2(s);
+        let on = prior_knowledge(s) || alpn_h2(s) || upgrade(s);
         H2 {
             cfg: on.then(|| gateway::Config::from_settings(s)),
             only: s.http2_cleartext == "prior-knowledge",
+            upgrade: upgrade(s),
             allow: AllowList::new(&s.forwarded_allow_ips),
             waker,
             gateway: None,
@@ -132,7 +148,7 @@ impl Worker {
                 return Some(if conn.eof { Next::Close } else { Next::Keep });
             }
             if t.alpn().as_deref() == Some(b"h2") && !conn.reused {
-                return Some(self.hand_over(conn));
+                return Some(self.hand_over(conn, None));
             }
             conn.state = State::Head;
             return None;
@@ -162,12 +178,39 @@ impl Worker {
             }
             return Some(if conn.eof { Next::Close } else { Next::Keep });
         }
-        Some(self.hand_over(conn))
+        Some(self.hand_over(conn, None))
+    }
+
+    /// An HTTP/1.1 request head just parsed: if it asks for h2c and may
+    /// have it (`upgrade` or `both`, a peer trusted as for prior
+    /// knowledge, a request `gateway::upgrade::offer` takes), the
+    /// connection goes to the gateway, which answers 101 and serves the
+    /// request as stream 1 (Some). Otherwise it is served as HTTP/1.1
+    /// (None).
+    pub(super) fn h2c_upgrade(&mut self, conn: &mut Conn, head: &RequestHead) -> Option<Next> {
+        if !self.h2.upgrade
+            || conn.tls.is_some()
+            || conn.h2.is_some()
+            || head.header("upgrade").is_none()
+            || !self.h2.allow.allows(peer_ip(&conn.peer))
+        {
+            return None;
+        }
+        let Some(mut up) = gateway::upgrade::offer(head, self.stall_timeout) else {
+            debug!("Upgrade: h2c not taken; serving HTTP/1.1");
+            return None;
+        };
+        // A pipelined predecessor's response still queued goes out first.
+        up.pending = conn.wbuf[conn.wpos..].to_vec();
+        conn.wbuf.clear();
+        conn.wpos = 0;
+        debug!("Upgrading a connection to HTTP/2 (h2c)");
+        Some(self.hand_over(conn, Some(Box::new(up))))
     }
 
     /// Give an h2c connection to the gateway; the engine closes its own
     /// descriptor for it.
-    fn hand_over(&mut self, conn: &mut Conn) -> Next {
+    fn hand_over(&mut self, conn: &mut Conn, upgrade: Option<Box<Upgrade>>) -> Next {
         let dup = match &conn.stream {
             Stream::Tcp(s) => s.as_fd().try_clone_to_owned(),
             Stream::Unix(s) => s.as_fd().try_clone_to_owned(),
@@ -199,6 +242,7 @@ impl Worker {
             peer: conn.peer.clone(),
             listener: conn.listener,
             proxied: conn.proxied.clone(),
+            upgrade,
         };
         match self.h2.gateway() {
             Ok(g) => g.hand_over(incoming),
