@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""PROXY protocol and uwsgi requests through gunicorn and ferrocorn side by
-side: the same hand-encoded bytes to both, the status and the environ
+"""PROXY protocol, uwsgi, TLS and HTTP/1.1-to-h2c upgrade requests through
+gunicorn and ferrocorn side by side: the same hand-encoded bytes to both, the status and the environ
 (tests/apps/edge.py) compared key by key. Differences the README documents
 as deliberate are printed as such; anything else fails.
 
@@ -58,6 +58,8 @@ DELIBERATE_CASES = {
     "modifier1 5": "501, the status gunicorn's own error carries; gunicorn's handler answers 500",
     "truncated vars": "400, the status gunicorn's own error carries; gunicorn's handler answers 500",
     "decoded %": "PATH_INFO as nginx decoded it; gunicorn decodes it a second time",
+    "absolute-form": "upgraded, RAW_URI the path and query: HTTP/2's :path is origin form, the authority goes to :authority; gunicorn keeps the absolute URI in RAW_URI",
+    "chunked body": "served HTTP/1.1: ferrocorn upgrades only a body of known length (at most 64 KiB); gunicorn reads a chunked one whole into memory first",
 }
 IGNORED = {"SERVER_SOFTWARE"}
 # Ports a case itself names; any other port (the servers' own, the test's
@@ -129,6 +131,87 @@ def send(port, data, tls=False):
     return status, env
 
 
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+# RFC 7541's static table, the :status entries (what both servers send).
+H2_STATUS = {8: 200, 9: 204, 10: 206, 11: 304, 12: 400, 13: 404, 14: 500}
+
+
+def h2c_send(port, data):
+    """An HTTP/1.1 request that may ask for Upgrade: h2c. Answered HTTP/1.1,
+    as send(); answered 101, the client's preface and SETTINGS follow and
+    stream 1's answer is read from the frames: status "101 h2 200" (the
+    :status from its first header byte; both servers index it), and the
+    environ from its DATA."""
+    s = socket.create_connection(("127.0.0.1", port), 5)
+    s.sendall(data)
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        b = s.recv(65536)
+        if not b:
+            break
+        buf += b
+    if not buf.startswith(b"HTTP/1.1 101"):
+        s.close()
+        return send_rest(port, data, buf)
+    buf = buf.partition(b"\r\n\r\n")[2]
+    s.sendall(H2_PREFACE + bytes(9)[:3] + b"\x04" + bytes(5))
+    status, body, done = "101 h2 ?", b"", False
+    try:
+        while not done:
+            while len(buf) < 9 or len(buf) < 9 + int.from_bytes(buf[:3], "big"):
+                b = s.recv(65536)
+                if not b:
+                    raise socket.timeout
+                buf += b
+            n = int.from_bytes(buf[:3], "big")
+            kind, flags, stream = buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
+            payload, buf = buf[9:9 + n], buf[9 + n:]
+            if kind == 4 and not flags & 1:
+                s.sendall(b"\x00\x00\x00\x04\x01\x00\x00\x00\x00")
+            if stream != 1 or kind not in (0, 1):
+                continue
+            if kind == 1 and payload:
+                first = payload[5:] if flags & 0x20 else payload
+                status = "101 h2 %s" % H2_STATUS.get(first[0] & 0x7F if first[0] & 0x80 else -1, "?")
+            if kind == 0:
+                body += payload
+            done = bool(flags & 1)
+    except socket.timeout:
+        pass
+    s.close()
+    try:
+        env = json.loads(body) if status == "101 h2 200" else {}
+    except ValueError:
+        env = {}
+    return status, env
+
+
+def send_rest(port, data, buf):
+    """The HTTP/1.1 answer whose first bytes are buf, as send() reads it."""
+    head, _, body = buf.partition(b"\r\n\r\n")
+    status = int(head.split(b" ")[1]) if head.startswith(b"HTTP/") else 0
+    try:
+        env = json.loads(body) if status == 200 else {}
+    except ValueError:
+        env = {}
+    return status, env
+
+
+def curl_h2(port, path):
+    """curl --http2 on an http:// URL: it asks for the upgrade itself."""
+    out = subprocess.run(
+        ["curl", "-sS", "--max-time", "10", "--http2", "-w", "\n%{http_version} %{response_code}",
+         "http://127.0.0.1:%d%s" % (port, path)],
+        capture_output=True, text=True,
+    ).stdout
+    body, _, tail = out.rpartition("\n")
+    try:
+        env = json.loads(body)
+    except ValueError:
+        env = {}
+    return "curl HTTP/" + tail, env
+
+
 def uwsgi(pairs, body=b""):
     data = b""
     for k, v in pairs:
@@ -162,6 +245,14 @@ NGINX = [
     ("HTTP_HOST", "example.org"),
     ("HTTP_X_THING", "yes"),
 ]
+UP = (b"Host: t\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+      b"HTTP2-Settings: AAMAAABkAAQAAP__\r\n")
+
+
+def upgrade(line, extra=b"", body=b"", head=UP):
+    return line + b"\r\n" + head + extra + b"\r\n" + body
+
+
 CASES = {
     "proxy": [
         ("v1 TCP4", b"PROXY TCP4 192.0.2.7 198.51.100.1 56324 443\r\n" + GET),
@@ -194,6 +285,23 @@ CASES = {
         # The client asked for /a%2541: nginx's PATH_INFO is /a%41.
         ("decoded %", uwsgi([("PATH_INFO", "/a%41"), ("REQUEST_URI", "/a%2541")])),
     ],
+    "h2c": [
+        ("curl --http2", ["/c?x=1"]),
+        ("GET", upgrade(b"GET /x?q=1 HTTP/1.1", b"X-Thing: yes\r\nCookie: a=1\r\n")),
+        ("POST body", upgrade(b"POST /p HTTP/1.1", b"Content-Type: text/plain\r\nContent-Length: 5\r\n", b"hello")),
+        ("OPTIONS *", upgrade(b"OPTIONS * HTTP/1.1")),
+        ("absolute-form", upgrade(b"GET http://t/x?y=1 HTTP/1.1")),
+        ("chunked body", upgrade(b"POST /p HTTP/1.1", b"Transfer-Encoding: chunked\r\n", b"5\r\nhello\r\n0\r\n\r\n")),
+        ("body over 64 KiB", upgrade(b"POST /p HTTP/1.1", b"Content-Length: 65537\r\n", b"x" * 65537)),
+        ("HTTP/1.0", upgrade(b"GET /x HTTP/1.0")),
+        ("no HTTP2-Settings", upgrade(b"GET /x HTTP/1.1", head=UP.replace(b"HTTP2-Settings: AAMAAABkAAQAAP__\r\n", b""))),
+        ("two HTTP2-Settings", upgrade(b"GET /x HTTP/1.1", b"HTTP2-Settings: AAMAAABk\r\n")),
+        ("Connection lacks it", upgrade(b"GET /x HTTP/1.1", head=UP.replace(b"Upgrade, HTTP2-Settings", b"Upgrade"))),
+        ("settings not base64", upgrade(b"GET /x HTTP/1.1", head=UP.replace(b"AAMAAABkAAQAAP__", b"!!!!"))),
+        ("settings length 5", upgrade(b"GET /x HTTP/1.1", head=UP.replace(b"AAMAAABkAAQAAP__", b"AAMAAAB"))),
+        ("ENABLE_PUSH 2", upgrade(b"GET /x HTTP/1.1", head=UP.replace(b"AAMAAABkAAQAAP__", b"AAIAAAAC"))),
+        ("Upgrade websocket", upgrade(b"GET /x HTTP/1.1", head=UP.replace(b"Upgrade: h2c", b"Upgrade: websocket"))),
+    ],
 }
 
 
@@ -211,6 +319,9 @@ def main():
             "tls": tls,
             "tls+proxy": ["--proxy-protocol", "auto", *tls],
             "uwsgi": ["--protocol", "uwsgi"],
+            # gunicorn upgrades in its gthread worker (its sync worker has
+            # no HTTP/2); ferrocorn in every class.
+            "h2c": ["-k", "gthread", "--http-protocols", "h1,h2", "--http2-cleartext", "upgrade"],
         }[kind]
         gp, fp = free_port(), free_port()
         g = start([*shlex.split(a.gunicorn), "-b", "127.0.0.1:%d" % gp, *flags, "edge:app"], gp)
@@ -218,7 +329,12 @@ def main():
         try:
             for name, data in cases:
                 secure = kind.startswith("tls")
-                (gs, ge), (fs, fe) = send(gp, data, secure), send(fp, data, secure)
+                if kind != "h2c":
+                    (gs, ge), (fs, fe) = send(gp, data, secure), send(fp, data, secure)
+                elif isinstance(data, list):
+                    (gs, ge), (fs, fe) = curl_h2(gp, data[0]), curl_h2(fp, data[0])
+                else:
+                    (gs, ge), (fs, fe) = h2c_send(gp, data), h2c_send(fp, data)
                 diffs = []
                 if gs != fs:
                     diffs.append(("status", gs, fs))
@@ -227,6 +343,8 @@ def main():
                     if k in IGNORED or gv == fv:
                         continue
                     if k.endswith("_PORT") and gv and fv and gv not in NAMED_PORTS and fv not in NAMED_PORTS:
+                        continue
+                    if k == "HTTP_HOST" and gv and fv and gv.startswith("127.0.0.1:") and fv.startswith("127.0.0.1:"):
                         continue
                     diffs.append((k, gv, fv))
                 print("%-6s %-16s %s" % (kind, name, "same" if not diffs else "differs:"))

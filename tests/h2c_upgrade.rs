@@ -186,6 +186,8 @@ fn curl_upgrades_and_its_request_is_answered_over_http2() {
             assert_eq!(j["REMOTE_ADDR"].str(), Some("127.0.0.1"));
             assert_eq!(j["wsgi.url_scheme"].str(), Some("http"));
             assert_eq!(j["HTTP_X_TEST"].str(), Some("t"));
+            // As gunicorn 27 marks an HTTP/2 request.
+            assert_eq!(j["HTTP_VERSION"].str(), Some("2"));
             assert!(j["HTTP_HOST"]
                 .str()
                 .is_some_and(|h| h.starts_with("127.0.0.1:")));

@@ -15,8 +15,8 @@
 //! allows and as gunicorn does: a malformed `HTTP2-Settings`, a second
 //! one, `Connection` not naming both `Upgrade` and `HTTP2-Settings`,
 //! HTTP/1.0, a body over 64 KiB or of unknown length (chunked; gunicorn
-//! reads that whole into memory), an absolute-form target, or a `Host`
-//! that is no valid authority.
+//! reads that whole into memory), a target that is neither origin form,
+//! absolute form nor `OPTIONS *`, or a `Host` that is no valid authority.
 
 use std::io;
 use std::time::Duration;
@@ -102,20 +102,30 @@ pub fn offer(head: &RequestHead, timeout: Duration) -> Option<Upgrade> {
         BodyKind::Length(n) if n <= BODY_LIMIT => n as usize,
         _ => return None,
     };
-    if !head.target.starts_with('/') {
-        return None;
-    }
-    let authority = head.header("host");
-    if let Some(a) = authority {
-        if http::uri::Authority::try_from(a).is_err() {
+    // Origin form, `OPTIONS *` (HTTP/2 carries it as :path "*"), or
+    // absolute form, whose authority is the request's.
+    let (path, authority): (String, Option<String>) =
+        if head.target.starts_with('/') || (head.method == "OPTIONS" && head.target == "*") {
+            (head.target.clone(), head.header("host").map(str::to_string))
+        } else {
+            let uri = http::Uri::try_from(head.target.as_str()).ok()?;
+            let authority = uri.authority()?.as_str().to_string();
+            if !matches!(uri.scheme_str(), Some("http" | "https")) {
+                return None;
+            }
+            let path = uri.path_and_query().map_or("/", |p| p.as_str());
+            (path.to_string(), Some(authority))
+        };
+    if let Some(a) = &authority {
+        if http::uri::Authority::try_from(a.as_str()).is_err() {
             return None;
         }
     }
     let mut block = Vec::with_capacity(256);
     literal(&mut block, b":method", &latin1(&head.method));
     literal(&mut block, b":scheme", b"http");
-    literal(&mut block, b":path", &latin1(&head.target));
-    if let Some(a) = authority {
+    literal(&mut block, b":path", &latin1(&path));
+    if let Some(a) = &authority {
         literal(&mut block, b":authority", a.as_bytes());
     }
     for (n, v) in &head.headers {
@@ -375,6 +385,28 @@ mod tests {
         assert!(offer(&head(&[], BodyKind::Length(BODY_LIMIT)), t()).is_some());
         let mut h = head(&[], BodyKind::None);
         h.headers[2].1 = "h2c, websocket".into();
+        assert!(offer(&h, t()).is_none());
+    }
+
+    #[test]
+    fn targets_in_absolute_form_and_options_star() {
+        let mut h = head(&[], BodyKind::None);
+        h.target = "http://other.test:81/x?y=1".into();
+        let up = offer(&h, t()).expect("absolute form is offered");
+        let s = String::from_utf8_lossy(&up.block).into_owned();
+        assert!(s.contains("/x?y=1") && !s.contains("http://"), "{s:?}");
+        assert!(
+            s.contains("other.test:81") && !s.contains("example.com"),
+            "{s:?}"
+        );
+        let mut h = head(&[], BodyKind::None);
+        (h.method, h.target) = ("OPTIONS".into(), "*".into());
+        assert!(offer(&h, t()).is_some());
+        let mut h = head(&[], BodyKind::None);
+        h.target = "*".into();
+        assert!(offer(&h, t()).is_none(), "* is for OPTIONS only");
+        let mut h = head(&[], BodyKind::None);
+        h.target = "ftp://x/y".into();
         assert!(offer(&h, t()).is_none());
     }
 

@@ -396,6 +396,11 @@ impl Wsgi {
                 None => env.set_item(key, PyString::new(py, value))?,
             }
         }
+        // As gunicorn 27's HTTP/2 workers: HTTP_VERSION "2" on a stream,
+        // over any Version header the client sent.
+        if edge.http2.is_some() {
+            env.set_item(pyo3::intern!(py, "HTTP_VERSION"), pyo3::intern!(py, "2"))?;
+        }
         // As gunicorn: a TLS connection is https unless a trusted proxy's
         // scheme header says otherwise.
         let secure = if edge.tls {

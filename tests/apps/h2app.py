@@ -13,7 +13,7 @@ def app(environ, start_response):
     qs = environ.get("QUERY_STRING", "")
     if path == "/info":
         keys = ("SERVER_PROTOCOL", "REMOTE_ADDR", "wsgi.url_scheme", "HTTP_HOST",
-                "HTTP_COOKIE", "REQUEST_METHOD", "QUERY_STRING", "HTTP_X_TEST")
+                "HTTP_COOKIE", "REQUEST_METHOD", "QUERY_STRING", "HTTP_X_TEST", "HTTP_VERSION")
         body = json.dumps({k: environ.get(k) for k in keys}).encode()
         start_response("200 OK", [("Content-Type", "application/json"),
                                   ("Content-Length", str(len(body))),
