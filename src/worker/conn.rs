@@ -125,6 +125,14 @@ pub(super) struct Conn {
     pub(super) close_after_write: bool,
     /// The peer closed its side.
     pub(super) eof: bool,
+    /// A plain read came back short (the kernel's buffer was empty then)
+    /// and no event has come for the connection since: edge-triggered,
+    /// anything arriving later brings one, so reading now would only
+    /// return EAGAIN. Saves that system call on every request.
+    pub(super) drained: bool,
+    /// An event said the peer closed its side (EPOLLRDHUP/HUP): read to
+    /// the end rather than stop at a short read, so the EOF is seen.
+    pub(super) peer_closed: bool,
     /// Remembers how far an incomplete head was already scanned.
     pub(super) parser: http::HeadParser,
     /// When the connection started waiting for its current head (accept,
@@ -237,10 +245,22 @@ impl Conn {
     /// buffer (allocated once, so no per-read zeroing). Returns false on a
     /// hard error.
     pub(super) fn fill(&mut self, scratch: &mut [u8]) -> bool {
+        // A short plain read empties the kernel's buffer (stream sockets);
+        // under TLS the session may hold more than one read showed.
+        let plain = self.tls.is_none();
+        if plain && self.drained {
+            return true;
+        }
         while self.rbuf.len() < READ_CAP && !self.eof {
             match self.read_some(scratch) {
                 Ok(0) => self.eof = true,
-                Ok(n) => self.rbuf.extend_from_slice(&scratch[..n]),
+                Ok(n) => {
+                    self.rbuf.extend_from_slice(&scratch[..n]);
+                    if plain && n < scratch.len() && !self.peer_closed {
+                        self.drained = true;
+                        break;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return false,

@@ -338,7 +338,14 @@ impl Worker {
                     }
                     crate::control::stacks::start();
                 }
-                Token(t) if t >= CONN_BASE => self.enqueue(t - CONN_BASE),
+                Token(t) if t >= CONN_BASE => {
+                    let idx = t - CONN_BASE;
+                    if let Some(c) = self.conns.get_mut(idx).and_then(Option::as_mut) {
+                        c.drained = false;
+                        c.peer_closed |= ev.is_read_closed() || ev.is_error();
+                    }
+                    self.enqueue(idx);
+                }
                 Token(t) => {
                     if let Some(l) = self.listeners.get_mut(t - LISTENER_BASE) {
                         l.ready = true;
@@ -510,6 +517,8 @@ impl Worker {
             deadline: Instant::now() + self.head_timeout,
             close_after_write: false,
             eof: false,
+            drained: false,
+            peer_closed: false,
             parser: http::HeadParser::new(),
             proxied: None,
             uwsgi: None,

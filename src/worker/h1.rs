@@ -56,8 +56,9 @@ impl Worker {
                 // --header-timeout in total, however slowly it trickles in.
                 // (A new connection's first head is timed from accept.)
                 State::Head if before == 0 && conn.reused => {
-                    conn.deadline = Instant::now() + self.head_timeout;
-                    conn.since = Instant::now();
+                    let now = Instant::now();
+                    conn.deadline = now + self.head_timeout;
+                    conn.since = now;
                 }
                 State::Body { .. } => conn.deadline = Instant::now() + self.stall_timeout,
                 _ => {}
@@ -327,7 +328,10 @@ impl Worker {
     /// what happens to the connection.
     pub(super) fn finish(&mut self, conn: &mut Conn, done: Done) {
         conn.reused = true;
-        conn.since = Instant::now();
+        // One clock read serves the whole bookkeeping (flush() does not
+        // block).
+        let now = Instant::now();
+        conn.since = now;
         match done.outcome {
             Ok(o) if o.taken => {
                 // The app owns the connection now (through its own
@@ -362,10 +366,10 @@ impl Worker {
         // While output is queued, flush() moves the deadline on each
         // progress; once all is written an open connection idles for
         // --keep-alive.
-        conn.deadline = Instant::now() + self.stall_timeout;
+        conn.deadline = now + self.stall_timeout;
         let _ = conn.flush(self.stall_timeout);
         if conn.pending_write() == 0 && !conn.close_after_write {
-            conn.deadline = Instant::now() + self.keepalive;
+            conn.deadline = now + self.keepalive;
         }
     }
 }
