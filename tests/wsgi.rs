@@ -11,6 +11,40 @@ use common::*;
 // ---------------------------------------------------------------------------
 // The environ
 
+/// Every request gets an environ of its own: what an app adds, changes or
+/// deletes in one is not in the next one on the same worker (ferrocorn
+/// copies a prepared environ per request), and a request with many
+/// headers has them all.
+#[test]
+fn environ_is_fresh_for_every_request() {
+    let s = Server::start(&["-w", "1", "echo:app"]);
+    let mut c = Conn::connect(s.port);
+    for round in 0..3 {
+        let r = c.request("GET", "/", &[("Host", "x")], b"");
+        assert_eq!(r.status, 200);
+        let j = r.json();
+        assert!(j["mark"].is_null(), "round {round}: {:?}", j["mark"]);
+        assert_eq!(j["wsgi.run_once"].as_bool(), Some(false));
+        assert_eq!(j["SERVER_NAME"].str(), Some("127.0.0.1"));
+    }
+    let names: Vec<String> = (0..60).map(|i| format!("X-Many-{i}")).collect();
+    let values: Vec<String> = (0..60).map(|i| format!("value {i}")).collect();
+    let headers: Vec<(&str, &str)> = names
+        .iter()
+        .zip(&values)
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let r = c.request("GET", "/", &headers, b"");
+    assert_eq!(r.status, 200);
+    let h = &r.json()["headers"];
+    for i in 0..60 {
+        assert_eq!(
+            h[format!("HTTP_X_MANY_{i}").as_str()].str(),
+            Some(format!("value {i}").as_str())
+        );
+    }
+}
+
 #[test]
 fn environ_keys() {
     let s = Server::start(&["-w", "2", "echo:app"]);

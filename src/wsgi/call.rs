@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 #[cfg(feature = "wheel")]
 use super::abi::ToStr as _;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use super::{ConnSocket, FileWrapper, Input, Peer, Responder, ServerInfo, Wsgi};
 use crate::http::{Body, RequestHead};
@@ -496,6 +496,11 @@ fn write_iterable(
     sendfile: bool,
 ) -> PyResult<()> {
     let res = send_iterable(py, responder, iterable, sendfile);
+    // A plain list or tuple (what most apps return) has no close(): asking
+    // would build and drop an AttributeError on every request.
+    if iterable.is_exact_instance_of::<PyList>() || iterable.is_exact_instance_of::<PyTuple>() {
+        return res;
+    }
     let closed = match iterable.getattr(pyo3::intern!(py, "close")) {
         Ok(close) => close.call0().map(|_| ()),
         Err(_) => Ok(()),

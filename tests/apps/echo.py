@@ -67,6 +67,11 @@ def app(environ, start_response):
     out["max_read"] = max_read
     out["lines"] = lines
     out["pid"] = os.getpid()
+    # What an earlier request left in its environ must not be in this one.
+    out["mark"] = environ.get("echo.mark")
+    environ["echo.mark"] = "left by an earlier request"
+    environ["wsgi.run_once"] = True
+    del environ["SERVER_NAME"]
     body = json.dumps(out, sort_keys=True).encode("ascii")
     start_response(
         "200 OK",
