@@ -151,6 +151,7 @@ def h2c_send(port, data):
             break
         buf += b
     if not buf.startswith(b"HTTP/1.1 101"):
+        buf = read_body(s, buf)
         s.close()
         return send_rest(port, data, buf)
     buf = buf.partition(b"\r\n\r\n")[2]
@@ -184,6 +185,27 @@ def h2c_send(port, data):
     except ValueError:
         env = {}
     return status, env
+
+
+def read_body(s, buf):
+    """Read on until the body after the head in buf is whole: its
+    Content-Length, else to EOF (the head and the body may come in
+    separate segments)."""
+    head, _, body = buf.partition(b"\r\n\r\n")
+    length = None
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    try:
+        while length is None or len(body) < length:
+            b = s.recv(65536)
+            if not b:
+                break
+            body += b
+    except socket.timeout:
+        pass
+    return head + b"\r\n\r\n" + body
 
 
 def send_rest(port, data, buf):
