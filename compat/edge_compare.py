@@ -86,7 +86,8 @@ def start(cmd, port):
             return p
         except OSError:
             time.sleep(0.1)
-    p.kill()
+    os.killpg(p.pid, 9)
+    p.wait(10)
     log.seek(0)
     sys.exit("server did not start: %s\n%s" % (cmd, log.read().decode(errors="replace")))
 
@@ -346,9 +347,12 @@ def main():
             "h2c": ["-k", "gthread", "--http-protocols", "h1,h2", "--http2-cleartext", "upgrade"],
         }[kind]
         gp, fp = free_port(), free_port()
-        g = start([*shlex.split(a.gunicorn), "-b", "127.0.0.1:%d" % gp, *flags, "edge:app"], gp)
-        f = start([a.ferrocorn, "-b", "127.0.0.1:%d" % fp, *flags, "edge:app"], fp)
+        started = []
         try:
+            g = start([*shlex.split(a.gunicorn), "-b", "127.0.0.1:%d" % gp, *flags, "edge:app"], gp)
+            started.append(g)
+            f = start([a.ferrocorn, "-b", "127.0.0.1:%d" % fp, *flags, "edge:app"], fp)
+            started.append(f)
             for name, data in cases:
                 secure = kind.startswith("tls")
                 if kind != "h2c":
@@ -383,7 +387,8 @@ def main():
                     print("    %-16s gunicorn=%r ferrocorn=%r  %s" % (k, gv, fv, "(deliberate: %s)" % why if why else "UNEXPECTED"))
                     failed += why is None
         finally:
-            for p in (g, f):
+            # Both servers stop, whatever failed (the second one's start too).
+            for p in started:
                 os.killpg(p.pid, 15)
                 p.wait(10)
     print("edge_compare: %s" % ("ok" if not failed else "%d unexpected differences" % failed))
