@@ -108,20 +108,9 @@ def send(port, data, tls=False):
         except (ssl.SSLError, OSError):
             return -1, {}
     s.sendall(data)
-    out = b""
-    try:
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            out += b
-            head, _, body = out.partition(b"\r\n\r\n")
-            if b"content-length:" in head.lower():
-                n = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-                if len(body) >= n:
-                    break
-    except socket.timeout:
-        pass
+    out = read_head(s)
+    if b"\r\n\r\n" in out:
+        out = read_body(s, out)
     s.close()
     head, _, body = out.partition(b"\r\n\r\n")
     status = int(head.split(b" ")[1]) if head.startswith(b"HTTP/") else 0
@@ -145,12 +134,7 @@ def h2c_send(port, data):
     environ from its DATA."""
     s = socket.create_connection(("127.0.0.1", port), 5)
     s.sendall(data)
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        b = s.recv(65536)
-        if not b:
-            break
-        buf += b
+    buf = read_head(s)
     if not buf.startswith(b"HTTP/1.1 101"):
         buf = read_body(s, buf)
         s.close()
@@ -186,6 +170,21 @@ def h2c_send(port, data):
     except ValueError:
         env = {}
     return status, env
+
+
+def read_head(s):
+    """What the peer sends until the end of a response head (or EOF, or
+    the socket's timeout)."""
+    out = b""
+    try:
+        while b"\r\n\r\n" not in out:
+            b = s.recv(65536)
+            if not b:
+                break
+            out += b
+    except socket.timeout:
+        pass
+    return out
 
 
 def read_body(s, buf):

@@ -72,6 +72,40 @@ fn http10_request_gets_response_and_close() {
 // ---------------------------------------------------------------------------
 // Keep-alive and pipelining
 
+/// A client that sends its request and closes its side at once (as
+/// `printf ... | nc` does) gets the answer and then the close straight
+/// away, not after --keep-alive. The one sync worker is held by another
+/// request, so this connection's request and its FIN are both waiting
+/// before the worker first reads it.
+#[test]
+fn request_sent_with_fin_is_answered_then_closed_at_once() {
+    let s = Server::start(&["-w", "1", "--keep-alive", "30", "slow:app"]);
+    let port = s.port;
+    let busy = std::thread::spawn(move || get(port, "/?sleep=0.5").status);
+    std::thread::sleep(Duration::from_millis(150));
+    let mut c = Conn::connect(port);
+    c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    c.shutdown_write();
+    let t = std::time::Instant::now();
+    let out = c.read_to_end();
+    assert!(
+        out.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
+    assert!(
+        c.is_closed(Duration::from_millis(10)),
+        "the connection stayed open after {:?}",
+        t.elapsed()
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "closed after {:?}",
+        t.elapsed()
+    );
+    assert_eq!(busy.join().unwrap(), 200);
+}
+
 #[test]
 fn keepalive_three_requests_on_one_connection() {
     let s = Server::start(&["echo:app"]);

@@ -198,9 +198,9 @@ pub struct Wsgi {
     /// What every environ starts as, copied per request: the keys that are
     /// always there (the fixed ones with their values, the per-request
     /// ones as None, each overwritten), so that the copy is one block copy
-    /// sized for them and the request's headers, and filling it never
-    /// grows the dict. Building the same dict key by key resized it twice
-    /// per request: 2,500 instructions of the 33,000 a hello request took.
+    /// sized for them and the request's headers, and filling it does not
+    /// grow the dict. Built key by key from an empty dict, it grew three
+    /// times per request (bench/README.md, "A prepared environ").
     template: Py<PyDict>,
     /// Environ keys by header name. Shared by a gthread worker's threads;
     /// the lock is never held while Python code could run.
