@@ -498,10 +498,15 @@ fn scrape_across_a_crash(class: &[&str], app: &str, ok: (&str, u16), missing: &s
     }
     let mut after = scrape(m);
     let replaced = wait_until(Duration::from_secs(20), || {
-        after = scrape(m);
+        // The new workers first, then a scrape that shows them: a scrape
+        // answered before the master reaped the old ones shows those as idle.
         let now = s.worker_pids();
+        after = scrape(m);
         now.len() == 2
-            && now.iter().all(|p| !old.contains(p))
+            && now.iter().all(|p| {
+                !old.contains(p)
+                    && after.contains_key(&format!("ferrocorn_worker_rss_bytes{{pid=\"{p}\"}}"))
+            })
             && val(&after, "ferrocorn_workers{state=\"idle\"}") == 2.0
     });
     assert!(replaced, "{after:?}\n{}", s.log());
