@@ -550,3 +550,37 @@ fn a_full_worker_leaves_new_connections_to_one_with_room() {
         }
     }
 }
+
+/// A burst of keep-alive clients that connect together (a proxy opening its
+/// pool, a load test starting) spreads over the gthread workers. A
+/// connection stays with the worker that accepted it, and the first worker
+/// awake used to take most or all of the burst, so one worker's GIL served
+/// every request of those clients while the other idled.
+#[test]
+fn a_burst_of_keepalive_connections_spreads_over_gthread_workers() {
+    let s = Server::start(&["-w", "2", "-k", "gthread", "--threads", "4", "arb_app:app"]);
+    // Both workers have booted and marked themselves ready.
+    assert!(wait_until(Duration::from_secs(10), || s
+        .log()
+        .contains("Ready: 2 workers serving")));
+    const N: usize = 40;
+    let mut conns: Vec<Conn> = (0..N).map(|_| Conn::connect(s.port)).collect();
+    let mut per_worker: std::collections::HashMap<String, usize> = Default::default();
+    for c in conns.iter_mut() {
+        let first = c.request("GET", "/pid", &[], b"");
+        assert_eq!(first.status, 200);
+        // Keep-alive: the connection stays with its worker.
+        let again = c.request("GET", "/pid", &[], b"");
+        assert_eq!(again.text(), first.text());
+        *per_worker.entry(first.text()).or_default() += 1;
+    }
+    assert_eq!(
+        per_worker.len(),
+        2,
+        "one worker took every connection: {per_worker:?}"
+    );
+    assert!(
+        per_worker.values().all(|&n| (12..=28).contains(&n)),
+        "uneven spread of {N} connections: {per_worker:?}"
+    );
+}

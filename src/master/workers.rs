@@ -133,6 +133,7 @@ impl Arbiter {
             if let Some(w) = self.workers.remove(&pid) {
                 self.retired_requests += self.scoreboard.requests(w.slot);
                 self.metrics.reaped(w.slot, None);
+                self.scoreboard.vacate(w.slot);
                 self.free_slots.push(w.slot);
             }
         }
@@ -189,6 +190,7 @@ impl Arbiter {
                     self.retired_requests += self.scoreboard.requests(w.slot);
                     let boot_failure = matches!(code, WORKER_BOOT_ERROR | APP_LOAD_ERROR);
                     self.worker_metrics_end(&w, boot_failure);
+                    self.scoreboard.vacate(w.slot);
                     self.free_slots.push(w.slot);
                     if code != 0 {
                         warning!("Worker (pid:{pid}) exited with code {code}");
@@ -221,6 +223,7 @@ impl Arbiter {
                     self.child_exit(pid.as_raw(), &w);
                     self.retired_requests += self.scoreboard.requests(w.slot);
                     self.worker_metrics_end(&w, false);
+                    self.scoreboard.vacate(w.slot);
                     self.free_slots.push(w.slot);
                     if sig == Signal::SIGKILL {
                         if w.aborted.is_none() {

@@ -1,5 +1,6 @@
 //! The scoreboard: shared memory, mapped by the master before it forks,
-//! where each worker reports its heartbeat, readiness and request count;
+//! where each worker reports its heartbeat, readiness, request count and
+//! open connections (which its siblings read to share new ones out);
 //! and [`shared_words`], the same kind of mapping for the metrics'
 //! per-worker counters (`metrics::counters` lays them out).
 
@@ -27,10 +28,15 @@ const SLOT_WORDS: usize = 4;
 const BEAT: usize = 0;
 const STATE: usize = 1;
 const REQUESTS: usize = 2;
+const CONNS: usize = 3;
 
 /// A worker's state as seen in its slot.
 pub const SLOT_BOOTING: u64 = 0;
 pub const SLOT_READY: u64 = 1;
+/// The worker has exited (the slot is free until the next fork).
+const SLOT_GONE: u64 = 2;
+/// The open-connections word of a worker that takes no more (it stops).
+const NOT_ACCEPTING: u64 = u64::MAX;
 
 impl Scoreboard {
     pub fn new(slots: usize) -> io::Result<Scoreboard> {
@@ -75,6 +81,41 @@ impl Scoreboard {
             .store(monotonic_ms(), Ordering::SeqCst);
         self.word(slot, STATE).store(SLOT_BOOTING, Ordering::SeqCst);
         self.word(slot, REQUESTS).store(0, Ordering::SeqCst);
+        self.word(slot, CONNS).store(0, Ordering::SeqCst);
+    }
+
+    /// The worker in `slot` has exited: its siblings stop counting on it.
+    pub fn vacate(&self, slot: usize) {
+        self.word(slot, STATE).store(SLOT_GONE, Ordering::SeqCst);
+        self.word(slot, CONNS).store(0, Ordering::SeqCst);
+    }
+
+    /// The worker in `slot` has `n` connections open.
+    pub fn set_conns(&self, slot: usize, n: usize) {
+        self.word(slot, CONNS).store(n as u64, Ordering::Relaxed);
+    }
+
+    /// The worker in `slot` takes no new connections (it is stopping).
+    pub fn stop_accepting(&self, slot: usize) {
+        self.word(slot, CONNS)
+            .store(NOT_ACCEPTING, Ordering::Relaxed);
+    }
+
+    /// Connections open in the worker in `slot`, if it is ready and takes
+    /// new ones.
+    pub fn accepting_conns(&self, slot: usize) -> Option<u64> {
+        if !self.is_ready(slot) {
+            return None;
+        }
+        let n = self.word(slot, CONNS).load(Ordering::Relaxed);
+        (n != NOT_ACCEPTING).then_some(n)
+    }
+
+    /// The slots of the ready workers other than `me`.
+    pub fn ready_siblings(&self, me: usize) -> Vec<usize> {
+        (0..self.slots)
+            .filter(|&s| s != me && self.is_ready(s))
+            .collect()
     }
 
     /// A worker finished one more request.

@@ -1,5 +1,7 @@
-//! How a worker takes new connections: a batch per wake-up for gthread;
-//! for sync, pacing by the requests it serves, so that connections spread
+//! How a worker takes new connections: a batch per wake-up for gthread
+//! (and the other classes that run requests concurrently), left to a
+//! sibling while this worker holds more connections than one of them; for
+//! sync, pacing by the requests it serves, so that connections spread
 //! over the workers by how fast each serves (see the constants).
 
 use std::io;
@@ -28,6 +30,18 @@ pub(super) const FRESH_WAIT: Duration = Duration::from_millis(20);
 /// starting together is in within a few turns rather than queueing in
 /// the backlog behind those already connected.
 const SYNC_ACCEPT_PER_REQUEST: usize = 4;
+/// A concurrent worker holding more connections than a sibling (by more
+/// than `balance_slack`) leaves new ones to it for up to this long, then
+/// takes them itself: every worker is woken by a new connection, and the
+/// first awake would otherwise take a whole burst (keep-alive clients
+/// starting together, a proxy opening its pool) while its siblings are
+/// still being scheduled. Connections stay where they are accepted, so an
+/// uneven start would last: half of a Flask app's throughput was lost
+/// with all 50 of wrk's connections on one of two gthread workers.
+const BALANCE_WAIT: Duration = Duration::from_millis(2);
+/// How often a worker that sees fewer siblings than `--workers` implies
+/// looks for them again (as they boot, or after TTOU).
+const SIBLINGS_RESCAN: Duration = Duration::from_millis(20);
 /// A worker at its connection limit waits this long before evicting a
 /// connection for a new one, so that a sibling with room takes it first.
 const LIMIT_YIELD: Duration = Duration::from_millis(1);
@@ -53,6 +67,68 @@ impl Worker {
                 if self.live == had {
                     break;
                 }
+            }
+        }
+    }
+
+    /// Look up the siblings' scoreboard slots (at start and once a second:
+    /// workers come and go).
+    pub(super) fn find_siblings(&mut self) {
+        self.siblings_seen_at = Instant::now();
+        self.sibling_slots = if self.siblings && self.exec.concurrent() {
+            self.scoreboard.ready_siblings(self.slot)
+        } else {
+            Vec::new()
+        };
+    }
+
+    /// Tell the siblings how many connections this worker holds.
+    pub(super) fn publish_conns(&self) {
+        if !self.stopping {
+            self.scoreboard.set_conns(self.slot, self.clients());
+        }
+    }
+
+    /// Whether a ready sibling that accepts holds clearly fewer
+    /// connections than this worker (see BALANCE_WAIT).
+    fn crowded(&self) -> bool {
+        let fewest = self
+            .sibling_slots
+            .iter()
+            .filter_map(|&s| self.scoreboard.accepting_conns(s))
+            .min();
+        let Some(fewest) = fewest else {
+            return false;
+        };
+        let mine = self.clients() as u64;
+        mine > fewest + balance_slack(fewest)
+    }
+
+    /// Whether to leave the connections waiting now to a sibling; starts
+    /// the wait (BALANCE_WAIT) and ends it when it has run out.
+    fn leave_to_sibling(&mut self) -> bool {
+        // Siblings booted since the last look count from their first
+        // connection on, not a second later.
+        if self.sibling_slots.len() < self.siblings_expected
+            && self.siblings_seen_at.elapsed() >= SIBLINGS_RESCAN
+        {
+            self.find_siblings();
+        }
+        if self.sibling_slots.is_empty() || !self.crowded() {
+            self.defer = None;
+            return false;
+        }
+        let now = Instant::now();
+        match self.defer {
+            None => {
+                self.defer = Some(now + BALANCE_WAIT);
+                true
+            }
+            Some(until) if now < until => true,
+            // The sibling did not take them in time: take them here.
+            Some(_) => {
+                self.defer = None;
+                false
             }
         }
     }
@@ -101,7 +177,17 @@ impl Worker {
             return;
         }
         let batch = if sync { 1 } else { ACCEPT_BATCH };
+        // Once the wait for a sibling has run out, the whole batch is taken
+        // here (a sibling stuck in a request must not slow accepting to one
+        // connection per wait).
+        let mut balanced = sync;
         for _ in 0..batch {
+            if !balanced {
+                if self.leave_to_sibling() {
+                    return;
+                }
+                balanced = self.defer.is_none() && self.crowded();
+            }
             if self.clients() >= self.max_conns && !self.make_room(li) {
                 self.accept_paused = true;
                 return;
@@ -130,7 +216,10 @@ impl Worker {
                         }
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.defer = None;
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     // EMFILE and friends: back off until a connection closes.
@@ -143,4 +232,11 @@ impl Worker {
         // The batch is used up and more may be waiting.
         self.accept_more = true;
     }
+}
+
+/// How many more connections than its least loaded sibling a worker may
+/// hold and still accept: one, and an eighth more as the counts grow, so
+/// that workers take turns without trading every connection.
+fn balance_slack(fewest: u64) -> u64 {
+    1 + fewest / 8
 }

@@ -77,6 +77,15 @@ pub struct Worker {
     pub(super) fresh: Option<(usize, Instant)>,
     /// sync: accepting waits for `fresh`.
     pub(super) accept_held: bool,
+    /// gthread and the other concurrent classes, with siblings: until when
+    /// this worker, holding more connections than a sibling, leaves the
+    /// waiting ones to it (see `accept.rs`).
+    pub(super) defer: Option<Instant>,
+    /// The siblings' scoreboard slots, looked up once a second, and more
+    /// often while fewer are seen than `--workers` implies.
+    pub(super) sibling_slots: Vec<usize>,
+    pub(super) siblings_expected: usize,
+    pub(super) siblings_seen_at: Instant,
     /// Read buffer shared by every connection of this worker.
     pub(super) scratch: Box<[u8]>,
     pub(super) master: nix::unistd::Pid,
@@ -261,6 +270,10 @@ impl Worker {
             accept_more: false,
             fresh: None,
             accept_held: false,
+            defer: None,
+            sibling_slots: Vec::new(),
+            siblings_expected: (settings.workers as usize).saturating_sub(1),
+            siblings_seen_at: Instant::now(),
             scratch: vec![0u8; 64 * 1024].into_boxed_slice(),
             master: args.master,
             requests: 0,
@@ -309,6 +322,9 @@ impl Worker {
         if let Some((_, at)) = self.fresh {
             let left = FRESH_WAIT.saturating_sub(at.elapsed()) + Duration::from_millis(1);
             timeout = timeout.min(left);
+        }
+        if let Some(until) = self.defer {
+            timeout = timeout.min(until.saturating_duration_since(Instant::now()));
         }
         // The buffer is lent out for the turn (an empty one allocates
         // nothing), so the events can be handled with `self` borrowed.
@@ -361,9 +377,17 @@ impl Worker {
         {
             self.release_fresh();
         }
-        if std::mem::take(&mut self.accept_more) {
+        let more = std::mem::take(&mut self.accept_more);
+        if more || self.defer.is_some() {
             for i in 0..self.listeners.len() {
-                self.accept(i, true);
+                if more || self.listeners[i].ready {
+                    self.accept(i, true);
+                }
+            }
+            // A wait for a sibling ends with its time, whatever stopped
+            // this worker from accepting meanwhile.
+            if self.defer.is_some_and(|until| until <= Instant::now()) {
+                self.defer = None;
             }
         }
         self.collect_done();
@@ -423,6 +447,7 @@ impl Worker {
         if now >= self.next_sweep {
             self.next_sweep = now + Duration::from_secs(1);
             self.sweep(now);
+            self.find_siblings();
             if nix::unistd::getppid() != self.master {
                 info!("Parent changed, shutting down: {}", std::process::id());
                 return Some(0);
@@ -439,6 +464,8 @@ impl Worker {
             return;
         }
         self.stopping = true;
+        self.defer = None;
+        self.scoreboard.stop_accepting(self.slot);
         self.exec.drain();
         self.h2.drain();
         for mut l in self.listeners.drain(..) {
@@ -545,6 +572,7 @@ impl Worker {
         }
         self.conns[idx] = Some(conn);
         self.live += 1;
+        self.publish_conns();
         // The request may already be waiting (edge-triggered: read now).
         // It goes to the front of the queue: a connection that waited in
         // the listen backlog holds the oldest request there is, so serving
@@ -565,6 +593,7 @@ impl Worker {
             let _ = self.poll.registry().deregister(c.stream.source());
             self.free.push(idx);
             self.live -= 1;
+            self.publish_conns();
         }
     }
 
@@ -711,5 +740,6 @@ impl Loop for Worker {
 
     fn ready(&mut self) {
         self.scoreboard.set_ready(self.slot);
+        self.find_siblings();
     }
 }
