@@ -598,8 +598,13 @@ def parse_wrk(text):
     return res
 
 
+def _pinned(cpus):
+    """The taskset prefix that keeps a command on `cpus` (--pin-wrk)."""
+    return ["taskset", "-c", cpus] if cpus else []
+
+
 def wrk_cmd(ctx, wl, port, duration, script, latency=True):
-    cmd = [ctx.wrk, "-t", str(ctx.wrk_threads), "-c", str(wl.connections),
+    cmd = _pinned(ctx.wrk_cpus) + [ctx.wrk, "-t", str(ctx.wrk_threads), "-c", str(wl.connections),
            "-d", "%ds" % duration, "--timeout", "%ds" % ctx.wrk_timeout]
     if latency:
         cmd.append("--latency")
@@ -701,7 +706,7 @@ def run_one(ctx, server, wl, rnd):
     ok=True, or ok=False and a reason."""
     srv = SERVERS[server]
     port = free_port()
-    argv = srv.argv(ctx, wl, port)
+    argv = _pinned(ctx.server_cpus) + srv.argv(ctx, wl, port)
     logpath = os.path.join(ctx.log_dir, "%s-%s-r%d.log" % (wl.name, server, rnd))
     res = {"server": server, "workload": wl.name, "round": rnd, "port": port,
            "argv": argv, "log": os.path.relpath(logpath, REPO_ROOT)}
@@ -1061,6 +1066,10 @@ def parse_args(argv):
     p.add_argument("--workers", type=int, default=2,
                    help="worker processes per server (default 2)")
     p.add_argument("--wrk-threads", type=int, default=2)
+    p.add_argument("--pin-wrk", metavar="CPUS", default="",
+                   help="run wrk on these CPUs (taskset list, e.g. 1) and the "
+                        "servers on the others, so that the load generator "
+                        "does not take CPU time from the server it measures")
     p.add_argument("--wrk-timeout", type=int, default=10,
                    help="wrk per-request timeout in seconds (default 10)")
     p.add_argument("--start-timeout", type=float, default=30.0,
@@ -1088,6 +1097,20 @@ def parse_args(argv):
     if args.ferrocorn_bin:
         args.ferrocorn_bin = os.path.abspath(args.ferrocorn_bin)
     args.venv = os.path.abspath(args.venv)
+    args.wrk_cpus = args.server_cpus = ""
+    if args.pin_wrk:
+        wrk_set = set()
+        for part in args.pin_wrk.split(","):
+            lo, _, hi = part.partition("-")
+            if not lo.isdigit() or (hi and not hi.isdigit()):
+                raise SystemExit("--pin-wrk: not a CPU list: %r" % args.pin_wrk)
+            wrk_set.update(range(int(lo), int(hi or lo) + 1))
+        rest = sorted(os.sched_getaffinity(0) - wrk_set)
+        if not rest or not wrk_set <= os.sched_getaffinity(0):
+            raise SystemExit("--pin-wrk %s leaves no CPU for the servers, or "
+                             "names one this process cannot use" % args.pin_wrk)
+        args.wrk_cpus = ",".join(str(c) for c in sorted(wrk_set))
+        args.server_cpus = ",".join(str(c) for c in rest)
     return args
 
 
