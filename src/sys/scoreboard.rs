@@ -10,7 +10,8 @@ use std::sync::atomic::Ordering;
 use super::monotonic_ms;
 
 /// Shared memory the master maps before forking: one slot per worker in
-/// which the worker reports its heartbeat and whether it has booted. Cheaper than gunicorn's fchmod'ed temp files
+/// which the worker reports its heartbeat, whether it has booted, its
+/// requests and its open connections. Cheaper than gunicorn's fchmod'ed temp files
 /// and readable without a syscall. A clone is another handle on the same
 /// mapping, which is never unmapped.
 #[derive(Clone)]

@@ -1,6 +1,6 @@
-//! How a worker takes new connections: a batch per wake-up for gthread
-//! (and the other classes that run requests concurrently), left to a
-//! sibling while this worker holds more connections than one of them; for
+//! How a worker takes new connections: a batch per wake-up for the classes
+//! that run requests concurrently, which gthread leaves to a sibling
+//! while it holds more connections than one of them; for
 //! sync, pacing by the requests it serves, so that connections spread
 //! over the workers by how fast each serves (see the constants).
 
@@ -30,7 +30,7 @@ pub(super) const FRESH_WAIT: Duration = Duration::from_millis(20);
 /// starting together is in within a few turns rather than queueing in
 /// the backlog behind those already connected.
 const SYNC_ACCEPT_PER_REQUEST: usize = 4;
-/// A concurrent worker holding more connections than a sibling (by more
+/// A gthread worker holding more connections than a sibling (by more
 /// than `balance_slack`) leaves new ones to it for up to this long, then
 /// takes them itself: every worker is woken by a new connection, and the
 /// first awake would otherwise take a whole burst (keep-alive clients
@@ -72,19 +72,23 @@ impl Worker {
     }
 
     /// Look up the siblings' scoreboard slots (at start and once a second:
-    /// workers come and go).
+    /// workers come and go). Only for gthread: the classes whose loop an
+    /// asyncio loop or a greenlet hub drives (`external_wait`) would not
+    /// look at a waiting connection again when the wait ends, only at the
+    /// next event, so they accept as before.
     pub(super) fn find_siblings(&mut self) {
         self.siblings_seen_at = Instant::now();
-        self.sibling_slots = if self.siblings && self.exec.concurrent() {
-            self.scoreboard.ready_siblings(self.slot)
-        } else {
-            Vec::new()
-        };
+        self.sibling_slots =
+            if self.siblings && self.exec.concurrent() && !self.exec.external_wait() {
+                self.scoreboard.ready_siblings(self.slot)
+            } else {
+                Vec::new()
+            };
     }
 
     /// Tell the siblings how many connections this worker holds.
     pub(super) fn publish_conns(&self) {
-        if !self.stopping {
+        if !self.stopping && !self.accept_paused {
             self.scoreboard.set_conns(self.slot, self.clients());
         }
     }
@@ -107,10 +111,16 @@ impl Worker {
     /// Whether to leave the connections waiting now to a sibling; starts
     /// the wait (BALANCE_WAIT) and ends it when it has run out.
     fn leave_to_sibling(&mut self) -> bool {
-        // Siblings booted since the last look count from their first
-        // connection on, not a second later.
-        if self.sibling_slots.len() < self.siblings_expected
-            && self.siblings_seen_at.elapsed() >= SIBLINGS_RESCAN
+        // Siblings booted since the last look (after a HUP, in place of
+        // ones now stopping) count from their first connection on, not a
+        // second later.
+        if self.siblings_seen_at.elapsed() >= SIBLINGS_RESCAN
+            && self
+                .sibling_slots
+                .iter()
+                .filter(|&&s| self.scoreboard.accepting_conns(s).is_some())
+                .count()
+                < self.siblings_expected
         {
             self.find_siblings();
         }
@@ -190,6 +200,7 @@ impl Worker {
             }
             if self.clients() >= self.max_conns && !self.make_room(li) {
                 self.accept_paused = true;
+                self.scoreboard.stop_accepting(self.slot);
                 return;
             }
             let Some(l) = self.listeners.get(li) else {
@@ -225,6 +236,7 @@ impl Worker {
                     // EMFILE and friends: back off until a connection closes.
                     warning!("accept() failed: {e}");
                     self.accept_paused = true;
+                    self.scoreboard.stop_accepting(self.slot);
                     return;
                 }
             }

@@ -77,7 +77,7 @@ pub struct Worker {
     pub(super) fresh: Option<(usize, Instant)>,
     /// sync: accepting waits for `fresh`.
     pub(super) accept_held: bool,
-    /// gthread and the other concurrent classes, with siblings: until when
+    /// gthread, with siblings: until when
     /// this worker, holding more connections than a sibling, leaves the
     /// waiting ones to it (see `accept.rs`).
     pub(super) defer: Option<Instant>,
@@ -428,6 +428,7 @@ impl Worker {
         }
         if self.accept_paused && !self.stopping && self.clients() < self.max_conns {
             self.accept_paused = false;
+            self.publish_conns();
             for i in 0..self.listeners.len() {
                 self.accept(i, true);
             }
@@ -448,6 +449,8 @@ impl Worker {
             self.next_sweep = now + Duration::from_secs(1);
             self.sweep(now);
             self.find_siblings();
+            // HTTP/2 streams come and go without a connection doing so.
+            self.publish_conns();
             if nix::unistd::getppid() != self.master {
                 info!("Parent changed, shutting down: {}", std::process::id());
                 return Some(0);

@@ -266,6 +266,7 @@ impl Worker {
                 continue;
             };
             self.h2.internal += 1;
+            self.publish_conns();
             if let Some(c) = self.conns[idx].as_mut() {
                 c.proxied = i.facts.proxied;
             }
