@@ -262,17 +262,19 @@ impl Arbiter {
         };
         match s.state {
             SuccessorState::Booting => {
-                error!(
-                    "Upgrade failed: new master (pid {}) {how} before it was ready; this master keeps serving",
-                    s.pid
-                );
                 // The verdict for `ferrocorn upgrade`, which may never have
                 // seen the new master alive: `<pidfile>.failed` names it.
+                // Written before the log line, so that whoever reads the
+                // line finds the file.
                 if let Some(p) = &self.pidfile {
                     if let Err(e) = write_pidfile(&pidfile_failed(p), s.pid as u32) {
                         warning!("{e}");
                     }
                 }
+                error!(
+                    "Upgrade failed: new master (pid {}) {how} before it was ready; this master keeps serving",
+                    s.pid
+                );
             }
             SuccessorState::Ready => info!(
                 "New master (pid {}) {how}; this master is the only one again",
