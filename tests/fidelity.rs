@@ -564,14 +564,5 @@ fn a_burst_of_new_connections_spreads_over_sync_workers() {
     for h in handles {
         *per_worker.entry(h.join().expect("client")).or_default() += 1;
     }
-    let counts: Vec<usize> = per_worker.values().copied().collect();
-    assert_eq!(
-        counts.len(),
-        2,
-        "one worker served everything: {per_worker:?}"
-    );
-    assert!(
-        counts.iter().all(|&n| (5..=11).contains(&n)),
-        "uneven spread: {per_worker:?}"
-    );
+    assert_two_way_spread(&per_worker, 5..=11);
 }

@@ -1,6 +1,7 @@
 //! Processes seen through /proc (state, parent, process group), sending
 //! signals, and `wait_until`, the bounded poll every wait in the harness
-//! is built on.
+//! is built on; `assert_two_way_spread` for requests or connections counted
+//! per worker.
 
 use std::fs;
 use std::time::{Duration, Instant};
@@ -64,4 +65,21 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Assert that what was counted per worker (by pid, say) landed on
+/// exactly two workers, each with a count in `each`.
+pub fn assert_two_way_spread(
+    per_worker: &std::collections::HashMap<String, usize>,
+    each: std::ops::RangeInclusive<usize>,
+) {
+    assert_eq!(
+        per_worker.len(),
+        2,
+        "not two workers in the spread: {per_worker:?}"
+    );
+    assert!(
+        per_worker.values().all(|n| each.contains(n)),
+        "uneven spread (each should be in {each:?}): {per_worker:?}"
+    );
 }
