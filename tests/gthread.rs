@@ -576,3 +576,36 @@ fn a_burst_of_keepalive_connections_spreads_over_gthread_workers() {
     }
     assert_two_way_spread(&per_worker, 12..=28);
 }
+
+/// The same after TTIN: a worker started alone learns of the sibling that
+/// TTIN added and shares a burst with it (it used to take every connection
+/// it was woken for, as if it were still the only worker).
+#[test]
+fn after_ttin_a_burst_spreads_over_the_old_and_the_new_worker() {
+    let s = Server::start(&["-w", "1", "-k", "gthread", "--threads", "4", "arb_app:app"]);
+    assert!(wait_until(Duration::from_secs(10), || s
+        .log()
+        .contains("Ready: 1 workers serving")));
+    s.signal(libc::SIGTTIN);
+    // Both workers answer (each connection closes after its request).
+    let mut seen = std::collections::HashSet::new();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let mut c = Conn::connect(s.port);
+            let r = c.request("GET", "/pid", &[("Connection", "close")], b"");
+            seen.insert(r.text());
+            seen.len() == 2
+        }),
+        "the TTIN worker never answered: {seen:?}\n{}",
+        s.log()
+    );
+    const N: usize = 40;
+    let mut conns: Vec<Conn> = (0..N).map(|_| Conn::connect(s.port)).collect();
+    let mut per_worker: std::collections::HashMap<String, usize> = Default::default();
+    for c in conns.iter_mut() {
+        let first = c.request("GET", "/pid", &[], b"");
+        assert_eq!(first.status, 200);
+        *per_worker.entry(first.text()).or_default() += 1;
+    }
+    assert_two_way_spread(&per_worker, 12..=28);
+}

@@ -250,6 +250,7 @@ impl Arbiter {
             return;
         }
         let want = self.settings.workers as usize;
+        self.scoreboard.set_wanted(want);
         let active = |w: &BTreeMap<i32, WorkerInfo>| w.values().filter(|i| !i.retiring).count();
         while active(&self.workers) < want {
             self.spawn_worker();

@@ -1,6 +1,7 @@
 //! The scoreboard: shared memory, mapped by the master before it forks,
 //! where each worker reports its heartbeat, readiness, request count and
-//! open connections (which its siblings read to share new ones out);
+//! open connections (which its siblings read to share new ones out), and
+//! the master says how many workers it wants;
 //! and [`shared_words`], the same kind of mapping for the metrics'
 //! per-worker counters (`metrics::counters` lays them out).
 
@@ -41,7 +42,8 @@ const NOT_ACCEPTING: u64 = u64::MAX;
 
 impl Scoreboard {
     pub fn new(slots: usize) -> io::Result<Scoreboard> {
-        let len = std::num::NonZeroUsize::new(slots * SLOT_WORDS * 8)
+        // The slots, then one word for the master: the workers it wants.
+        let len = std::num::NonZeroUsize::new((slots * SLOT_WORDS + 1) * 8)
             .ok_or_else(|| io::Error::other("empty scoreboard"))?;
         // SAFETY: a fresh anonymous mapping aliases no Rust object; it is
         // zero-filled, which is a valid AtomicU64 bit pattern, and stays
@@ -65,6 +67,25 @@ impl Scoreboard {
         // SAFETY: the index is within the mapping (checked above), the
         // mapping is aligned (page-aligned) and lives forever.
         unsafe { &*self.base.as_ptr().add(slot * SLOT_WORDS + w) }
+    }
+
+    /// The master's word, after the slots.
+    fn wanted_word(&self) -> &std::sync::atomic::AtomicU64 {
+        // SAFETY: the mapping holds `slots * SLOT_WORDS + 1` words (see
+        // `new`), aligned, and lives forever.
+        unsafe { &*self.base.as_ptr().add(self.slots * SLOT_WORDS) }
+    }
+
+    /// The master wants `n` workers (at start, TTIN, TTOU, a reload,
+    /// WINCH): workers forked before the change read it to know how many
+    /// siblings to share connections with.
+    pub fn set_wanted(&self, n: usize) {
+        self.wanted_word().store(n as u64, Ordering::Relaxed);
+    }
+
+    /// How many workers the master wants now.
+    pub fn wanted(&self) -> usize {
+        self.wanted_word().load(Ordering::Relaxed) as usize
     }
 
     /// The heartbeat word of `slot`, for a request that reports its own

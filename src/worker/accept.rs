@@ -39,8 +39,8 @@ const SYNC_ACCEPT_PER_REQUEST: usize = 4;
 /// uneven start would last: half of a Flask app's throughput was lost
 /// with all 50 of wrk's connections on one of two gthread workers.
 const BALANCE_WAIT: Duration = Duration::from_millis(2);
-/// How often a worker that sees fewer siblings than `--workers` implies
-/// looks for them again (as they boot, or after TTOU).
+/// How often a worker that sees fewer siblings than the master wants
+/// looks for them again (as they boot, after TTIN, or while one stops).
 const SIBLINGS_RESCAN: Duration = Duration::from_millis(20);
 /// A worker at its connection limit waits this long before evicting a
 /// connection for a new one, so that a sibling with room takes it first.
@@ -79,11 +79,18 @@ impl Worker {
     pub(super) fn find_siblings(&mut self) {
         self.siblings_seen_at = Instant::now();
         self.sibling_slots =
-            if self.siblings && self.exec.concurrent() && !self.exec.external_wait() {
+            if self.siblings_wanted() > 0 && self.exec.concurrent() && !self.exec.external_wait() {
                 self.scoreboard.ready_siblings(self.slot)
             } else {
                 Vec::new()
             };
+    }
+
+    /// How many other workers the master wants beside this one, live: a
+    /// worker forked before TTIN, TTOU or a reload changed the count
+    /// shares with the siblings there are now.
+    pub(super) fn siblings_wanted(&self) -> usize {
+        self.scoreboard.wanted().saturating_sub(1)
     }
 
     /// Tell the siblings how many connections this worker holds.
@@ -120,7 +127,7 @@ impl Worker {
                 .iter()
                 .filter(|&&s| self.scoreboard.accepting_conns(s).is_some())
                 .count()
-                < self.siblings_expected
+                < self.siblings_wanted()
         {
             self.find_siblings();
         }
@@ -152,7 +159,7 @@ impl Worker {
         if !self.waiting_on(li) {
             return false;
         }
-        if self.siblings {
+        if self.siblings_wanted() > 0 {
             std::thread::sleep(LIMIT_YIELD);
             if !self.waiting_on(li) {
                 return false;

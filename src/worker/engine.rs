@@ -47,8 +47,6 @@ pub struct Worker {
     pub(super) conns: Vec<Option<Conn>>,
     pub(super) free: Vec<usize>,
     pub(super) live: usize,
-    /// Other workers share the listeners (`--workers` above 1).
-    pub(super) siblings: bool,
     /// Connections with work that no new event will announce.
     pub(super) again: Vec<usize>,
     /// Connections with events not yet handled, oldest first, each once
@@ -82,9 +80,9 @@ pub struct Worker {
     /// waiting ones to it (see `accept.rs`).
     pub(super) defer: Option<Instant>,
     /// The siblings' scoreboard slots, looked up once a second, and more
-    /// often while fewer are seen than `--workers` implies.
+    /// often while fewer are seen than the master wants workers
+    /// (`Worker::siblings_wanted`).
     pub(super) sibling_slots: Vec<usize>,
-    pub(super) siblings_expected: usize,
     pub(super) siblings_seen_at: Instant,
     /// Read buffer shared by every connection of this worker.
     pub(super) scratch: Box<[u8]>,
@@ -262,7 +260,6 @@ impl Worker {
             },
             keepalive: crate::config::seconds(settings.keepalive),
             max_conns: settings.worker_connections.max(1) as usize,
-            siblings: settings.workers > 1,
             date: DateCache::default(),
             signals,
             stopping: false,
@@ -272,7 +269,6 @@ impl Worker {
             accept_held: false,
             defer: None,
             sibling_slots: Vec::new(),
-            siblings_expected: (settings.workers as usize).saturating_sub(1),
             siblings_seen_at: Instant::now(),
             scratch: vec![0u8; 64 * 1024].into_boxed_slice(),
             master: args.master,
