@@ -1494,3 +1494,84 @@ fn usr2_then_term_hands_over_finishing_requests_and_closing_websockets_with_1001
     assert_eq!(st.and_then(|x| x.code()), Some(0), "log:\n{}", s.log());
     assert!(wait_until(Duration::from_secs(20), || !alive(new_master)));
 }
+
+/// A burst of keep-alive clients spreads over the ASGI workers, as over
+/// gthread's: each worker is woken by every new connection, and one that
+/// took the whole burst would run all of those clients' requests on its
+/// one event loop (and core) while the other idled.
+#[test]
+fn a_burst_of_keepalive_connections_spreads_over_asgi_workers() {
+    let s = asgi(&["-w", "2", APP]);
+    assert!(wait_until(Duration::from_secs(10), || s
+        .log()
+        .contains("Ready: 2 workers serving")));
+    const N: usize = 40;
+    let mut conns: Vec<Conn> = (0..N).map(|_| Conn::connect(s.port)).collect();
+    let mut per_worker: std::collections::HashMap<String, usize> = Default::default();
+    for c in conns.iter_mut() {
+        let first = c.request("GET", "/pid", &[], b"");
+        assert_eq!(first.status, 200);
+        // Keep-alive: the connection stays with its worker.
+        let again = c.request("GET", "/pid", &[], b"");
+        assert_eq!(again.text(), first.text());
+        *per_worker.entry(first.text()).or_default() += 1;
+    }
+    assert_two_way_spread(&per_worker, 12..=28);
+}
+
+/// A worker that leaves new connections to a less loaded sibling takes
+/// them itself within milliseconds when that sibling does not (here its
+/// event loop is blocked): the wait ends by a timer in the engine's epoll
+/// set, which the asyncio loop watches, not at the loop's next event or
+/// once-a-second tick.
+#[test]
+fn a_connection_left_to_a_blocked_asgi_sibling_is_taken_at_once() {
+    let s = asgi(&["-w", "2", APP]);
+    assert!(wait_until(Duration::from_secs(10), || s
+        .log()
+        .contains("Ready: 2 workers serving")));
+    let conns: Vec<(Conn, String)> = (0..8)
+        .map(|_| {
+            let mut c = Conn::connect(s.port);
+            let pid = c.request("GET", "/pid", &[], b"").text();
+            (c, pid)
+        })
+        .collect();
+    let mut per_worker: std::collections::HashMap<String, usize> = Default::default();
+    for (_, pid) in &conns {
+        *per_worker.entry(pid.clone()).or_default() += 1;
+    }
+    assert_two_way_spread(&per_worker, 2..=6);
+    // A keeps its connections; B keeps one, which blocks its loop.
+    let busy = per_worker
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(p, _)| p.clone());
+    let busy = busy.expect("two workers");
+    let (mut conns, others): (Vec<_>, Vec<_>) =
+        conns.into_iter().partition(|(_, pid)| *pid == busy);
+    let mut others = others.into_iter();
+    let (mut blocked, _) = others.next().expect("a connection to the other worker");
+    drop(others);
+    // B has seen its connections close and published its count.
+    thread::sleep(Duration::from_millis(300));
+    blocked.send_request("GET", "/block?s=4", &[], b"");
+    thread::sleep(Duration::from_millis(300));
+    for i in 0..4 {
+        let t0 = Instant::now();
+        let mut c = Conn::connect(s.port);
+        let r = c.request("GET", "/pid", &[], b"");
+        let took = t0.elapsed();
+        assert_eq!(
+            r.text(),
+            busy,
+            "connection {i} answered by the blocked worker?"
+        );
+        assert!(
+            took < Duration::from_millis(400),
+            "connection {i} waited {took:?} for a worker\n{}",
+            s.log()
+        );
+        conns.push((c, busy.clone()));
+    }
+}

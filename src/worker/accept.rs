@@ -1,6 +1,7 @@
 //! How a worker takes new connections: a batch per wake-up for the classes
-//! that run requests concurrently, which gthread leaves to a sibling
-//! while it holds more connections than one of them; for
+//! that run requests concurrently, which they leave to a sibling while
+//! they hold more connections than one of them (with a timer to end that
+//! wait where an asyncio loop or a greenlet hub drives the engine); for
 //! sync, pacing by the requests it serves, so that connections spread
 //! over the workers by how fast each serves (see the constants).
 
@@ -8,7 +9,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use super::conn::{ListenSock, Stream};
-use super::engine::Worker;
+use super::engine::{Worker, BALANCE_TOKEN};
 use crate::warning;
 use crate::wsgi::Peer;
 
@@ -30,7 +31,8 @@ pub(super) const FRESH_WAIT: Duration = Duration::from_millis(20);
 /// starting together is in within a few turns rather than queueing in
 /// the backlog behind those already connected.
 const SYNC_ACCEPT_PER_REQUEST: usize = 4;
-/// A gthread worker holding more connections than a sibling (by more
+/// A worker of a concurrent class (gthread, asgi, gevent, eventlet)
+/// holding more connections than a sibling (by more
 /// than `balance_slack`) leaves new ones to it for up to this long, then
 /// takes them itself: every worker is woken by a new connection, and the
 /// first awake would otherwise take a whole burst (keep-alive clients
@@ -72,18 +74,15 @@ impl Worker {
     }
 
     /// Look up the siblings' scoreboard slots (at start and once a second:
-    /// workers come and go). Only for gthread: the classes whose loop an
-    /// asyncio loop or a greenlet hub drives (`external_wait`) would not
-    /// look at a waiting connection again when the wait ends, only at the
-    /// next event, so they accept as before.
+    /// workers come and go). For the classes that run requests
+    /// concurrently (gthread, asgi, gevent, eventlet).
     pub(super) fn find_siblings(&mut self) {
         self.siblings_seen_at = Instant::now();
-        self.sibling_slots =
-            if self.siblings_wanted() > 0 && self.exec.concurrent() && !self.exec.external_wait() {
-                self.scoreboard.ready_siblings(self.slot)
-            } else {
-                Vec::new()
-            };
+        self.sibling_slots = if self.siblings_wanted() > 0 && self.exec.concurrent() {
+            self.scoreboard.ready_siblings(self.slot)
+        } else {
+            Vec::new()
+        };
     }
 
     /// How many other workers the master wants beside this one, live: a
@@ -138,6 +137,9 @@ impl Worker {
         let now = Instant::now();
         match self.defer {
             None => {
+                if !self.arm_balance_timer() {
+                    return false;
+                }
                 self.defer = Some(now + BALANCE_WAIT);
                 true
             }
@@ -147,6 +149,58 @@ impl Worker {
                 self.defer = None;
                 false
             }
+        }
+    }
+
+    /// Make sure this worker looks at the listeners again when a wait for
+    /// a sibling ends. gthread's turn waits at most until then; an asyncio
+    /// loop or a greenlet hub runs a turn only when the engine's epoll
+    /// descriptor is readable, so a timer in the epoll set makes it so.
+    /// False if there is no timer to be had (then the worker does not
+    /// wait: a connection must not sit until the next event).
+    fn arm_balance_timer(&mut self) -> bool {
+        use nix::sys::time::TimeSpec;
+        use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+        if !self.exec.external_wait() {
+            return true;
+        }
+        if self.balance_timer.is_none() {
+            let made = TimerFd::new(
+                ClockId::CLOCK_MONOTONIC,
+                TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+            )
+            .map_err(io::Error::from)
+            .and_then(|t| {
+                use std::os::fd::{AsFd, AsRawFd};
+                self.poll.registry().register(
+                    &mut mio::unix::SourceFd(&t.as_fd().as_raw_fd()),
+                    BALANCE_TOKEN,
+                    mio::Interest::READABLE,
+                )?;
+                Ok(t)
+            });
+            match made {
+                Ok(t) => self.balance_timer = Some(t),
+                Err(e) => {
+                    warning!("Cannot make the accept balance timer, accepting at once: {e}");
+                    return false;
+                }
+            }
+        }
+        let Some(t) = &self.balance_timer else {
+            return false;
+        };
+        let when = Expiration::OneShot(TimeSpec::from_duration(BALANCE_WAIT));
+        t.set(when, TimerSetTimeFlags::empty()).is_ok()
+    }
+
+    /// The balance timer fired: take its expiry off the descriptor (the
+    /// turn then looks at the listeners, since `defer` is set).
+    pub(super) fn balance_timer_fired(&mut self) {
+        use std::os::fd::AsFd;
+        if let Some(t) = &self.balance_timer {
+            let mut buf = [0u8; 8];
+            let _ = nix::unistd::read(t.as_fd(), &mut buf);
         }
     }
 

@@ -40,6 +40,8 @@ pub(super) const CONN_BASE: usize = 1 << 16;
 const WAKER_TOKEN: Token = Token(CONN_BASE - 1);
 /// The `ctl stacks` link, until the stacks thread starts.
 const STACKS_TOKEN: Token = Token(CONN_BASE - 2);
+/// The timer that ends a wait for a sibling (`Worker::balance_timer`).
+pub(super) const BALANCE_TOKEN: Token = Token(CONN_BASE - 3);
 
 pub struct Worker {
     pub(super) poll: Poll,
@@ -79,6 +81,10 @@ pub struct Worker {
     /// this worker, holding more connections than a sibling, leaves the
     /// waiting ones to it (see `accept.rs`).
     pub(super) defer: Option<Instant>,
+    /// Where an asyncio loop or a greenlet hub runs the engine (they wait
+    /// on its epoll descriptor, not for a turn's timeout): a timer in the
+    /// epoll set that fires when `defer` ends. Made at the first wait.
+    pub(super) balance_timer: Option<nix::sys::timerfd::TimerFd>,
     /// The siblings' scoreboard slots, looked up once a second, and more
     /// often while fewer are seen than the master wants workers
     /// (`Worker::siblings_wanted`).
@@ -268,6 +274,7 @@ impl Worker {
             fresh: None,
             accept_held: false,
             defer: None,
+            balance_timer: None,
             sibling_slots: Vec::new(),
             siblings_seen_at: Instant::now(),
             scratch: vec![0u8; 64 * 1024].into_boxed_slice(),
@@ -339,6 +346,7 @@ impl Worker {
             match ev.token() {
                 SIGNAL_TOKEN => signalled = true,
                 WAKER_TOKEN => {}
+                BALANCE_TOKEN => self.balance_timer_fired(),
                 STACKS_TOKEN => {
                     // The thread reads the link from now on (the
                     // descriptor stays open, so it is still ours to drop).
