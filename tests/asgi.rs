@@ -1502,21 +1502,11 @@ fn usr2_then_term_hands_over_finishing_requests_and_closing_websockets_with_1001
 #[test]
 fn a_burst_of_keepalive_connections_spreads_over_asgi_workers() {
     let s = asgi(&["-w", "2", APP]);
-    assert!(wait_until(Duration::from_secs(10), || s
-        .log()
-        .contains("Ready: 2 workers serving")));
-    const N: usize = 40;
-    let mut conns: Vec<Conn> = (0..N).map(|_| Conn::connect(s.port)).collect();
-    let mut per_worker: std::collections::HashMap<String, usize> = Default::default();
-    for c in conns.iter_mut() {
-        let first = c.request("GET", "/pid", &[], b"");
-        assert_eq!(first.status, 200);
-        // Keep-alive: the connection stays with its worker.
-        let again = c.request("GET", "/pid", &[], b"");
-        assert_eq!(again.text(), first.text());
-        *per_worker.entry(first.text()).or_default() += 1;
-    }
-    assert_two_way_spread(&per_worker, 12..=28);
+    s.wait_all_booted(2);
+    // No worker with more than three quarters, with slack for a loaded
+    // machine (the 2 ms wait is best effort); without the balance, 35/5
+    // and 40/0 were usual.
+    assert_two_way_spread(&keepalive_burst_per_worker(s.port, 40), 10..=30);
 }
 
 /// A worker that leaves new connections to a less loaded sibling takes
@@ -1527,9 +1517,7 @@ fn a_burst_of_keepalive_connections_spreads_over_asgi_workers() {
 #[test]
 fn a_connection_left_to_a_blocked_asgi_sibling_is_taken_at_once() {
     let s = asgi(&["-w", "2", APP]);
-    assert!(wait_until(Duration::from_secs(10), || s
-        .log()
-        .contains("Ready: 2 workers serving")));
+    s.wait_all_booted(2);
     let conns: Vec<(Conn, String)> = (0..8)
         .map(|_| {
             let mut c = Conn::connect(s.port);
@@ -1541,7 +1529,9 @@ fn a_connection_left_to_a_blocked_asgi_sibling_is_taken_at_once() {
     for (_, pid) in &conns {
         *per_worker.entry(pid.clone()).or_default() += 1;
     }
-    assert_two_way_spread(&per_worker, 2..=6);
+    // Both workers hold some (the busier at least 4, enough to be crowded
+    // once the other keeps only one).
+    assert_two_way_spread(&per_worker, 1..=7);
     // A keeps its connections; B keeps one, which blocks its loop.
     let busy = per_worker
         .iter()

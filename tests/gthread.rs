@@ -559,22 +559,11 @@ fn a_full_worker_leaves_new_connections_to_one_with_room() {
 #[test]
 fn a_burst_of_keepalive_connections_spreads_over_gthread_workers() {
     let s = Server::start(&["-w", "2", "-k", "gthread", "--threads", "4", "arb_app:app"]);
-    // Both workers have booted and marked themselves ready.
-    assert!(wait_until(Duration::from_secs(10), || s
-        .log()
-        .contains("Ready: 2 workers serving")));
-    const N: usize = 40;
-    let mut conns: Vec<Conn> = (0..N).map(|_| Conn::connect(s.port)).collect();
-    let mut per_worker: std::collections::HashMap<String, usize> = Default::default();
-    for c in conns.iter_mut() {
-        let first = c.request("GET", "/pid", &[], b"");
-        assert_eq!(first.status, 200);
-        // Keep-alive: the connection stays with its worker.
-        let again = c.request("GET", "/pid", &[], b"");
-        assert_eq!(again.text(), first.text());
-        *per_worker.entry(first.text()).or_default() += 1;
-    }
-    assert_two_way_spread(&per_worker, 12..=28);
+    s.wait_all_booted(2);
+    // No worker with more than three quarters, with slack for a loaded
+    // machine (the 2 ms wait is best effort); without the balance, 35/5
+    // and 40/0 were usual.
+    assert_two_way_spread(&keepalive_burst_per_worker(s.port, 40), 10..=30);
 }
 
 /// The same after TTIN: a worker started alone learns of the sibling that
@@ -583,9 +572,7 @@ fn a_burst_of_keepalive_connections_spreads_over_gthread_workers() {
 #[test]
 fn after_ttin_a_burst_spreads_over_the_old_and_the_new_worker() {
     let s = Server::start(&["-w", "1", "-k", "gthread", "--threads", "4", "arb_app:app"]);
-    assert!(wait_until(Duration::from_secs(10), || s
-        .log()
-        .contains("Ready: 1 workers serving")));
+    s.wait_all_booted(1);
     s.signal(libc::SIGTTIN);
     // Both workers answer (each connection closes after its request).
     let mut seen = std::collections::HashSet::new();
@@ -599,13 +586,8 @@ fn after_ttin_a_burst_spreads_over_the_old_and_the_new_worker() {
         "the TTIN worker never answered: {seen:?}\n{}",
         s.log()
     );
-    const N: usize = 40;
-    let mut conns: Vec<Conn> = (0..N).map(|_| Conn::connect(s.port)).collect();
-    let mut per_worker: std::collections::HashMap<String, usize> = Default::default();
-    for c in conns.iter_mut() {
-        let first = c.request("GET", "/pid", &[], b"");
-        assert_eq!(first.status, 200);
-        *per_worker.entry(first.text()).or_default() += 1;
-    }
-    assert_two_way_spread(&per_worker, 12..=28);
+    // No worker with more than three quarters, with slack for a loaded
+    // machine (the 2 ms wait is best effort); without the balance, 35/5
+    // and 40/0 were usual.
+    assert_two_way_spread(&keepalive_burst_per_worker(s.port, 40), 10..=30);
 }

@@ -1,7 +1,8 @@
 //! A raw HTTP/1.1 client: `Stream` (TCP or unix socket), `Reader`, which
 //! parses responses (chunked, Content-Length or close-delimited) from any
 //! byte source, `Conn`, one connection with request/response helpers, and
-//! one-shot helpers that send raw bytes on a fresh connection.
+//! one-shot helpers that send raw bytes on a fresh connection; and
+//! `keepalive_burst_per_worker`, where a burst of connections landed.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -519,4 +520,25 @@ pub fn parse_responses(bytes: &[u8]) -> Vec<Response> {
         }
     }
     out
+}
+
+/// Open `n` connections to `port` together (a proxy opening its pool), then
+/// ask each for `/pid` twice: how many of them each worker took, keyed by
+/// the body (which names the worker). Keep-alive: both answers of a
+/// connection come from the same worker.
+pub fn keepalive_burst_per_worker(port: u16, n: usize) -> std::collections::HashMap<String, usize> {
+    let mut conns: Vec<Conn> = (0..n).map(|_| Conn::connect(port)).collect();
+    let mut per_worker = std::collections::HashMap::new();
+    for c in conns.iter_mut() {
+        let first = c.request("GET", "/pid", &[], b"");
+        assert_eq!(first.status, 200);
+        let again = c.request("GET", "/pid", &[], b"");
+        assert_eq!(
+            again.text(),
+            first.text(),
+            "a keep-alive connection changed worker"
+        );
+        *per_worker.entry(first.text()).or_default() += 1;
+    }
+    per_worker
 }

@@ -207,6 +207,17 @@ impl Server {
         Some(line[..end].to_string())
     }
 
+    /// Wait (bounded) until the master logs that all `n` workers it
+    /// started have booted and marked themselves ready.
+    pub fn wait_all_booted(&self, n: usize) {
+        let line = format!("Ready: {n} workers serving");
+        assert!(
+            wait_until(Duration::from_secs(10), || self.log().contains(&line)),
+            "no '{line}' in time; log:\n{}",
+            self.log()
+        );
+    }
+
     /// Wait (bounded) for the "Listening at" line and for an HTTP answer.
     pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + START_TIMEOUT;
