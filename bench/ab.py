@@ -6,8 +6,11 @@ change), built on bench.py's helpers.
     /usr/bin/python3 bench/ab.py --a OLD --b NEW --workloads hello --classes gthread \\
         --threads 4 --wrk-threads 1 --connections 50 --rounds 5
     /usr/bin/python3 bench/ab.py --a OLD --b NEW --callgrind 2000 --workloads hello
+    /usr/bin/python3 bench/ab.py --a OLD --b NEW --classes asgi \
+        --workloads asgi-hello,asgi-cpu --wrk-threads 1 --connections 50
 
-For every round, workload and worker class (sync, gthread), it runs A and B
+For every round, workload and worker class (sync, gthread; asgi with the
+asgi-* workloads), it runs A and B
 back to back (B first in every other round, so slow drift of the machine
 lands on both) with bench.py's run_one: fresh port, start, check the
 response, warm up, measure with wrk, stop.  Reported per workload and
@@ -42,7 +45,20 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench as B  # noqa: E402  (bench.py sits next to this file)
 
 DEFAULT_WORKLOADS = "hello,flask,upload,download"
-CLASSES = ["sync", "gthread"]
+CLASSES = ["sync", "gthread", "asgi"]
+DEFAULT_CLASSES = "sync,gthread"
+
+# The workloads for --classes asgi (the WSGI ones for the other classes).
+ASGI_WORKLOADS = {
+    "asgi-hello": B.Workload(
+        "asgi-hello", "apps.asgi_hello:app", "/", 50, 0,
+        check=lambda status, headers, body: (
+            None if body == b"Hello, World!" else "unexpected body %r" % body[:80]),
+        description="ASGI hello world (apps/asgi_hello.py)"),
+    "asgi-cpu": B.Workload(
+        "asgi-cpu", "apps.asgi_cpu:app", "/", 50, 0,
+        description="ASGI app computing ~0.3 ms per request (apps/asgi_cpu.py)"),
+}
 
 
 def parse_args(argv):
@@ -62,8 +78,10 @@ def parse_args(argv):
                    help="comma list from: %s (default %s)" % (
                        ",".join(B.WORKLOAD_ORDER + B.EXTRA_WORKLOADS),
                        DEFAULT_WORKLOADS))
-    p.add_argument("--classes", default=",".join(CLASSES),
-                   help="worker classes, comma list (default sync,gthread)")
+    p.add_argument("--classes", default=DEFAULT_CLASSES,
+                   help="worker classes, comma list from %s (default %s); "
+                        "asgi runs the asgi-* workloads, the others the "
+                        "WSGI ones" % (",".join(CLASSES), DEFAULT_CLASSES))
     p.add_argument("--workers", type=int, default=2, help="default 2")
     p.add_argument("--threads", type=int, default=0,
                    help="--threads for gthread (default: per workload, "
@@ -93,22 +111,38 @@ def parse_args(argv):
     args.venv = os.path.abspath(args.venv)
     args.classes = [c for c in CLASSES if c in args.classes.split(",")]
     if not args.classes:
-        raise SystemExit("--classes: choose from sync,gthread")
+        raise SystemExit("--classes: choose from %s" % ",".join(CLASSES))
     return args
 
 
 def workloads(args):
-    names = B.select(args.workloads, B.WORKLOAD_ORDER + B.EXTRA_WORKLOADS,
+    known = dict(B.WORKLOADS, **ASGI_WORKLOADS)
+    names = B.select(args.workloads,
+                     B.WORKLOAD_ORDER + B.EXTRA_WORKLOADS + list(ASGI_WORKLOADS),
                      "workload")
     out = []
     for name in names:
-        wl = copy.copy(B.WORKLOADS[name])
+        wl = copy.copy(known[name])
         if args.threads:
             wl.threads = args.threads
         if args.connections:
             wl.connections = args.connections
         out.append(wl)
+    if not pairs(args, out):
+        raise SystemExit("no workload fits the classes: --classes asgi takes "
+                         "%s, the others the WSGI workloads"
+                         % ",".join(ASGI_WORKLOADS))
     return out
+
+
+def fits(wl, cls):
+    """ASGI workloads run with the asgi class, WSGI ones with the others."""
+    return (wl.name in ASGI_WORKLOADS) == (cls == "asgi")
+
+
+def pairs(args, wls):
+    """The (workload, class) pairs to run."""
+    return [(wl, cls) for wl in wls for cls in args.classes if fits(wl, cls)]
 
 
 def side_ctx(args, label, binary, lua):
@@ -118,6 +152,7 @@ def side_ctx(args, label, binary, lua):
     return types.SimpleNamespace(
         ferrocorn_bin=binary, workers=args.workers, venv=args.venv,
         log_dir=log_dir, lua=lua, warmup=args.warmup, duration=args.duration,
+        wrk_cpus="", server_cpus="",
         wrk=args.wrk, wrk_threads=args.wrk_threads,
         wrk_timeout=args.wrk_timeout, start_timeout=args.start_timeout)
 
@@ -144,16 +179,19 @@ def _spread(vals):
 
 def run_rounds(args, wls, sides):
     runs = []
-    total = args.rounds * len(wls) * len(args.classes) * 2
+    todo = pairs(args, wls)
+    total = args.rounds * len(todo) * 2
     per_run = args.warmup + args.duration + 2
-    B.log("%d round(s) x %d workload(s) x %d class(es) x 2 binaries, ~%ds "
-          "per run (~%.0f min)" % (args.rounds, len(wls), len(args.classes),
+    B.log("%d round(s) x %d workload/class pair(s) x 2 binaries, ~%ds "
+          "per run (~%.0f min)" % (args.rounds, len(todo),
                                    per_run, total * per_run / 60.0))
     failed = set()
     for rnd in range(1, args.rounds + 1):
         order = sides if rnd % 2 else sides[::-1]
         for wl in wls:
             for cls in args.classes:
+                if not fits(wl, cls):
+                    continue
                 for label, ctx in order:
                     if (label, wl.name, cls) in failed:
                         continue
@@ -190,6 +228,8 @@ def summarise(args, wls, runs):
     rows = []
     for wl in wls:
         for cls in args.classes:
+            if not fits(wl, cls):
+                continue
             row = {"workload": wl.name, "class": cls,
                    "connections": wl.connections,
                    "threads": wl.threads if cls == "gthread" else None}
@@ -329,9 +369,7 @@ def callgrind_once(args, label, binary, cls, wl, nreq, workdir):
             binary, "-w", "1", "--timeout", "900", "--graceful-timeout", "120",
             "-b", "127.0.0.1:%d" % port, "--chdir", B.BENCH_DIR,
             "--virtualenv", args.venv]
-    if cls == "gthread":
-        argv += ["-k", "gthread", "--threads", str(wl.threads)]
-    argv.append(wl.module)
+    argv += B.ferrocorn_class_args(cls, wl) + [wl.module]
     logpath = os.path.join(outdir, "server.log")
     with open(logpath, "wb") as logf:
         proc = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT,
@@ -364,6 +402,8 @@ def run_callgrind(args, wls, sides):
     rows = []
     for wl in wls:
         for cls in args.classes:
+            if not fits(wl, cls):
+                continue
             row = {"workload": wl.name, "class": cls,
                    "threads": wl.threads if cls == "gthread" else None}
             for label, ctx in sides:

@@ -169,14 +169,21 @@ def _ferrocorn_available(ctx):
     return _need_file(ctx.ferrocorn_bin, "ferrocorn binary")
 
 
+def ferrocorn_class_args(kind, wl):
+    """The worker-class flags of ferrocorn for `kind` (sync, gthread, asgi)."""
+    if kind == "gthread":
+        return ["-k", "gthread", "--threads", str(wl.threads)]
+    if kind == "asgi":
+        return ["-k", "asgi"]
+    return []
+
+
 def _ferrocorn_argv(kind):
     def argv(ctx, wl, port):
         cmd = [ctx.ferrocorn_bin, "-w", str(ctx.workers),
                "-b", "127.0.0.1:%d" % port, "--chdir", BENCH_DIR,
                "--virtualenv", ctx.venv]
-        if kind == "gthread":
-            cmd += ["-k", "gthread", "--threads", str(wl.threads)]
-        return cmd + [wl.module]
+        return cmd + ferrocorn_class_args(kind, wl) + [wl.module]
     return argv
 
 
@@ -224,6 +231,10 @@ SERVERS = {
     "ferrocorn-gthread": Server(
         "ferrocorn-gthread", _ferrocorn_argv("gthread"), _ferrocorn_available,
         note="-k gthread --threads <per-workload>"),
+    # For bench/ab.py --classes asgi (ASGI apps only; not in SERVER_ORDER).
+    "ferrocorn-asgi": Server(
+        "ferrocorn-asgi", _ferrocorn_argv("asgi"), _ferrocorn_available,
+        note="-k asgi"),
     "gunicorn-sync": Server(
         "gunicorn-sync", _gunicorn_argv("sync"),
         lambda ctx: _need_file(_venv_bin(ctx, "gunicorn"), "gunicorn")),

@@ -508,7 +508,12 @@ fn hup_loads_changed_app_code() {
     for _ in 0..4 {
         assert_eq!(get_text(s.port, "/"), "v1");
     }
-    fs::write(&module, source("v2")).unwrap();
+    // Both workers have imported v1 (one still booting could read the file
+    // half rewritten), and v2 replaces it whole.
+    s.wait_all_booted(2);
+    let next = dir.join("arb_ver.py.new");
+    fs::write(&next, source("v2")).unwrap();
+    fs::rename(&next, &module).unwrap();
     s.signal(libc::SIGHUP);
     wait_log(&s, "Reload complete", Duration::from_secs(30));
     let old_gone = wait_until(Duration::from_secs(15), || {

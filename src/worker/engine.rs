@@ -77,9 +77,9 @@ pub struct Worker {
     pub(super) fresh: Option<(usize, Instant)>,
     /// sync: accepting waits for `fresh`.
     pub(super) accept_held: bool,
-    /// gthread, with siblings: until when
-    /// this worker, holding more connections than a sibling, leaves the
-    /// waiting ones to it (see `accept.rs`).
+    /// A concurrent class with siblings: until when this worker, holding
+    /// more connections than a sibling, leaves the waiting ones to it (see
+    /// `accept.rs`).
     pub(super) defer: Option<Instant>,
     /// Where an asyncio loop or a greenlet hub runs the engine (they wait
     /// on its epoll descriptor, not for a turn's timeout): a timer in the
